@@ -1,0 +1,102 @@
+"""Audit a run's evidence trail.
+
+For every record under OUT/evidence (and OUT/heldout/*/evidence): validate the schema,
+recompute the record's sha256, re-hash every dep and out file, check that every record it
+depends on exists and matches, and flag code that changed since the record was written.
+Each failure is one line naming the record, the field, and the expected and found values.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .canonical import record_hash, sha256_file
+from .errors import EvidenceError
+from .provenance import REPO_ROOT, resolve_run_path
+from .record import validate
+
+
+def run_dirs(out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    dirs = [out_dir] if (out_dir / "evidence").is_dir() else []
+    heldout = out_dir / "heldout"
+    if heldout.is_dir():
+        dirs += sorted(p for p in heldout.iterdir() if (p / "evidence").is_dir())
+    return dirs
+
+
+def audit_run(run_dir: Path, *, check_code: bool = True) -> tuple[list[str], int]:
+    """(failure lines, number of records checked) for one run folder."""
+    failures: list[str] = []
+    records: dict[str, dict] = {}
+    for path in sorted((run_dir / "evidence").glob("*.json")):
+        rid = path.stem
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            failures.append(f"record {rid}: field (file): not valid JSON: {e}")
+            continue
+        try:
+            validate(record, where=rid)
+        except EvidenceError as e:
+            if isinstance(record, dict) and "sha256" in record and "field sha256" in str(e):
+                failures.append(
+                    f"record {rid}: field sha256: expected {record['sha256']} found {record_hash(record)}"
+                )
+            else:
+                failures.append(str(e))
+            continue
+        records[rid] = record
+
+    for rid, record in records.items():
+        for kind in ("outs", "deps"):
+            entries = record["outs"] if kind == "outs" else record["deps"]["files"]
+            for entry in entries:
+                failures += _check_file(rid, kind, entry, run_dir)
+        for dep in record["deps"]["records"]:
+            parent = records.get(dep["id"])
+            if parent is None:
+                failures.append(
+                    f"record {rid}: field deps.records[{dep['id']}]: expected {dep['sha256']} found missing record"
+                )
+            elif parent["sha256"] != dep["sha256"]:
+                failures.append(
+                    f"record {rid}: field deps.records[{dep['id']}]: expected {dep['sha256']} found {parent['sha256']}"
+                )
+        if check_code:
+            for entry in record["code"]["files"]:
+                src = REPO_ROOT / entry["path"]
+                found = sha256_file(src) if src.is_file() else "missing file"
+                if found != entry["sha256"]:
+                    failures.append(
+                        f"record {rid}: field code.files[{entry['path']}]: expected {entry['sha256']} "
+                        f"found {found} (code changed since the record was written: rerun the stage)"
+                    )
+    return failures, len(records)
+
+
+def _check_file(rid: str, kind: str, entry: dict, run_dir: Path) -> list[str]:
+    path = resolve_run_path(entry["path"], run_dir)
+    field = f"{kind}[{entry['path']}]"
+    if not path.is_file():
+        return [f"record {rid}: field {field}: expected {entry['sha256']} found missing file {path}"]
+    found = sha256_file(path)
+    if found != entry["sha256"]:
+        return [f"record {rid}: field {field}: expected {entry['sha256']} found {found}"]
+    if path.stat().st_size != entry["size"]:
+        return [f"record {rid}: field {field}.size: expected {entry['size']} found {path.stat().st_size}"]
+    return []
+
+
+def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], int]:
+    failures: list[str] = []
+    total = 0
+    dirs = run_dirs(out_dir)
+    if not dirs:
+        return [f"run {out_dir}: field evidence: expected a folder of records found none (run `make submission` first)"], 0
+    for d in dirs:
+        f, n = audit_run(d, check_code=check_code)
+        prefix = "" if d == Path(out_dir) else f"[{d.name}] "
+        failures += [prefix + line for line in f]
+        total += n
+    return failures, total

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests that need ../shared/data skip outside CI and fail inside it (CI set)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        message = f"shared data not found: {path} (expected ../shared/data beside the repository)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must provide it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def nih_dir(shared_data) -> Path:
+    return _require(shared_data / "nih")
+
+
+@pytest.fixture(scope="session")
+def nih_metadata(nih_dir) -> Path:
+    return _require(nih_dir / "metadata")
+
+
+@pytest.fixture(scope="session")
+def pneumoniamnist_npz(shared_data) -> Path:
+    return _require(shared_data / "pneumoniamnist" / "pneumoniamnist.npz")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
