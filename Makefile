@@ -12,6 +12,7 @@ PARAMS ?= params.yaml
 HELDOUT ?=
 FILES ?=
 PYTEST_ARGS ?=
+BENCH ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -102,8 +103,8 @@ infer: $(THRESH) ## classify DICOM files with the locked model: make infer FILES
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks (speed ratios measured in one run)
-	$(PY) -m bench
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist")
+	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)
 	rm -rf $(OUT)

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory goals, each measured against its baseline in one run."""

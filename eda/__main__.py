@@ -1,0 +1,102 @@
+"""`python -m eda --out OUT --params PARAMS`: the EDA records eda.dataset, eda.pixels, eda.quality
+and eda.ground_truth, with their figures under OUT/figures/eda_*.png.
+
+Everything is computed first; figures and records are written only when all of it succeeded
+(each file atomically, each record after its figures).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from evidence import EvidenceError, read_record, write_record  # noqa: E402
+from evidence.params import ParamsError, section  # noqa: E402
+
+from . import dataset, figures, ground_truth, pixels, quality  # noqa: E402
+from .dataset import ManifestError  # noqa: E402
+
+DEP_RECORDS = ("cohort.manifest", "split.patients")
+DEFAULTS = {"pixel_seed": 0, "max_age_span_years": quality.DEFAULT_MAX_AGE_SPAN_YEARS, "ci_level": 0.95}
+
+
+def check_params(params: dict) -> dict:
+    """The eda section with defaults filled in; raises ParamsError naming the key and the fix."""
+    resolved = {**DEFAULTS, **params}
+    n = resolved.get("pixel_sample_max")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ParamsError(f"params eda.pixel_sample_max: expected a positive integer, got {n!r}")
+    seed = resolved["pixel_seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParamsError(f"params eda.pixel_seed: expected a non-negative integer, got {seed!r}")
+    span = resolved["max_age_span_years"]
+    if isinstance(span, bool) or not isinstance(span, (int, float)) or span <= 0:
+        raise ParamsError(f"params eda.max_age_span_years: expected a positive number, got {span!r}")
+    level = resolved["ci_level"]
+    if isinstance(level, bool) or not isinstance(level, float) or not 0 < level < 1:
+        raise ParamsError(f"params eda.ci_level: expected a number between 0 and 1, e.g. 0.95, got {level!r}")
+    return resolved
+
+
+def run(out: str | Path, params: dict) -> dict[str, dict]:
+    """Compute and write the four EDA records; return them by id."""
+    out = Path(out)
+    params = check_params(params)
+    cohort = read_record(out, "cohort.manifest")
+    read_record(out, "split.patients")
+    manifest_path, splits_path = out / "cohort" / "manifest.csv", out / "cohort" / "splits.csv"
+    manifest = dataset.read_manifest(manifest_path)
+    splits = dataset.read_splits(splits_path)
+    frame = dataset.with_splits(manifest, splits)
+    source = cohort["data"].get("source", {})
+
+    dataset_data, dataset_fig = dataset.describe(manifest, splits)
+    pixel_data, pixel_quality, pixel_fig = pixels.analyse(frame, params["pixel_sample_max"], params["pixel_seed"])
+    quality_data = quality.assess(frame, cohort["data"].get("quality_findings", []), pixel_quality,
+                                  params["max_age_span_years"])
+    truth_data, truth_files = ground_truth.assess(manifest, source, params["ci_level"])
+
+    fig_dir = out / "figures"
+    dataset_outs = [
+        figures.age_by_class(dataset_fig["age_by_class"], fig_dir / "eda_age_by_class.png"),
+        figures.view_by_class(dataset_fig["view_by_class"], fig_dir / "eda_view_by_class.png"),
+        figures.cooccurrence(dataset_fig["cooccurrence"], fig_dir / "eda_cooccurrence_pneumonia.png"),
+        figures.images_per_patient(dataset_fig["images_per_patient"], fig_dir / "eda_images_per_patient.png"),
+    ]
+    pixel_outs = ([figures.pixel_intensity(pixel_fig["edges"], pixel_fig["hist"], pixel_fig["images"],
+                                           fig_dir / "eda_pixel_intensity.png")] if pixel_fig else [])
+
+    common = {"stage": "eda", "params": params, "deps": [manifest_path, splits_path],
+              "dep_records": DEP_RECORDS, "sources": ("eda",)}
+    records = {
+        "eda.dataset": write_record(out, "eda.dataset", data=dataset_data, outs=dataset_outs, **common),
+        "eda.pixels": write_record(out, "eda.pixels", data=pixel_data, outs=pixel_outs, **common),
+        "eda.quality": write_record(out, "eda.quality", data=quality_data, **common),
+    }
+    truth_common = {**common, "deps": common["deps"] + truth_files}
+    records["eda.ground_truth"] = write_record(out, "eda.ground_truth", data=truth_data, **truth_common)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eda", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="run folder (e.g. build)")
+    parser.add_argument("--params", required=True, help="params file (e.g. params.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        params = section(args.params, "eda")
+        records = run(args.out, params)
+    except (ParamsError, ManifestError, EvidenceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    quality_data = records["eda.quality"]["data"]
+    print(f"eda: {len(records)} records in {Path(args.out) / 'evidence'}; "
+          f"{len(quality_data['findings'])} data-quality findings")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

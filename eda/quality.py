@@ -1,0 +1,145 @@
+"""Data-quality findings (record `eda.quality`): re-reported from the cohort, plus those visible
+only with the whole manifest or the pixels (patient consistency, label consistency, files).
+
+A finding is `{id, description, n_rows, example_image_ids, decision, applied, origin}`;
+`decision` is exclude, keep or correct, `applied` says where downstream it takes effect.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .dataset import FINDINGS, NO_FINDING, finding_matrix
+
+EXAMPLES = 5
+DEFAULT_MAX_AGE_SPAN_YEARS = 25
+
+
+def finding(fid: str, description: str, mask, ids: pd.Series, decision: str, applied: str,
+            origin: str = "eda.quality") -> dict:
+    mask = np.asarray(mask, dtype=bool)
+    return {"id": fid, "description": description, "n_rows": int(mask.sum()),
+            "example_image_ids": [str(x) for x in ids.to_numpy()[mask][:EXAMPLES]],
+            "decision": decision, "applied": applied, "origin": origin}
+
+
+def patient_consistency(frame: pd.DataFrame, max_age_span_years: float = DEFAULT_MAX_AGE_SPAN_YEARS) -> list[dict]:
+    """Sex that changes within a patient; age that falls as follow-up rises; implausible age spans."""
+    ids = frame["image_id"]
+    group = frame.groupby("patient_id", sort=False)
+    known_sex = frame["sex"].where(frame["sex"].isin(["M", "F"]))
+    sex_mixed = known_sex.groupby(frame["patient_id"], sort=False).transform("nunique") > 1
+
+    ordered = frame.sort_values(["patient_id", "follow_up"], kind="stable")
+    prev_age = ordered.groupby("patient_id", sort=False)["age_years"].cummax().groupby(
+        ordered["patient_id"], sort=False).shift()
+    falls = (ordered["age_years"] < prev_age).reindex(frame.index, fill_value=False)
+
+    age = frame["age_years"]
+    span = group["age_years"].transform("max") - group["age_years"].transform("min")
+    wide = span > max_age_span_years
+    return [
+        finding("sex_inconsistent_within_patient",
+                "patient has images recorded with both sexes (all of that patient's images counted)",
+                sex_mixed, ids, "keep",
+                "kept; sex-stratified subgroup analyses count the image's own recorded sex"),
+        finding("age_decreases_with_follow_up",
+                "recorded age is lower than at an earlier follow-up of the same patient",
+                falls.to_numpy() & age.notna().to_numpy(), ids, "keep",
+                "kept; age-stratified analyses use the age recorded on the image"),
+        finding("age_span_within_patient_implausible",
+                f"ages of one patient span more than {max_age_span_years:g} years",
+                wide.fillna(False), ids, "keep",
+                "kept; flagged for review, ages used as recorded"),
+    ]
+
+
+def label_consistency(frame: pd.DataFrame) -> list[dict]:
+    """Label flag versus finding text, 'No Finding' mixed with findings, unknown names, duplicates."""
+    ids = frame["image_id"]
+    matrix = finding_matrix(frame["finding_labels"])
+    flag = frame["pneumonia"].to_numpy() == 1
+    text = matrix["Pneumonia"].to_numpy()
+    n_findings = matrix[list(FINDINGS)].sum(axis=1).to_numpy()
+    known = set(FINDINGS) | {NO_FINDING}
+    uniques = pd.Series(frame["finding_labels"].unique())
+    odd = uniques[[bool(set(u.split("|")) - known) for u in uniques]]
+    return [
+        finding("pneumonia_flag_disagrees_with_finding_labels",
+                "pneumonia column disagrees with the presence of 'Pneumonia' in finding_labels",
+                flag != text, ids, "correct", "eda.cohort must derive pneumonia from finding_labels; rerun it"),
+        finding("no_finding_with_findings", "'No Finding' listed together with a finding",
+                matrix[NO_FINDING].to_numpy() & (n_findings > 0), ids, "keep",
+                "kept; the pneumonia label uses only the 'Pneumonia' finding"),
+        finding("empty_or_unknown_finding_names",
+                "finding_labels holds a name that is not one of the 14 NIH findings or 'No Finding'",
+                frame["finding_labels"].isin(odd), ids, "keep",
+                "kept; counted under no known finding in eda.dataset"),
+        finding("duplicate_image_id", "image_id appears more than once",
+                frame["image_id"].duplicated(keep=False), ids, "exclude",
+                "eda.cohort must keep one row per image; rerun it"),
+    ]
+
+
+def missing_fields(frame: pd.DataFrame) -> list[dict]:
+    ids = frame["image_id"]
+    return [
+        finding("age_unknown", "age missing, unparseable or excluded as impossible by the cohort stage",
+                frame["age_years"].isna(), ids, "keep",
+                "kept for label statistics; excluded from age summaries and age subgroups"),
+        finding("sex_unknown", "sex not M or F", ~frame["sex"].isin(["M", "F"]), ids, "keep",
+                "kept; excluded from sex summaries and sex subgroups"),
+        finding("view_unknown", "view position not AP or PA", ~frame["view"].isin(["AP", "PA"]), ids, "keep",
+                "kept; excluded from view summaries and view subgroups"),
+        finding("image_not_present", "image listed in the label file but no file in the data folder",
+                frame["path"] == "", ids, "keep",
+                "kept for label statistics; stages that read pixels use only rows with a path"),
+    ]
+
+
+def from_pixels(frame: pd.DataFrame, problems: list[dict], converted: list[str], n_checked: int) -> list[dict]:
+    """Findings from `eda.pixels`: files listed but missing or unreadable; colour storage converted."""
+    ids = frame["image_id"]
+    missing = ids.isin([p["image_id"] for p in problems if p["problem"] == "missing"])
+    unreadable = ids.isin([p["image_id"] for p in problems if p["problem"] == "unreadable"])
+    return [
+        finding("image_file_missing", "manifest path given but the file does not exist", missing, ids, "exclude",
+                "excluded from pixel statistics; stages that read pixels must skip these rows", "eda.pixels"),
+        finding("image_file_unreadable",
+                f"file exists but cannot be decoded as an image (checked on the {n_checked} sampled images)",
+                unreadable, ids, "exclude",
+                "excluded from pixel statistics; stages that read pixels must skip these rows", "eda.pixels"),
+        finding("colour_storage_converted_to_grayscale",
+                "stored as RGB/RGBA with equal colour channels (sampled images); the grey level is kept",
+                ids.isin(converted), ids, "correct",
+                "converted to single-channel L when read (eda.pixels; the model preprocessing must do the same)",
+                "eda.pixels"),
+    ]
+
+
+def from_cohort(cohort_findings: list[dict]) -> list[dict]:
+    """The cohort stage's findings, re-reported unchanged with their origin."""
+    return [{**f, "origin": "cohort.manifest"} for f in cohort_findings or []]
+
+
+# Checks of this module that the cohort stage may already report under its own id.
+REPORTED_BY_COHORT = {"image_not_present": "listed_image_missing"}
+
+
+def assess(frame: pd.DataFrame, cohort_findings: list[dict], pixel: dict | None,
+           max_age_span_years: float = DEFAULT_MAX_AGE_SPAN_YEARS) -> dict:
+    """`eda.quality` data: findings with rows affected, and the checks that found nothing."""
+    cohort_ids = {f.get("id") for f in cohort_findings or []}
+    own = [c for c in missing_fields(frame) if REPORTED_BY_COHORT.get(c["id"]) not in cohort_ids]
+    checks = (from_cohort(cohort_findings) + patient_consistency(frame, max_age_span_years)
+              + label_consistency(frame) + own)
+    if pixel is not None:
+        checks += from_pixels(frame, pixel["problems"], pixel["converted_to_l"], pixel["n_checked"])
+    found = [c for c in checks if c["n_rows"] > 0]
+    return {
+        "n_images": len(frame),
+        "findings": found,
+        "checks_without_findings": [c["id"] for c in checks if c["n_rows"] == 0],
+        "rows_excluded_downstream": int(sum(c["n_rows"] for c in found
+                                            if c["decision"] == "exclude" and c["origin"] != "cohort.manifest")),
+    }

@@ -1,0 +1,76 @@
+"""eda.quality: findings counted on frames built here and on the real Kaggle 2017 label file."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.eda import manifest_from_label_file
+from eda import quality
+
+
+def frame(rows):
+    cols = ["image_id", "patient_id", "follow_up", "age_years", "sex", "pneumonia", "finding_labels"]
+    f = pd.DataFrame(rows, columns=cols)
+    f["path"], f["view"], f["split"] = "", "PA", ""
+    return f
+
+
+def by_id(findings):
+    return {f["id"]: f for f in findings}
+
+
+def test_patient_consistency_hand_built():
+    f = frame([
+        ("a0", "1", 0, 40.0, "M", 0, "No Finding"), ("a1", "1", 1, 38.0, "F", 0, "No Finding"),
+        ("a2", "1", 2, 41.0, "M", 0, "No Finding"), ("b0", "2", 0, 20.0, "F", 0, "No Finding"),
+        ("b1", "2", 1, 60.0, "F", 0, "No Finding"), ("c0", "3", 0, np.nan, "", 0, "No Finding"),
+    ])
+    got = by_id(quality.patient_consistency(f, max_age_span_years=25))
+    assert got["sex_inconsistent_within_patient"]["n_rows"] == 3
+    assert got["age_decreases_with_follow_up"]["example_image_ids"] == ["a1"]
+    assert got["age_span_within_patient_implausible"]["n_rows"] == 2
+    assert {g["decision"] for g in got.values()} <= {"keep", "exclude", "correct"}
+
+
+def test_label_consistency_hand_built():
+    f = frame([
+        ("a", "1", 0, 40.0, "M", 1, "Effusion"), ("b", "2", 0, 40.0, "M", 0, "No Finding|Mass"),
+        ("c", "3", 0, 40.0, "M", 0, "Pneumonitis"), ("c", "3", 0, 40.0, "M", 1, "Pneumonia"),
+    ])
+    got = by_id(quality.label_consistency(f))
+    assert got["pneumonia_flag_disagrees_with_finding_labels"]["example_image_ids"] == ["a"]
+    assert got["no_finding_with_findings"]["n_rows"] == 1
+    assert got["empty_or_unknown_finding_names"]["example_image_ids"] == ["c"]
+    assert got["duplicate_image_id"]["n_rows"] == 2
+
+
+def test_assess_merges_cohort_and_pixel_findings():
+    f = frame([("a", "1", 0, 40.0, "M", 0, "No Finding"), ("b", "2", 0, np.nan, "F", 0, "No Finding")])
+    f.loc[0, "path"] = "/x/a.png"
+    cohort = [{"id": "age_impossible", "description": "age > 100", "n_rows": 1, "example_image_ids": ["b"],
+               "decision": "exclude", "applied": "age set empty", }]
+    pixel = {"problems": [{"image_id": "a", "path": "/x/a.png", "problem": "missing", "reason": "gone"}],
+             "converted_to_l": [], "n_checked": 0}
+    data = quality.assess(f, cohort, pixel)
+    got = by_id(data["findings"])
+    assert got["age_impossible"]["origin"] == "cohort.manifest"
+    assert got["image_file_missing"]["n_rows"] == 1 and got["image_file_missing"]["decision"] == "exclude"
+    assert got["age_unknown"]["n_rows"] == 1 and got["image_not_present"]["n_rows"] == 1
+    assert "duplicate_image_id" in data["checks_without_findings"]
+    assert data["rows_excluded_downstream"] == 1
+
+
+def test_kaggle_2017_ages_fall_with_follow_up(nih_metadata):
+    """The Kaggle 2017 file records ages that fall with follow-up; the 2020 release has none."""
+    m = manifest_from_label_file(nih_metadata / "Data_Entry_2017_kaggle.csv.gz").head(6000)
+    got = by_id(quality.patient_consistency(m))["age_decreases_with_follow_up"]["n_rows"]
+    expected = 0
+    for _, g in m.sort_values(["patient_id", "follow_up"], kind="stable").groupby("patient_id"):
+        top = -np.inf
+        for age in g["age_years"]:
+            expected += age < top
+            top = max(top, age)
+    assert got == expected > 0
+    m2020 = manifest_from_label_file(nih_metadata / "Data_Entry_2017_v2020.csv.gz")
+    assert by_id(quality.patient_consistency(m2020))["age_decreases_with_follow_up"]["n_rows"] == 0

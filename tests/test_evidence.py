@@ -1,0 +1,157 @@
+"""The evidence record: schema, canonical hashing, atomic writes, store look-ups and the audit."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evidence import EvidenceError, MissingRecord, MissingValue, Store, canonical_json, write_record
+from evidence.audit import audit
+from evidence.atomic import atomic_path, write_text
+from evidence.record import record_path
+
+
+def _estimate(x, n=50):
+    return {"estimate": x, "ci_low": x - 0.1, "ci_high": x + 0.05, "ci_level": 0.95, "method": "wilson", "n": n}
+
+
+@pytest.fixture()
+def run(tmp_path):
+    out = tmp_path / "build"
+    (out / "predictions").mkdir(parents=True)
+    (out / "figures").mkdir()
+    pred = out / "predictions" / "test.csv"
+    pred.write_text("image_id,patient_id,label,score\na,p1,1,0.9\nb,p2,0,0.2\n")
+    fig = out / "figures" / "roc.png"
+    fig.write_bytes(b"\x89PNG fake figure bytes")
+    src = tmp_path / "labels.csv"
+    src.write_text("x,y\n1,2\n")
+    write_record(out, "cohort.manifest", stage="cohort", data={"images": 2}, deps=[src], synthetic=True)
+    write_record(
+        out, "validation.test", stage="validate",
+        data={"sensitivity": {"wilson": _estimate(0.8)}, "zero": 0, "flag": False},
+        params={"ci_level": 0.95}, dep_records=["cohort.manifest"], deps=[pred], outs=[fig],
+    )
+    return out
+
+
+def test_canonical_json_is_sorted_compact_and_rejects_nan():
+    assert canonical_json({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"é"],"b":1}'.encode()
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def test_record_hash_is_sha256_of_canonical_body(run):
+    record = json.loads(record_path(run, "validation.test").read_text())
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    expected = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                         ensure_ascii=False).encode()).hexdigest()
+    assert record["sha256"] == expected
+
+
+def test_provenance_fields_and_synthetic_inheritance(run):
+    record = Store(run).get("validation.test")
+    assert record["synthetic"] is True  # inherited from the synthetic cohort record
+    assert record["deps"]["records"][0]["id"] == "cohort.manifest"
+    assert [f["path"] for f in record["deps"]["files"]] == ["predictions/test.csv"]
+    assert record["outs"][0]["path"] == "figures/roc.png" and record["outs"][0]["size"] == 22
+    assert any(f["path"].startswith("evidence/") for f in record["code"]["files"])
+    assert "jsonschema" in record["environment"]["packages"]
+    assert record["data"]["zero"] == 0 and record["data"]["flag"] is False  # falsy values kept
+
+
+def test_store_lookup_returns_value_pointer_and_hash(run):
+    store = Store(run)
+    value, pointer, sha = store.lookup("validation.test", "sensitivity.wilson.estimate")
+    assert value == 0.8 and pointer == "/data/sensitivity/wilson/estimate"
+    assert sha == store.get("validation.test")["sha256"]
+    with pytest.raises(MissingValue, match=r"validation.test.*/data/sensitivity/bootstrap"):
+        store.value("validation.test", "sensitivity.bootstrap.estimate")
+    with pytest.raises(MissingRecord, match="validation.nothing"):
+        store.value("validation.nothing", "x")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"m": {"estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6}}, "estimate lacks ci_level, method, n"),
+    ({"m": {**_estimate(0.5), "estimate": "0.5"}}, "not of type 'number'"),
+    ({"m": {**_estimate(0.5), "ci_low": 0.9}}, "ci_low > ci_high"),
+    ({"m": float("nan")}, "never NaN"),
+    ({"m": object()}, "not plain JSON"),
+])
+def test_invalid_data_is_refused_and_nothing_is_written(tmp_path, bad, match):
+    with pytest.raises(EvidenceError, match=match):
+        write_record(tmp_path, "validation.bad", stage="validate", data=bad)
+    assert not record_path(tmp_path, "validation.bad").exists()
+    assert not list((tmp_path / "evidence").glob("*")) if (tmp_path / "evidence").exists() else True
+
+
+def test_unknown_top_level_key_and_bad_id_are_rejected(run):
+    path = record_path(run, "validation.test")
+    record = json.loads(path.read_text())
+    record["extra"] = 1
+    path.write_text(json.dumps(record))
+    with pytest.raises(EvidenceError, match="Additional properties"):
+        Store(run).get("validation.test")
+    with pytest.raises(EvidenceError, match="field id"):
+        write_record(run, "NoDots", stage="x", data={})
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "a.txt"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_audit_passes_on_untouched_run(run):
+    failures, n = audit(run)
+    assert failures == [] and n == 2
+
+
+def test_audit_names_a_changed_evidence_value(run):
+    path = record_path(run, "validation.test")
+    record = json.loads(path.read_text())
+    record["data"]["sensitivity"]["wilson"]["estimate"] = 0.81
+    path.write_text(json.dumps(record))
+    failures, _ = audit(run)
+    assert len(failures) == 1
+    assert failures[0].startswith("record validation.test: field sha256: expected ")
+
+
+@pytest.mark.parametrize("rel, field", [
+    ("figures/roc.png", "outs[figures/roc.png]"),
+    ("predictions/test.csv", "deps[predictions/test.csv]"),
+])
+def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
+    path = run / rel
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    failures, _ = audit(run)
+    assert len(failures) == 1 and f"record validation.test: field {field}: expected" in failures[0]
+
+
+def test_audit_names_a_replaced_parent_record(run, tmp_path):
+    src = tmp_path / "labels.csv"
+    src.write_text("x,y\n1,3\n")
+    write_record(run, "cohort.manifest", stage="cohort", data={"images": 3}, deps=[src], synthetic=True)
+    failures, _ = audit(run)
+    assert any("field deps.records[cohort.manifest]" in f for f in failures)
+
+
+def test_audit_cli_exit_codes(run):
+    ok = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (run / "figures" / "roc.png").write_bytes(b"changed")
+    bad = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "FAIL record validation.test: field outs[figures/roc.png]" in bad.stdout

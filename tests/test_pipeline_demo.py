@@ -1,0 +1,127 @@
+"""End to end on a small demo cohort: `make submission`, the audit, tampering, and up-to-date checks.
+
+One build per session (about a minute): the demo is made smaller and trained for fewer epochs
+than the default, everything else is the real pipeline driven through the Makefile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evidence import Store
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def make(*args, cwd=REPO, check=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_params(tmp_path_factory) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["cohort"]["demo"]["n_patients"] = 160
+    params["train"]["epochs"] = 6
+    params["validate"]["bootstrap_resamples"] = 500
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory, demo_params) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "build"
+    make("submission", f"OUT={out}", f"PARAMS={demo_params}")
+    return out
+
+
+def test_submission_writes_documents_and_trace(demo_build):
+    sub = demo_build / "submission"
+    for name in ("510k_submission", "validation_plan"):
+        for ext in ("md", "html", "pdf"):
+            assert (sub / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    trace = json.loads((sub / "traceability.json").read_text())
+    assert trace, "no traced values"
+
+
+def test_every_record_of_a_demo_run_is_synthetic(demo_build):
+    store = Store(demo_build)
+    assert store.ids(), "no records"
+    assert all(store.get(rid)["synthetic"] for rid in store.ids())
+
+
+def test_pdf_shows_sensitivity_and_specificity_cis_equal_to_evidence(demo_build):
+    from pypdf import PdfReader
+
+    text = " ".join((p.extract_text() or "") for p in PdfReader(demo_build / "submission" / "510k_submission.pdf").pages)
+    text = " ".join(text.split())
+    trace = json.loads((demo_build / "submission" / "traceability.json").read_text())
+    entries = trace["values"] if isinstance(trace, dict) else trace
+    store = Store(demo_build)
+    for metric in ("sensitivity", "specificity"):
+        wilson = store.value("validation.test", f"metrics.{metric}.wilson")
+        assert "wilson" in wilson["method"]
+        for key in ("estimate", "ci_low", "ci_high"):
+            pointer = f"/data/metrics/{metric}/wilson/{key}"
+            shown = [e for e in entries if e["record"] == "validation.test" and e["pointer"] == pointer
+                     and e["document"].startswith("510k_submission") and "auditor" not in e["document"]]
+            assert shown, f"{pointer} is not rendered in the submission"
+            assert all(e["value"] == wilson[key] for e in shown)
+            assert shown[0]["text"] in text, f"{shown[0]['text']!r} ({pointer}) not in the PDF text"
+
+
+def test_audit_passes_then_rebuild_is_a_no_op(demo_build, demo_params):
+    proc = make("audit", f"OUT={demo_build}", f"PARAMS={demo_params}")
+    assert "OK" in proc.stdout
+    q = make("-q", "submission", f"OUT={demo_build}", f"PARAMS={demo_params}", check=False)
+    assert q.returncode == 0, "a second `make submission` would redo work although nothing changed"
+
+
+@pytest.fixture()
+def build_copy(demo_build, tmp_path) -> Path:
+    copy = tmp_path / "build"
+    shutil.copytree(demo_build, copy)
+    return copy
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("target", ["figure", "predictions", "model", "record"])
+def test_audit_fails_and_names_what_was_changed(build_copy, demo_params, target):
+    if target == "figure":
+        path = sorted((build_copy / "figures").glob("*.png"))[0]
+        _flip_last_byte(path)
+        expected = path.relative_to(build_copy).as_posix()
+    elif target == "predictions":
+        path = build_copy / "predictions" / "test.csv"
+        _flip_last_byte(path)
+        expected = "predictions/test.csv"
+    elif target == "model":
+        path = build_copy / "models" / "model.keras"
+        _flip_last_byte(path)
+        expected = "models/model.keras"
+    else:
+        path = build_copy / "evidence" / "validation.test.json"
+        record = json.loads(path.read_text())
+        record["data"]["confusion"]["tp"] += 1
+        path.write_text(json.dumps(record))
+        expected = "record validation.test: field sha256"
+    proc = make("audit", f"OUT={build_copy}", f"PARAMS={demo_params}", check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
