@@ -1,0 +1,174 @@
+"""validation.evaluate: test metrics at the locked threshold, subgroups, calibration, benchmark, acceptance."""
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from evidence import Store, read_record
+from evidence.audit import audit
+from validation import acceptance, calibration, evaluate, threshold
+
+from test_stats_runs import make_run, params_file
+
+RECORDS = ("validation.test", "validation.calibration", "validation.subgroups",
+           "validation.benchmark", "validation.acceptance")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, repo_root=Path(__file__).resolve().parent.parent):
+    tmp = tmp_path_factory.mktemp("eval")
+    out = make_run(tmp, seed=3, n_test=200)
+    params = params_file(tmp, repo_root, bootstrap_resamples=300, min_subgroup_n=25)
+    assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 0
+    return out
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+    else:
+        yield node
+
+
+def test_refuses_without_locked_threshold(tmp_path, repo_root, capsys):
+    out = make_run(tmp_path)
+    assert evaluate.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: record validation.threshold: not found") and err.count("\n") == 1
+    assert sorted(p.name for p in (out / "evidence").iterdir()) == ["model.predictions.json"]
+    assert not (out / "figures").exists()
+
+
+def test_evaluate_has_no_threshold_choosing_code_path():
+    tree = ast.parse((Path(evaluate.__file__)).read_text())
+    names = {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(tree)
+             if isinstance(n, (ast.Attribute, ast.Name))}
+    assert "choose_threshold" not in names and "candidate_curve" not in names
+
+
+def test_test_metrics_against_references(run):
+    t = read_record(run, "validation.test")
+    locked = read_record(run, "validation.threshold")["data"]["threshold"]
+    d = t["data"]
+    assert d["threshold"] == locked
+    assert {r["id"] for r in t["deps"]["records"]} == {"validation.threshold", "model.predictions"}
+    assert {f["path"] for f in t["deps"]["files"]} == {"predictions/test.csv", "cohort/manifest.csv"}
+    assert {f["path"] for f in t["outs"]} == {"figures/roc_test.png", "figures/pr_test.png"}
+    df = pd.read_csv(run / "predictions" / "test.csv")
+    y, s = df["label"].to_numpy(), df["score"].to_numpy()
+    pred = s >= locked
+    tp, fn = int(np.sum(pred & (y == 1))), int(np.sum(~pred & (y == 1)))
+    assert d["confusion"]["tp"] == tp and d["confusion"]["fn"] == fn
+    w = d["metrics"]["sensitivity"]["wilson"]
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx(proportion_confint(tp, tp + fn, method="wilson"))
+    assert d["metrics"]["auc"]["delong"]["estimate"] == pytest.approx(roc_auc_score(y, s))
+    b = d["metrics"]["sensitivity"]["bootstrap"]
+    assert b["method"] == "cluster-bootstrap-percentile" and b["n_resamples"] == 300
+    assert b["n_patients"] == df["patient_id"].nunique()
+    assert b["ci_low"] <= b["estimate"] <= b["ci_high"]
+    assert [r["prevalence"] for r in d["ppv_npv_at_prevalence"]][:2] == [0.01, 0.013]
+    for v in _walk(d):
+        assert not (isinstance(v, float) and not math.isfinite(v))
+
+
+def test_calibration_against_sklearn(run):
+    d = read_record(run, "validation.calibration")["data"]
+    df = pd.read_csv(run / "predictions" / "test.csv")
+    assert d["brier_score"] == pytest.approx(brier_score_loss(df["label"], df["score"]))
+    assert sum(b["n"] for b in d["bins"]) == len(df) and d["ece_bins"]["count"] == 10
+    # ECE by hand on the same bins
+    edges = np.linspace(0, 1, 11)
+    idx = np.clip(np.digitize(df["score"], edges) - 1, 0, 9)
+    ece = sum(np.sum(idx == k) / len(df) * abs(df["label"][idx == k].mean() - df["score"][idx == k].mean())
+              for k in range(10) if np.any(idx == k))
+    assert d["ece"] == pytest.approx(ece)
+
+
+def test_calibration_empty_bin_not_estimable():
+    bins = calibration.reliability_bins([0, 1], [0.05, 0.95], 4)
+    assert bins[1]["n"] == 0 and bins[1]["observed_rate"]["estimable"] is False
+
+
+def test_subgroups(run):
+    d = read_record(run, "validation.subgroups")["data"]
+    g = d["groups"]
+    assert set(g) == {"sex", "age_band", "view", "finding"}
+    assert set(g["age_band"]) == {"lt18", "18_40", "40_60", "60_80", "ge80", "unknown"}
+    n_test = len(pd.read_csv(run / "predictions" / "test.csv"))
+    assert sum(x["n"] for x in g["sex"].values()) == n_test
+    assert sum(x["n"] for x in g["age_band"].values()) == n_test
+    assert "Infiltration" in g["finding"] and "Pneumonia" not in g["finding"]
+    small = g["sex"]["unknown"]
+    assert small["n"] < 25 and small["estimable"] is False and "min_subgroup_n" in small["reason"]
+    assert small["sensitivity"]["estimable"] is False
+    for grp in list(g["sex"].values()) + list(g["view"].values()):
+        if grp["estimable"]:
+            assert grp["sensitivity"]["method"] == "wilson"
+    assert read_record(run, "validation.subgroups")["outs"][0]["path"] == "figures/forest_test.png"
+
+
+def test_benchmark_and_acceptance(run):
+    b = read_record(run, "validation.benchmark")["data"]
+    assert b["published"]["values"]["radiologist_average"]["estimate"] == 0.387
+    assert b["published"]["values"]["chexnet"]["ci_high"] == 0.481
+    assert "1711.05225" in b["published"]["citation"] and b["comparable"] is False
+    t = Store(run).data("validation.test")
+    assert b["ours"]["f1"] == t["metrics"]["f1"]["bootstrap"]
+    a = read_record(run, "validation.acceptance")["data"]
+    assert len(a["criteria"]) == 3
+    for c in a["criteria"]:
+        est = t["metrics"][c["metric"]][c["method"]]
+        assert c["observed"] == est[c["bound"]] and c["passed"] == (est[c["bound"]] >= c["value"])
+    assert a["all_passed"] == all(c["passed"] for c in a["criteria"])
+
+
+def test_audit_passes_on_the_run(run):
+    failures, n = audit(run, check_code=False)
+    assert failures == [] and n == 7
+
+
+def test_acceptance_evaluate_unit():
+    est = {"estimate": 0.8, "ci_low": 0.7, "ci_high": 0.9, "ci_level": 0.95, "method": "wilson", "n": 50}
+    crit = [{"metric": "sensitivity", "bound": "ci_low", "op": ">=", "value": 0.7},
+            {"metric": "auc", "bound": "estimate", "op": ">", "value": 0.5},
+            {"metric": "specificity", "bound": "ci_low", "op": ">=", "value": 0.5, "method": "wilson"}]
+    got = acceptance.evaluate(crit, {"sensitivity": est, "auc": {"delong": est},
+                                     "specificity": {"bootstrap": est}})
+    assert [c["passed"] for c in got["criteria"]] == [True, True, False]
+    assert got["criteria"][2]["observed"] is None and "not reported" in got["criteria"][2]["reason"]
+    assert got["all_passed"] is False
+    with pytest.raises(acceptance.CriteriaError, match=r"acceptance\[0\]: op"):
+        acceptance.evaluate([{"metric": "auc", "bound": "ci_low", "op": "=>", "value": 0.7}], {})
+
+
+def test_manifest_mismatch_is_an_error(tmp_path, repo_root, capsys):
+    out = make_run(tmp_path)
+    params = params_file(tmp_path, repo_root, bootstrap_resamples=100)
+    assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    m = pd.read_csv(out / "cohort" / "manifest.csv")
+    m[~m["image_id"].str.startswith("t0000")].to_csv(out / "cohort" / "manifest.csv", index=False)
+    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 1
+    assert "not in" in capsys.readouterr().err
+    assert not (out / "evidence" / "validation.test.json").exists()
+
+
+def test_one_class_subgroup_is_not_estimable_never_nan():
+    from validation.subgroups import group_metrics
+    g = group_metrics(np.zeros(30, dtype=int), np.zeros(30, dtype=bool), label="x", min_n=10, level=0.95)
+    assert g["estimable"] is False and "one class" in g["reason"]
+    assert g["sensitivity"]["estimable"] is False
+    assert g["specificity"]["estimate"] == 1.0
+    json.dumps(g, allow_nan=False)

@@ -1,0 +1,62 @@
+"""Helpers (no tests): tiny synthetic run folders for the validation tests (predictions, manifest, upstream record)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from evidence import write_record
+
+FINDINGS = ["Infiltration", "Effusion", "Edema", "Atelectasis"]
+
+
+def make_predictions(rng, n_patients: int, prefix: str, *, shift: float = 1.5) -> pd.DataFrame:
+    rows = []
+    for p in range(n_patients):
+        sick = rng.random() < 0.3
+        for k in range(int(rng.integers(1, 4))):
+            label = int(sick and rng.random() < 0.8)
+            score = float(1 / (1 + np.exp(-(rng.normal(shift * label - 0.7, 1.0)))))
+            rows.append({"image_id": f"{prefix}{p:04d}_{k:03d}.png", "patient_id": f"{prefix}{p:04d}",
+                         "label": label, "score": round(score, 4)})
+    return pd.DataFrame(rows)
+
+
+def make_run(tmp: Path, *, seed: int = 0, n_val: int = 80, n_test: int = 120, write_upstream=True) -> Path:
+    rng = np.random.default_rng(seed)
+    out = Path(tmp) / "run"
+    (out / "predictions").mkdir(parents=True)
+    (out / "cohort").mkdir(parents=True)
+    val = make_predictions(rng, n_val, "v")
+    test = make_predictions(rng, n_test, "t")
+    val.to_csv(out / "predictions" / "val.csv", index=False)
+    test.to_csv(out / "predictions" / "test.csv", index=False)
+    both = pd.concat([val, test])
+    findings = []
+    for lab in both["label"]:
+        fs = [f for f in FINDINGS if rng.random() < 0.25] + (["Pneumonia"] if lab else [])
+        findings.append("|".join(fs) if fs else "No Finding")
+    manifest = pd.DataFrame({
+        "image_id": both["image_id"], "path": "", "patient_id": both["patient_id"],
+        "pneumonia": both["label"], "finding_labels": findings,
+        "age_years": rng.choice([np.nan, 10, 30, 50, 70, 85], len(both)),
+        "sex": rng.choice(["M", "F", ""], len(both), p=[0.48, 0.48, 0.04]),
+        "view": rng.choice(["AP", "PA"], len(both)), "follow_up": 0, "source": "demo", "split": "",
+        "orig_width": "", "orig_height": "", "pixel_spacing": "",
+    })
+    manifest.to_csv(out / "cohort" / "manifest.csv", index=False)
+    if write_upstream:
+        write_record(out, "model.predictions", stage="model.predict", synthetic=True,
+                     data={"files": ["predictions/val.csv", "predictions/test.csv"]},
+                     outs=[out / "predictions" / "val.csv", out / "predictions" / "test.csv"])
+    return out
+
+
+def params_file(tmp: Path, repo_root: Path, **overrides) -> Path:
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["validate"].update(overrides)
+    path = Path(tmp) / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path

@@ -1,0 +1,193 @@
+"""Evaluate the test split at the threshold locked in `validation.threshold`.
+
+    python -m validation.evaluate --out OUT --params PARAMS
+
+Writes validation.test, validation.calibration, validation.subgroups, validation.benchmark and
+validation.acceptance (figures first, records last). The threshold is read from its record;
+this module never chooses one, and refuses to run without that record.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from evidence import EvidenceError, MissingRecord, Store, write_record
+from evidence.params import ParamsError, section
+
+from . import acceptance, benchmark, calibration, figures, stats, subgroups
+from .predictions import InputError, read_manifest, read_predictions
+from .threshold import check_params as check_threshold_params
+
+PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+BOOT_METRICS = PROPORTIONS + ("f1", "auc")
+DEPS = ["validation.threshold", "model.predictions"]
+
+
+def check_params(p: dict) -> dict:
+    out = check_threshold_params(p)
+    n = p.get("bootstrap_resamples", 2000)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 100:
+        raise ParamsError(f"params validate.bootstrap_resamples: {n!r}; set an integer >= 100 (e.g. 2000)")
+    seed = p.get("bootstrap_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParamsError(f"params validate.bootstrap_seed: {seed!r}; set a non-negative integer")
+    method = p.get("bootstrap_method", "percentile")
+    if method not in stats.BOOTSTRAP_METHODS:
+        raise ParamsError(f"params validate.bootstrap_method: {method!r}; use percentile or bca")
+    prevs = p.get("prevalences", [0.013])
+    if not isinstance(prevs, list) or not prevs or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in prevs):
+        raise ParamsError(f"params validate.prevalences: {prevs!r}; set a list of numbers in (0, 1)")
+    min_n = p.get("min_subgroup_n", 10)
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 1:
+        raise ParamsError(f"params validate.min_subgroup_n: {min_n!r}; set a positive integer")
+    bins = p.get("calibration_bins", 10)
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= 100:
+        raise ParamsError(f"params validate.calibration_bins: {bins!r}; set an integer from 2 to 100")
+    crit = acceptance.check_criteria(p.get("acceptance"))
+    out.update(bootstrap_resamples=n, bootstrap_seed=seed, bootstrap_method=method,
+               prevalences=[float(v) for v in prevs], min_subgroup_n=min_n, calibration_bins=bins,
+               acceptance=crit)
+    return out
+
+
+def locked_threshold(out_dir: Path) -> float:
+    """The threshold from the `validation.threshold` record (raises MissingRecord when absent)."""
+    try:
+        t = Store(out_dir).value("validation.threshold", "threshold")
+    except MissingRecord:
+        raise MissingRecord(
+            f"record validation.threshold: not found under {out_dir}/evidence; the test split is "
+            "evaluated only at a threshold locked on validation: run `python -m validation.threshold` first"
+        ) from None
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise EvidenceError(f"record validation.threshold: field data.threshold: expected a number found {t!r}")
+    return float(t)
+
+
+def test_metrics(df, threshold: float, p: dict) -> dict:
+    """The `validation.test` data."""
+    y, s, pid = df["label"].to_numpy(), df["score"].to_numpy(), df["patient_id"].to_numpy()
+    level = p["ci_level"]
+    conf = stats.confusion(y, s, threshold)
+    boot = stats.bootstrap_metrics(y, s, pid, threshold, metrics=BOOT_METRICS,
+                                   n_resamples=p["bootstrap_resamples"], level=level,
+                                   method=p["bootstrap_method"], seed=p["bootstrap_seed"])
+    metrics = {}
+    for m in PROPORTIONS:
+        num, den = stats.metric_fraction(m, conf["tp"], conf["fp"], conf["tn"], conf["fn"])
+        metrics[m] = {"wilson": stats.proportion_ci(num, den, method="wilson", level=level),
+                      "bootstrap": boot[m]}
+    metrics["f1"] = {"bootstrap": boot["f1"]}
+    metrics["auc"] = {"delong": stats.delong_auc_ci(y, s, level=level), "bootstrap": boot["auc"]}
+    point = stats.point_metrics(**conf)
+    se, sp = point["sensitivity"], point["specificity"]
+    if stats.is_estimable(se) and stats.is_estimable(sp):
+        at_prev = [stats.ppv_npv_at_prevalence(se, sp, q) for q in p["prevalences"]]
+    else:
+        at_prev = [{"prevalence": q, "ppv": stats.not_estimable("sensitivity or specificity undefined"),
+                    "npv": stats.not_estimable("sensitivity or specificity undefined")}
+                   for q in p["prevalences"]]
+    degenerate = {m: boot[m].get("n_degenerate", None) for m in BOOT_METRICS if stats.is_estimable(boot[m])}
+    n_pos = int(y.sum())
+    return {
+        "threshold": threshold,
+        "decision": "positive when score >= threshold",
+        "split": "test",
+        "counts": {"n": int(len(y)), "n_patients": int(len(set(map(str, pid)))), "positives": n_pos,
+                   "negatives": int(len(y) - n_pos), "prevalence": float(n_pos / len(y))},
+        "confusion": conf,
+        "metrics": metrics,
+        "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
+                      "method": p["bootstrap_method"], "ci_level": level, "n_degenerate": degenerate},
+        "ppv_npv_at_prevalence": at_prev,
+    }
+
+
+def _forest_rows(groups: dict) -> list[tuple[str, dict, dict]]:
+    rows = []
+    for var in ("sex", "age_band", "view"):
+        for g in groups[var].values():
+            rows.append((f"{var}: {g['label']}", g["sensitivity"], g["specificity"]))
+    for name, pair in groups["finding"].items():
+        g = pair["with"]
+        rows.append((f"finding: {g['label']}", g["sensitivity"], g["specificity"]))
+    return rows
+
+
+def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
+    out_dir = Path(out_dir)
+    p = check_params(params)
+    threshold = locked_threshold(out_dir)
+    test_path = out_dir / "predictions" / "test.csv"
+    manifest_path = out_dir / "cohort" / "manifest.csv"
+    df = read_predictions(test_path)
+    manifest = read_manifest(manifest_path)
+    merged = df.merge(manifest, on="image_id", how="left", indicator=True)
+    missing = merged["_merge"] != "both"
+    if missing.any():
+        first = merged.loc[missing, "image_id"].iloc[0]
+        raise InputError(f"{test_path}: {int(missing.sum())} image(s) not in {manifest_path}, first {first!r}; "
+                         "predictions and manifest must come from the same run")
+    y, s = df["label"].to_numpy(), df["score"].to_numpy()
+
+    test = test_metrics(df, threshold, p)
+    calib = calibration.calibration(y, s, n_bins=p["calibration_bins"])
+    groups = subgroups.subgroups(merged, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
+    bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()))
+    verdict = acceptance.evaluate(p["acceptance"], test["metrics"])
+
+    fig = out_dir / "figures"
+    point = stats.point_metrics(**test["confusion"])
+    roc_point = {k: (point[k] if stats.is_estimable(point[k]) else None) for k in ("sensitivity", "specificity", "ppv")}
+    auc = test["metrics"]["auc"]["delong"]
+    test_figs = []
+    if roc_point["sensitivity"] is not None and roc_point["specificity"] is not None:
+        test_figs = figures.roc_pr(y, s, threshold, roc_point, fig / "roc_test.png", fig / "pr_test.png",
+                                   auc=auc.get("estimate"))
+    calib_fig = figures.reliability(calib["bins"], fig / "reliability_test.png")
+    forest_fig = figures.forest(_forest_rows(groups), fig / "forest_test.png", level=p["ci_level"])
+
+    inputs = [test_path, manifest_path]
+    common = dict(stage="validation.evaluate", params=params, sources=("validation",))
+    written = {}
+    written["validation.test"] = write_record(out_dir, "validation.test", data=test, deps=inputs,
+                                              dep_records=DEPS, outs=test_figs, **common)
+    written["validation.calibration"] = write_record(
+        out_dir, "validation.calibration", data=calib, deps=inputs, dep_records=DEPS, outs=[calib_fig], **common)
+    written["validation.subgroups"] = write_record(
+        out_dir, "validation.subgroups",
+        data={"threshold": threshold, "min_subgroup_n": p["min_subgroup_n"], "ci_method": "wilson",
+              "ci_level": p["ci_level"], "age_bands": [{"key": k, "label": lab} for k, lab, _, _ in subgroups.AGE_BANDS],
+              "groups": groups},
+        deps=inputs, dep_records=DEPS, outs=[forest_fig], **common)
+    written["validation.benchmark"] = write_record(
+        out_dir, "validation.benchmark", data=bench,
+        dep_records=["validation.test"], **common)
+    written["validation.acceptance"] = write_record(
+        out_dir, "validation.acceptance", data=verdict, dep_records=["validation.test"], **common)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m validation.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build", help="run folder (default: build)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        written = run(args.out, section(args.params, "validate"))
+    except (InputError, ParamsError, EvidenceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    t = written["validation.test"]["data"]
+    a = written["validation.acceptance"]["data"]
+    print(f"validation.evaluate: threshold {t['threshold']:.6g}, n {t['counts']['n']}, "
+          f"acceptance {'passed' if a['all_passed'] else 'NOT passed'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
