@@ -1,0 +1,156 @@
+"""python -m submission --out OUT --params PARAMS [--document NAME ...] [--no-pdf]
+
+Renders the validation plan first (and records it, `submission.plan`, before the submission is
+rendered), then the 510(k) submission; each as Markdown, HTML and PDF plus an auditor edition,
+and `OUT/submission/traceability.json`. `--document NAME` renders `templates/NAME.md.j2`
+against the records of OUT instead (e.g. a held-out report in OUT/heldout/<name>).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from evidence import atomic, write_record
+from evidence.canonical import sha256_bytes
+from evidence.errors import EvidenceError
+from evidence.params import ParamsError, section
+
+from . import flowchart
+from .filters import FormatError
+from .markup import to_html
+from .pdf import write_pdf
+from .render import Rendered, Renderer, RenderError
+
+PLAN, SUBMISSION = "validation_plan", "510k_submission"
+FLOWCHART = "device_flowchart.png"
+
+
+class SubmissionError(Exception):
+    pass
+
+
+def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf: bool = True) -> list[Path]:
+    """Write NAME.{md,html,pdf} and NAME_auditor.{md,html,pdf}; return the paths."""
+    device = renderer.fact("device")
+    facts = device.value
+    written = []
+    for suffix, text, edition in ((
+            "", rendered.plain, ""),
+            ("_auditor", rendered.auditor, "Auditor edition: every number is followed by its evidence record and short sha256")):
+        stem = folder / f"{rendered.name}{suffix}"
+        page = to_html(text, device=str(facts.get("name", "")), version=str(facts.get("version", "")),
+                       manufacturer=str(facts.get("manufacturer", "")), synthetic=renderer.synthetic(),
+                       edition=edition)
+        written.append(atomic.write_text(stem.with_suffix(".md"), text))
+        written.append(atomic.write_text(stem.with_suffix(".html"), page))
+        if pdf:
+            written.append(write_pdf(page, stem.with_suffix(".pdf"), base_url=folder))
+    return written
+
+
+def update_traceability(folder: Path, rendered: list[Rendered], renderer: Renderer) -> Path:
+    """Merge the traces of the documents rendered now into traceability.json."""
+    path = folder / "traceability.json"
+    doc = {"documents": {}}
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            doc = {"documents": {}}
+    for r in rendered:
+        doc["documents"][r.name] = {
+            "markdown": f"{r.name}.md",
+            "markdown_sha256": sha256_bytes(r.plain.encode("utf-8")),
+            "records": r.records,
+            "figures": r.figures,
+            "synthetic": renderer.synthetic(),
+            "nih": renderer.nih_source(),
+            "traces": r.traces,
+        }
+    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic.write_text(path, text)
+
+
+def plan_data(renderer: Renderer) -> dict:
+    """Acceptance criteria (copied from `validation.acceptance`) and the Buderer sample size."""
+    store = renderer.store
+    if store.has("validation.acceptance"):
+        raw = store.data("validation.acceptance").get("criteria", [])
+        keys = ("metric", "bound", "op", "value")
+        criteria = [{k: c[k] for k in keys if k in c} for c in raw]
+        source = "validation.acceptance"
+    else:
+        criteria, source = [], "none"
+    if store.has("validation.sample_size"):
+        sample = store.data("validation.sample_size")
+    else:
+        sample = {"estimable": False, "reason": "no validation.sample_size record in this run"}
+    return {"acceptance_criteria": criteria, "acceptance_source": source, "sample_size": sample,
+            "documents": [f"{PLAN}.md", f"{PLAN}.html", f"{PLAN}.pdf"]}
+
+
+def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pdf: bool = True) -> list[dict]:
+    out = Path(out)
+    folder = out / "submission"
+    if not (out / "evidence").is_dir():
+        raise SubmissionError(f"no evidence folder at {out / 'evidence'} (run the stages first: make validate workflow)")
+    chart = flowchart.draw(folder / FLOWCHART)
+    renderer = Renderer(out, extra_figures={"flowchart": chart})
+    records = []
+    if documents:
+        for name in documents:
+            rendered = renderer.render(name)
+            written = write_document(rendered, folder, renderer, pdf=pdf)
+            trace = update_traceability(folder, [rendered], renderer)
+            records.append(write_record(
+                out, f"submission.{name}", stage="submission", params=params,
+                data={"document": name, "traces": len(rendered.traces)},
+                dep_records=rendered.records, outs=[chart, *written, trace], sources=("submission", "templates")))
+        return records
+
+    plan = renderer.render(PLAN)
+    plan_files = write_document(plan, folder, renderer, pdf=pdf)
+    records.append(write_record(
+        out, "submission.plan", stage="submission", params=params, data=plan_data(renderer),
+        dep_records=plan.records, outs=[chart, *plan_files], sources=("submission", "templates")))
+    renderer.store._cache.pop("submission.plan", None)
+    main_doc = renderer.render(SUBMISSION)
+    main_files = write_document(main_doc, folder, renderer, pdf=pdf)
+    trace = update_traceability(folder, [plan, main_doc], renderer)
+    deps = sorted(set(plan.records) | set(main_doc.records) | {"submission.plan"})
+    records.append(write_record(
+        out, "submission.documents", stage="submission", params=params,
+        data={"documents": [PLAN, SUBMISSION],
+              "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
+        dep_records=deps, outs=[chart, *plan_files, *main_files, trace], sources=("submission", "templates")))
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m submission", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="build", help="run folder (default: build)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--document", action="append", metavar="NAME",
+                        help="render templates/NAME.md.j2 only (repeatable)")
+    parser.add_argument("--no-pdf", action="store_true", help="skip the PDF files (quick previews)")
+    args = parser.parse_args(argv)
+    for name in args.document or []:
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            print(f"error: --document {name!r}: use the template's base name, e.g. heldout_report", file=sys.stderr)
+            return 2
+    try:
+        params = section(args.params, "submission")
+        records = run(args.out, params, documents=args.document, pdf=not args.no_pdf)
+    except (SubmissionError, RenderError, FormatError, EvidenceError, ParamsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for r in records:
+        print(f"submission: wrote record {r['id']} ({len(r['outs'])} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""python -m submission.check --out OUT: the rendered documents hold only traced numbers.
+
+Failures: a number in a rendered Markdown document that no trace in traceability.json
+accounts for; a Markdown file changed since it was traced; a required section missing
+(submission/data/required_sections.yml); a 'nan', 'None', 'null' or empty table cell; a
+missing synthetic-data banner or NIH attribution.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from evidence.canonical import sha256_bytes
+
+from .markup import BANNER
+from .render import APPENDIX_HEADING, DATA
+
+NUMBER = re.compile(r"(?<![A-Za-z_\d])\d+(?:[.,]\d+)*")
+# The only numbers a document may print without a trace: the name of the submission type,
+# regulation numbers and the hash algorithm's name. Digits inside a word (F1, ChestX-ray14)
+# are not numbers.
+ALLOWED = [
+    re.compile(r"510\(k\)"),
+    re.compile(r"21 CFR (?:Part )?\d{3}(?:\.\d{1,4})?"),
+    re.compile(r"SHA-256"),
+]
+LINK_TARGET = re.compile(r"\]\([^)]*\)")
+BAD_WORDS = re.compile(r"(?<![\w-])(nan|NaN|None|null|undefined|inf)(?![\w-])")
+EMPTY_CELL = re.compile(r"\|\s*\|")
+
+
+def untraced_numbers(markdown: str, traces: list[dict]) -> list[str]:
+    """Numbers left after removing every traced text (once per trace) and the allow-list."""
+    head, sep, appendix = markdown.partition(f"## {APPENDIX_HEADING}")
+    # The appendix tables are generated from traceability.json itself; its prose is checked.
+    text = head + sep + "\n".join(l for l in appendix.splitlines() if not l.lstrip().startswith("|"))
+    for t in sorted(traces, key=lambda t: -len(t["text"])):
+        if t["text"]:
+            pattern = r"(?<![A-Za-z0-9.])" + re.escape(t["text"]) + r"(?![0-9]|\.[0-9])"
+            text = re.sub(pattern, "\x00", text, count=1)
+    text = LINK_TARGET.sub("]()", text)
+    for pattern in ALLOWED:
+        text = pattern.sub(" ", text)
+    found = []
+    for line in text.splitlines():
+        for m in NUMBER.finditer(line):
+            found.append(f"{m.group(0)!r} in: {line.strip()[:100]}")
+    return found
+
+
+def required_sections(markdown: str, headings: list[str]) -> list[str]:
+    present = {re.sub(r"\s+", " ", m.group(1)).strip().lower()
+               for m in re.finditer(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M)}
+    return [h for h in headings if h.lower() not in present]
+
+
+def check(out: str | Path) -> list[str]:
+    folder = Path(out) / "submission"
+    trace_file = folder / "traceability.json"
+    if not trace_file.is_file():
+        return [f"{trace_file}: missing (run `make submission` first)"]
+    doc = json.loads(trace_file.read_text(encoding="utf-8"))
+    checklist = yaml.safe_load((DATA / "required_sections.yml").read_text(encoding="utf-8")) or {}
+    failures = []
+    for name, entry in sorted(doc.get("documents", {}).items()):
+        md_path = folder / entry["markdown"]
+        if not md_path.is_file():
+            failures.append(f"{name}: {md_path} missing")
+            continue
+        md = md_path.read_text(encoding="utf-8")
+        if sha256_bytes(md.encode("utf-8")) != entry["markdown_sha256"]:
+            failures.append(f"{name}: {md_path.name} changed since it was rendered (rerun make submission)")
+        traces = entry["traces"]
+        failures += [f"{name}: untraced number {u}" for u in untraced_numbers(md, traces)]
+        failures += [f"{name}: required section missing: {h!r}"
+                     for h in required_sections(md, checklist.get(name, {}).get("sections", []))]
+        for i, line in enumerate(md.splitlines(), 1):
+            body = LINK_TARGET.sub("]()", line)
+            if BAD_WORDS.search(body):
+                failures.append(f"{name}: line {i}: {BAD_WORDS.search(body).group(0)!r} in output: {line.strip()[:100]}")
+            if line.lstrip().startswith("|") and EMPTY_CELL.search(line):
+                failures.append(f"{name}: line {i}: empty table cell: {line.strip()[:100]}")
+        if entry.get("synthetic") and BANNER not in md:
+            failures.append(f"{name}: synthetic evidence but no banner {BANNER!r}")
+        if entry.get("nih") and "https://nihcc.app.box.com/v/ChestXray-NIHCC" not in md:
+            failures.append(f"{name}: NIH data but no link to the NIH download site")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m submission.check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="build", help="run folder (default: build)")
+    args = parser.parse_args(argv)
+    try:
+        failures = check(args.out)
+    except (OSError, ValueError, KeyError, yaml.YAMLError) as e:
+        print(f"error: {args.out}/submission: {e}", file=sys.stderr)
+        return 1
+    for f in failures:
+        print(f"FAIL {f}")
+    if failures:
+        print(f"submission check: {len(failures)} failure(s)", file=sys.stderr)
+        return 1
+    print(f"submission check: OK, every number in {args.out}/submission traced")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

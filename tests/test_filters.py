@@ -1,0 +1,53 @@
+"""Number formatting, checked against hand-computed strings."""
+import math
+
+import pytest
+
+from submission import filters
+
+NE = {"estimable": False, "reason": "no positives in the subgroup"}
+
+
+def test_pct_and_num_and_count():
+    assert filters.pct(0.8234) == "82.3%"
+    assert filters.pct(1) == "100.0%"
+    assert filters.num(0.84123) == "0.841"
+    assert filters.num(23457) == "23,457"
+    assert filters.count(1234.0) == "1,234"
+    with pytest.raises(filters.FormatError):
+        filters.count(2.5)
+
+
+@pytest.mark.parametrize("fn", [filters.pct, filters.num, filters.count, filters.p_value])
+@pytest.mark.parametrize("bad", [None, math.nan, math.inf, True, "0.5"])
+def test_refuses_values_a_document_must_not_show(fn, bad):
+    with pytest.raises(filters.FormatError):
+        fn(bad)
+
+
+@pytest.mark.parametrize("fn", [filters.pct, filters.num, filters.count, filters.p_value, filters.ci])
+def test_not_estimable_renders_its_reason(fn):
+    assert fn(NE) == "not estimable (no positives in the subgroup)"
+
+
+def test_not_estimable_without_reason_is_refused():
+    with pytest.raises(filters.FormatError):
+        filters.pct({"estimable": False, "reason": ""})
+
+
+def test_p_value():
+    assert filters.p_value(0.0004) == "p < 0.001"
+    assert filters.p_value(0.0341) == "p = 0.034"
+    with pytest.raises(filters.FormatError):
+        filters.p_value(1.2)
+
+
+def test_ci_text():
+    est = {"estimate": 0.8333, "ci_low": 0.6811, "ci_high": 0.9213, "ci_level": 0.95,
+           "method": "wilson", "n": 36}
+    assert filters.ci(est) == "83.3% (95% CI 68.1% to 92.1%; Wilson score; n = 36)"
+    assert filters.ci(est, method=False) == "83.3% (95% CI 68.1% to 92.1%)"
+    auc = dict(est, method="delong")
+    assert filters.ci(auc, scale="num") == "0.833 (95% CI 0.681 to 0.921; DeLong; n = 36)"
+    with pytest.raises(filters.FormatError):
+        filters.ci({"estimate": 0.5})

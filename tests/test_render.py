@@ -1,0 +1,117 @@
+"""Rendering: every template renders from records only, every number is traced."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from evidence import write_record
+from submission.__main__ import main as submission_main
+from submission.check import check, untraced_numbers
+from submission.render import Renderer, RenderError
+from test_render_evidence import _png, build_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = build_run(tmp_path_factory.mktemp("run"), study_description="<script>alert(1)</script>")
+    assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf"]) == 0
+    return out
+
+
+def test_documents_and_records_written(rendered):
+    sub = rendered / "submission"
+    for name in ("validation_plan", "510k_submission"):
+        for suffix in ("", "_auditor"):
+            assert (sub / f"{name}{suffix}.md").is_file() and (sub / f"{name}{suffix}.html").is_file()
+    plan = json.loads((rendered / "evidence" / "submission.plan.json").read_text())
+    assert [c["metric"] for c in plan["data"]["acceptance_criteria"]] == ["auc", "sensitivity", "specificity"]
+    assert plan["data"]["sample_size"]["estimable"] is False
+    docs = json.loads((rendered / "evidence" / "submission.documents.json").read_text())
+    outs = {o["path"] for o in docs["outs"]}
+    assert "submission/traceability.json" in outs and "submission/510k_submission_auditor.md" in outs
+    assert docs["synthetic"] is True
+
+
+def test_every_number_traced_and_checked(rendered):
+    assert check(rendered) == []
+    trace = json.loads((rendered / "submission" / "traceability.json").read_text())
+    t = trace["documents"]["510k_submission"]["traces"]
+    tp = [x for x in t if x["pointer"] == "/data/confusion/tp"]
+    assert tp and tp[0]["text"] == "30" and tp[0]["value"] == 30 and len(tp[0]["sha256"]) == 64
+
+
+def test_check_finds_an_untraced_number(rendered):
+    md = (rendered / "submission" / "510k_submission.md").read_text()
+    assert untraced_numbers(md + "\nsensitivity was 91.2% in a hand-typed sentence\n", []) != []
+    tampered = rendered.parent / "tampered"
+    import shutil
+    shutil.copytree(rendered, tampered)
+    p = tampered / "submission" / "510k_submission.md"
+    p.write_text(p.read_text() + "\nExtra claim: 97.5% sensitivity.\n")
+    failures = check(tampered)
+    assert any("97.5" in f for f in failures) and any("changed since" in f for f in failures)
+
+
+def test_auditor_edition_cites_record_and_hash(rendered):
+    aud = (rendered / "submission" / "510k_submission_auditor.md").read_text()
+    sha = json.loads((rendered / "evidence" / "validation.test.json").read_text())["sha256"]
+    assert f"\\[validation.test@{sha[:8]}\\]" in aud
+
+
+def test_not_estimable_rendered_with_reason(rendered):
+    md = (rendered / "submission" / "510k_submission.md").read_text()
+    assert "not estimable (fewer than 10 images in the subgroup)" in md
+    for bad in ("nan", "None", "null"):
+        assert f" {bad} " not in md
+
+
+def test_data_text_is_escaped_in_html(rendered):
+    html = (rendered / "submission" / "510k_submission.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_synthetic_banner_and_flowchart(rendered):
+    md = (rendered / "submission" / "510k_submission.md").read_text()
+    assert "DEMONSTRATION — synthetic data, not a regulatory submission" in md
+    assert (rendered / "submission" / "device_flowchart.png").stat().st_size > 1000
+
+
+def test_missing_pointer_is_an_error_naming_record_and_pointer(tmp_path):
+    out = build_run(tmp_path)
+    write_record(out, "validation.calibration", stage="validation.evaluate", data={"n": 3})
+    with pytest.raises(RenderError, match=r"validation\.calibration.*brier_score"):
+        Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
+
+
+def test_missing_record_is_a_cli_error(tmp_path, capsys):
+    out = build_run(tmp_path)
+    (out / "evidence" / "validation.benchmark.json").unlink()
+    assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "validation.benchmark" in err and "Traceback" not in err
+    assert not (out / "submission" / "traceability.json").exists()
+
+
+def test_nih_source_adds_attribution(tmp_path):
+    out = build_run(tmp_path, synthetic=False, source="nih")
+    r = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
+    assert "https://nihcc.app.box.com/v/ChestXray-NIHCC" in r.plain and "CVPR 2017" in r.plain
+    assert "NIH Clinical Center" in r.plain and "DEMONSTRATION" not in r.plain
+
+
+def test_submission_imports_only_evidence():
+    for path in (REPO / "submission").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] not in {"eda", "model", "validation"}, f"{path.name} imports {name}"
