@@ -28,6 +28,7 @@ TRAIN := $(EV)/training.run.json
 PRED := $(EV)/model.predictions.json
 THRESH := $(EV)/validation.threshold.json
 TEST := $(EV)/validation.test.json
+SAMPLE := $(EV)/validation.sample_size.json
 WORKFLOW := $(EV)/workflow.dicom.json
 SUBMISSION := $(OUT)/submission/traceability.json
 TEMPLATES := $(shell find templates submission/data -type f 2>/dev/null)
@@ -75,10 +76,13 @@ $(THRESH): $(PRED) $(P)/validate.json $(call src,validation evidence)
 $(TEST): $(THRESH) $(call src,validation evidence)
 	$(PY) -m validation.evaluate --out $(OUT) --params $(PARAMS)
 
+$(SAMPLE): $(P)/validate.json $(call src,validation evidence) | $(READY)
+	$(PY) -m validation.sample_size --out $(OUT) --params $(PARAMS)
+
 $(WORKFLOW): $(THRESH) $(P)/workflow.json $(call src,model evidence)
 	$(PY) -m model.workflow --out $(OUT) --params $(PARAMS)
 
-$(SUBMISSION): $(EDA) $(TEST) $(WORKFLOW) $(P)/submission.json $(TEMPLATES) $(call src,submission evidence)
+$(SUBMISSION): $(EDA) $(TEST) $(SAMPLE) $(WORKFLOW) $(P)/submission.json $(TEMPLATES) $(call src,submission evidence)
 	$(PY) -m submission --out $(OUT) --params $(PARAMS)
 
 submission: $(SUBMISSION) ## build the 510(k) submission and validation plan (Markdown, HTML, PDF)

@@ -1,0 +1,64 @@
+"""Pre-specified sample size of the held-out clinical validation (Buderer 1996).
+
+    python -m validation.sample_size --out OUT --params PARAMS
+
+Reads the planned sensitivity, specificity, expected prevalence and CI half-width from params
+`validate.sample_size` and writes record `validation.sample_size`. It reads no result: the plan
+is fixed before any held-out data exists.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from evidence import EvidenceError, write_record
+from evidence.params import ParamsError, section
+
+from . import stats
+
+RECORD_ID = "validation.sample_size"
+KEYS = ("sensitivity", "specificity", "prevalence", "half_width")
+
+
+def check_params(p: dict) -> dict:
+    design = p.get("sample_size")
+    if not isinstance(design, dict):
+        raise ParamsError("params validate.sample_size: missing; set sensitivity, specificity, "
+                          "prevalence and half_width (e.g. 0.90, 0.90, 0.013, 0.05)")
+    for key in KEYS:
+        value = design.get(key)
+        if not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ParamsError(f"params validate.sample_size.{key}: {value!r}; set a number in (0, 1)")
+    level = p.get("ci_level", 0.95)
+    if not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ParamsError(f"params validate.ci_level: {level!r}; set a number in (0, 1), e.g. 0.95")
+    return {**{k: float(design[k]) for k in KEYS}, "ci_level": float(level)}
+
+
+def run(out_dir: str | Path, params: dict) -> dict:
+    design = check_params(params)
+    result = stats.buderer_sample_size(design["sensitivity"], design["specificity"], design["prevalence"],
+                                       design["half_width"], level=design["ci_level"])
+    data = {"design": design, **result}
+    return write_record(out_dir, RECORD_ID, stage="validation.sample_size", data=data, params=params,
+                        sources=("validation",), synthetic=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m validation.sample_size", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build", help="run folder (default: build)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        record = run(args.out, section(args.params, "validate"))
+    except (ParamsError, EvidenceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    d = record["data"]
+    print(f"validation.sample_size: {d['positives']} positives, {d['negatives']} negatives, {d['total']} in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
