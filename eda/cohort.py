@@ -1,0 +1,99 @@
+"""Cohort manifest: `python -m eda.cohort --data DATA --out OUT --params PARAMS`.
+
+DATA is `demo` (generate the synthetic cohort into OUT/demo), a folder holding `labels.csv`
+(folder source), or a folder holding an NIH label file anywhere below it (NIH source). Writes
+`OUT/cohort/manifest.csv` and the record `cohort.manifest`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from evidence import EvidenceError, atomic, write_record
+from evidence.params import ParamsError, section
+
+from . import demo
+from .sources import MANIFEST_COLUMNS, SourceError, SourceResult, folder, nih
+
+RECORD_ID = "cohort.manifest"
+
+
+def load_source(data: str, out_dir: str | Path, params: dict) -> tuple[SourceResult, list[Path]]:
+    """Pick and run the adapter for DATA; return (result, files written by the source)."""
+    nih_params = params.get("nih") or {}
+    if data == "demo":
+        demo.generate(out_dir, params.get("demo") or {})
+        folder_ = (Path(out_dir) / "demo").resolve()
+        result = nih.load(folder_, nih_params, label_file=folder_ / demo.LABELS, kind="demo", release="demo")
+        return result, [folder_ / demo.LABELS, folder_ / demo.STAMP]
+    path = Path(data)
+    if not path.is_dir():
+        raise SourceError(f"--data {data!r}: not 'demo' and not an existing folder; pass DATA=demo or a folder "
+                          f"holding labels.csv or an NIH label file ({', '.join(nih.LABEL_PATTERNS)})")
+    if (path / folder.LABELS).is_file():
+        return folder.load(path, nih_params), []
+    return nih.load(path, nih_params), []
+
+
+def manifest_frame(result: SourceResult) -> pd.DataFrame:
+    m = result.manifest[MANIFEST_COLUMNS].copy()
+    m["pneumonia"] = m["pneumonia"].astype(int)
+    return m
+
+
+def counts(m: pd.DataFrame) -> dict:
+    pos = m["pneumonia"] == 1
+    return {
+        "images": int(len(m)),
+        "patients": int(m["patient_id"].nunique()),
+        "pneumonia_images": int(pos.sum()),
+        "pneumonia_patients": int(m.loc[pos, "patient_id"].nunique()),
+        "images_with_pixels": int((m["path"] != "").sum()),
+    }
+
+
+def run(data: str, out_dir: str | Path, params: dict) -> dict:
+    """Build the manifest and write it with its record; return the record."""
+    out_dir = Path(out_dir)
+    result, demo_files = load_source(data, out_dir, params)
+    m = manifest_frame(result)
+    if m.empty:
+        raise SourceError(f"data source {result.source['label_file']}: no images listed; add rows to the label file")
+    manifest = out_dir / "cohort" / "manifest.csv"
+    atomic.write_text(manifest, m.to_csv(index=False, lineterminator="\n"))
+    data_ = {
+        "source": result.source,
+        "counts": counts(m),
+        "quality_findings": result.quality_findings,
+        **result.extra,
+    }
+    return write_record(
+        out_dir, RECORD_ID, stage="cohort", data=data_, params=params,
+        deps=result.deps, outs=[manifest, *demo_files], sources=("eda",),
+        synthetic=bool(result.source["synthetic"]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eda.cohort", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="demo, or a data folder")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        params = section(args.params, "cohort")
+        record = run(args.data, args.out, params)
+    except (SourceError, demo.DemoError, ParamsError, EvidenceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    c = record["data"]["counts"]
+    print(f"cohort: {c['images']} images, {c['patients']} patients, {c['pneumonia_images']} pneumonia images "
+          f"({record['data']['source']['kind']}) -> {Path(args.out) / 'cohort' / 'manifest.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

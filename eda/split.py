@@ -1,0 +1,167 @@
+"""Patient-level split: `python -m eda.split --out OUT --params PARAMS`.
+
+Method, in order: the source's `split` column when every row has one; NIH official lists
+(`train_val_list.txt`, `test_list.txt`) when present and `use_official_lists` (train_val split
+into train/val by patient, seeded); otherwise a seeded patient-level split by `fractions`,
+stratified so that patients with a positive image are spread over the splits. Writes
+`OUT/cohort/splits.csv` (`image_id, patient_id, split`) and the record `split.patients`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evidence import EvidenceError, atomic, read_record, write_record
+from evidence.params import ParamsError, section
+
+RECORD_ID = "split.patients"
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    pass
+
+
+def check_params(params: dict) -> tuple[int, dict]:
+    seed = params.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise SplitError(f"params split.seed={seed!r} is invalid; use an integer >= 0")
+    fractions = params.get("fractions") or {}
+    if set(fractions) != set(SPLITS) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in fractions.values()):
+        raise SplitError(f"params split.fractions={fractions!r} is invalid; give train, val and test, each > 0")
+    if abs(sum(fractions.values()) - 1) > 1e-6:
+        raise SplitError(f"params split.fractions sum to {sum(fractions.values()):g}; make them sum to 1")
+    return seed, {k: float(fractions[k]) for k in SPLITS}
+
+
+def assign_patients(patients: pd.DataFrame, fractions: dict, seed: int) -> dict[str, str]:
+    """Seeded patient -> split; `patients` has `patient_id` and `positive` (any positive image).
+
+    Positive and negative patients are shuffled and cut separately by the cumulative fractions,
+    so each split receives its share of positive patients.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(fractions)
+    bounds = np.cumsum([fractions[k] for k in names])
+    bounds = bounds / bounds[-1]
+    out: dict[str, str] = {}
+    for positive in (True, False):
+        ids = np.array(sorted(patients.loc[patients["positive"] == positive, "patient_id"]), dtype=object)
+        ids = ids[rng.permutation(len(ids))]
+        cuts = np.round(bounds * len(ids)).astype(int)
+        start = 0
+        for name, stop in zip(names, cuts):
+            out.update((pid, name) for pid in ids[start:stop])
+            start = stop
+    return out
+
+
+def patient_table(m: pd.DataFrame) -> pd.DataFrame:
+    return m.groupby("patient_id", sort=True)["pneumonia"].max().gt(0).rename("positive").reset_index()
+
+
+def read_list(path: str) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        return {line.strip() for line in f if line.strip()}
+
+
+def choose(m: pd.DataFrame, source: dict, params: dict, seed: int, fractions: dict) -> tuple[pd.Series, str, list, dict]:
+    """(split per manifest row, method, dep files, left-out counts by reason)."""
+    left_out: dict[str, int] = {}
+    given = m["split"].fillna("").astype(str)
+    if len(m) and given.isin(SPLITS).all():
+        return given, "source_split_column", [], left_out
+    lists = source.get("official_split_list_files") or {}
+    if params.get("use_official_lists", True) and lists.get("train_val") and lists.get("test"):
+        train_val, test = read_list(lists["train_val"]), read_list(lists["test"])
+        split = pd.Series("", index=m.index)
+        split[m["image_id"].isin(test)] = "test"
+        in_tv = m["image_id"].isin(train_val) & (split == "")
+        tv = {k: fractions[k] for k in ("train", "val")}
+        tv_assign = assign_patients(patient_table(m[in_tv]), tv, seed)
+        split[in_tv] = m.loc[in_tv, "patient_id"].map(tv_assign)
+        if (split == "").any():
+            left_out["not in either official list"] = int((split == "").sum())
+        return split, "official_lists", [lists["train_val"], lists["test"]], left_out
+    assign = assign_patients(patient_table(m), fractions, seed)
+    return m["patient_id"].map(assign), "patient_stratified_random", [], left_out
+
+
+def summary(s: pd.DataFrame) -> dict:
+    out = {}
+    for name in SPLITS:
+        part = s[s["split"] == name]
+        images, pos = int(len(part)), int(part["pneumonia"].sum())
+        if images == 0:
+            raise SplitError(f"split {name!r} is empty; change split.seed/split.fractions or add data")
+        if pos == 0 or pos == images:
+            kind = "positive" if pos == 0 else "negative"
+            raise SplitError(f"split {name!r} has no {kind} image ({images} images); change split.seed or "
+                             "split.fractions, or add data with both classes")
+        out[name] = {"images": images, "patients": int(part["patient_id"].nunique()),
+                     "pneumonia_images": pos, "prevalence": pos / images}
+    return out
+
+
+def run(out_dir: str | Path, params: dict) -> dict:
+    out_dir = Path(out_dir)
+    seed, fractions = check_params(params)
+    cohort = read_record(out_dir, "cohort.manifest")
+    manifest_path = out_dir / "cohort" / "manifest.csv"
+    if not manifest_path.is_file():
+        raise SplitError(f"{manifest_path} not found; run `python -m eda.cohort` first")
+    m = pd.read_csv(manifest_path, dtype={"image_id": str, "patient_id": str, "path": str, "split": str},
+                    keep_default_na=False, na_values={"age_years": [""]})
+    m["pneumonia"] = m["pneumonia"].astype(int)
+    left_out: dict[str, int] = {}
+    has_pixels = m["path"] != ""
+    if has_pixels.any() and not has_pixels.all():
+        left_out["no image file (empty path)"] = int((~has_pixels).sum())
+        m = m[has_pixels].reset_index(drop=True)
+    split, method, list_files, more = choose(m, cohort["data"]["source"], params, seed, fractions)
+    left_out.update(more)
+    m = m.assign(split=split.fillna(""))
+    kept = m[m["split"].isin(SPLITS)]
+    per_patient = kept.groupby("patient_id")["split"].nunique()
+    leaking = per_patient[per_patient > 1]
+    if len(leaking) and method == "source_split_column":
+        raise SplitError(f"{cohort['data']['source']['label_file']}: the split column puts patient "
+                         f"{leaking.index[0]!r} in more than one split; keep each patient's images in one split")
+    if len(leaking):
+        raise SplitError(f"official lists {', '.join(list_files)} put {len(leaking)} patient(s) (e.g. "
+                         f"{leaking.index[0]!r}) in both train_val and test; use the unmodified NIH lists "
+                         "or set split.use_official_lists: false")
+    splits = {"method": method, "seed": seed, "fractions": fractions, "splits": summary(kept),
+              "leakage": {"patients_in_more_than_one_split": int(len(leaking)), "passed": len(leaking) == 0},
+              "rows_split": int(len(kept)),
+              "rows_left_out": [{"reason": k, "n": v} for k, v in left_out.items()]}
+    path = out_dir / "cohort" / "splits.csv"
+    atomic.write_text(path, kept[["image_id", "patient_id", "split"]].to_csv(index=False, lineterminator="\n"))
+    return write_record(out_dir, RECORD_ID, stage="split", data=splits, params=params,
+                        deps=[manifest_path, *list_files], dep_records=["cohort.manifest"],
+                        outs=[path], sources=("eda",))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eda.split", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        record = run(args.out, section(args.params, "split"))
+    except (SplitError, ParamsError, EvidenceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    s = record["data"]["splits"]
+    print("split ({}): ".format(record["data"]["method"])
+          + ", ".join(f"{k} {v['images']} images/{v['patients']} patients" for k, v in s.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

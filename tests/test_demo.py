@@ -1,0 +1,109 @@
+"""Demo cohort: deterministic, marked synthetic, and pneumonia measurably visible in the pixels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit
+
+from eda import cohort, demo
+
+SMALL = {"seed": 5, "n_patients": 40, "image_size": 64, "pneumonia_prevalence": 0.3}
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_same_bytes_and_other_seed_differs(tmp_path):
+    demo.generate(tmp_path / "a", SMALL)
+    demo.generate(tmp_path / "b", SMALL)
+    demo.generate(tmp_path / "c", {**SMALL, "seed": 6})
+    a, b, c = (_files(tmp_path / x / "demo") for x in "abc")
+    assert len(a) > 40 and a == b
+    assert a["labels.csv"] != c["labels.csv"]
+
+
+def test_regeneration_skipped_when_up_to_date_and_redone_when_changed(tmp_path):
+    demo.generate(tmp_path, SMALL)
+    png = sorted((tmp_path / "demo" / "images").glob("*.png"))[0]
+    before = png.stat().st_mtime_ns
+    demo.generate(tmp_path, SMALL)
+    assert png.stat().st_mtime_ns == before
+    png.unlink()
+    demo.generate(tmp_path, SMALL)
+    assert png.is_file()
+    demo.generate(tmp_path, {**SMALL, "n_patients": 20})
+    listed = set(pd.read_csv(tmp_path / "demo" / "labels.csv")["Image Index"])
+    assert {p.name for p in (tmp_path / "demo" / "images").glob("*.png")} == listed
+
+
+def test_outputs_say_synthetic(tmp_path):
+    demo.generate(tmp_path, SMALL)
+    folder = tmp_path / "demo"
+    labels = pd.read_csv(folder / "labels.csv", dtype=str)
+    assert (labels["Synthetic"] == "true").all()
+    assert json.loads((folder / "demo.json").read_text())["synthetic"] is True
+    with Image.open(next((folder / "images").glob("*.png"))) as im:
+        assert "SYNTHETIC" in im.info["Comment"]
+        assert im.mode == "L" and im.size == (64, 64)
+
+
+def test_metadata_resembles_nih():
+    meta = demo.metadata(demo.settings({**SMALL, "n_patients": 400}))
+    pos = meta["Finding Labels"].str.split("|").map(lambda f: "Pneumonia" in f)
+    per_patient = meta.groupby("Patient ID").size()
+    assert per_patient.mean() > 2 and per_patient.max() > 3          # follow-up studies
+    assert meta.loc[pos, "Patient Age"].mean() > meta.loc[~pos, "Patient Age"].mean() + 3
+    ap = meta["View Position"] == "AP"
+    assert ap[pos].mean() > ap[~pos].mean() + 0.15
+    labels = set("|".join(meta["Finding Labels"]).split("|"))
+    assert len(labels - {"No Finding"}) >= 12
+    infil = meta["Finding Labels"].str.contains("Infiltration")
+    assert infil[pos].mean() > infil[~pos].mean()                   # co-occurrence with pneumonia
+
+
+def test_pneumonia_measurably_visible(tmp_path):
+    """A linear model on raw pixels separates pneumonia from other images on unseen patients."""
+    s = {**SMALL, "n_patients": 120}
+    demo.generate(tmp_path, s)
+    meta = pd.read_csv(tmp_path / "demo" / "labels.csv")
+    x = np.stack([np.asarray(Image.open(tmp_path / "demo" / "images" / i), np.float32) / 255
+                  for i in meta["Image Index"]])
+    x = x.reshape(len(x), 32, 2, 32, 2).mean(axis=(2, 4)).reshape(len(x), -1)      # 2x2 average pooling
+    y = meta["Finding Labels"].str.contains("Pneumonia").to_numpy()
+    train, test = next(GroupShuffleSplit(1, test_size=0.4, random_state=0).split(x, y, meta["Patient ID"]))
+    model = LogisticRegression(C=1.0, max_iter=3000).fit(x[train], y[train])
+    auc = roc_auc_score(y[test], model.predict_proba(x[test])[:, 1])
+    assert auc > 0.8
+
+
+def test_cohort_on_demo_writes_synthetic_record(tmp_path, repo_root):
+    params = tmp_path / "params.yaml"
+    params.write_text("cohort:\n  demo: {seed: 5, n_patients: 30, image_size: 64, pneumonia_prevalence: 0.3}\n"
+                      "  nih: {max_age_years: 100}\n")
+    assert cohort.main(["--data", "demo", "--out", str(tmp_path / "out"), "--params", str(params)]) == 0
+    rec = json.loads((tmp_path / "out" / "evidence" / "cohort.manifest.json").read_text())
+    assert rec["synthetic"] is True and rec["data"]["source"]["synthetic"] is True
+    assert rec["data"]["source"]["kind"] == "demo" and rec["data"]["source"]["release"] == "demo"
+    m = pd.read_csv(tmp_path / "out" / "cohort" / "manifest.csv", dtype={"patient_id": str})
+    assert (m["source"] == "demo").all() and m["path"].map(lambda p: isinstance(p, str)).all()
+    assert rec["data"]["counts"]["images"] == len(m) == rec["data"]["counts"]["images_with_pixels"]
+    assert rec["data"]["counts"]["pneumonia_images"] == int(m["pneumonia"].sum()) > 0
+    assert {o["path"] for o in rec["outs"]} >= {"cohort/manifest.csv", "demo/labels.csv"}
+
+
+@pytest.mark.parametrize("bad", [{"n_patients": 0}, {"pneumonia_prevalence": 1.5}, {"seed": "x"}])
+def test_bad_demo_params_give_one_line_error(tmp_path, capsys, bad):
+    params = tmp_path / "params.yaml"
+    key, value = next(iter(bad.items()))
+    params.write_text(f"cohort:\n  demo: {{{key}: {value!r}}}\n")
+    assert cohort.main(["--data", "demo", "--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and f"cohort.demo.{key}" in err and "\n" not in err
+    assert not (tmp_path / "out" / "evidence").exists()
