@@ -82,8 +82,9 @@ def forest(rows: list[tuple[str, dict, dict]], path: Path, *, level: float = 0.9
         for yv, row in zip(ys, rows):
             est = row[idx]
             if isinstance(est, dict) and "estimate" in est:
-                ax.errorbar(est["estimate"], yv, xerr=[[est["estimate"] - est["ci_low"]],
-                                                       [est["ci_high"] - est["estimate"]]],
+                # max(0, .): a Wilson bound at 0 or 1 can sit a rounding error inside the estimate
+                ax.errorbar(est["estimate"], yv, xerr=[[max(0.0, est["estimate"] - est["ci_low"])],
+                                                       [max(0.0, est["ci_high"] - est["estimate"])]],
                             fmt="s", c="black", ms=4, capsize=2)
             else:
                 ax.text(0.02, yv, "not estimable", va="center", fontsize=7, color="grey")

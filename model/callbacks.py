@@ -1,0 +1,26 @@
+"""Small Keras callbacks: one line of training progress per epoch on stderr."""
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+
+
+class StderrProgress(keras.callbacks.Callback):
+    """`epoch 3/12  loss 0.41  auc 0.88  val_loss 0.39  val_auc 0.90  (12.3 s)` on stderr."""
+
+    def __init__(self, total_epochs: int, stream=None):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.stream = stream or sys.stderr
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{k} {float(logs[k]):.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in logs]
+        print(f"train: epoch {epoch + 1}/{self.total_epochs}  " + "  ".join(parts)
+              + f"  ({time.perf_counter() - self._start:.1f} s)", file=self.stream, flush=True)

@@ -1,0 +1,95 @@
+"""Score the validation and test images: `python -m model.predict --out OUT --params PARAMS`.
+
+Uses the best model and its stored preprocessing spec (`model.train.load_model`) and the same
+tf.data decoding as training, without augmentation. Writes `OUT/predictions/val.csv` and
+`OUT/predictions/test.csv` (`image_id, patient_id, label, score`; score = predicted probability
+of pneumonia) and the record `model.predictions` (docs/records/model.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import evidence
+from evidence.params import ParamsError, section
+
+from . import data
+from .train import TRAIN_ERRORS, load_model
+
+SPLITS = ("val", "test")
+
+
+def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
+    """Predicted probabilities in row order; an undecodable file raises DataError naming it."""
+    import tensorflow as tf
+
+    ds = data.eval_dataset(rows, spec, batch_size, cache=None)
+    try:
+        scores = model.predict(ds, verbose=0).reshape(-1)
+    except tf.errors.OpError:
+        bad = data.find_unreadable(rows)
+        if bad:
+            raise data.DataError(bad) from None
+        raise
+    if len(scores) != len(rows) or not np.all(np.isfinite(scores)):
+        raise data.DataError("model produced missing or non-finite scores; retrain the model")
+    return scores.astype(np.float64)
+
+
+def run(out_dir: str | Path, params: dict) -> dict:
+    out_dir = Path(out_dir)
+    batch_size = params.get("batch_size", 32)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ParamsError(f"train.batch_size: expected a positive integer, got {batch_size!r}")
+    model_path = out_dir / "models" / "model.keras"
+    model, spec = load_model(out_dir)
+    df, info = data.read_cohort(out_dir)
+    tables, summary = {}, {}
+    for split in SPLITS:
+        rows = data.split_rows(df, split)
+        data.check_files(rows)
+        scores = score_rows(model, spec, rows, batch_size)
+        tables[split] = pd.DataFrame({"image_id": rows["image_id"], "patient_id": rows["patient_id"],
+                                      "label": rows["label"].astype(int), "score": scores})
+        summary[split] = {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique()),
+                          "n_positive": int(rows["label"].sum()),
+                          "score_mean": float(scores.mean())}
+    paths = []
+    for split, table in tables.items():
+        path = out_dir / "predictions" / f"{split}.csv"
+        evidence.write_text(path, table.to_csv(index=False, float_format="%.8g"))
+        paths.append(path)
+    record_data = {**summary, "model_sha256": evidence.sha256_file(model_path),
+                   "preprocessing_sha256": evidence.sha256_file(out_dir / "models" / "preprocessing.json"),
+                   "score": "predicted probability of pneumonia (sigmoid output)",
+                   "n_excluded_without_file": info["n_excluded_without_file"]}
+    return evidence.write_record(
+        out_dir, "model.predictions", stage="predict", data=record_data, params={"batch_size": batch_size},
+        deps=[model_path, out_dir / "models" / "preprocessing.json", info["manifest"], info["splits"]],
+        dep_records=["training.run"], outs=paths, sources=("model",))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="run folder (OUT)")
+    parser.add_argument("--params", required=True, help="params.yaml (section train: batch_size)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        record = run(args.out, section(args.params, "train"))
+    except TRAIN_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    d = record["data"]
+    print(f"predict: val {d['val']['n_images']} images, test {d['test']['n_images']} images scored",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

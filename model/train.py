@@ -1,0 +1,308 @@
+"""Train the pneumonia classifier: `python -m model.train --out OUT --params PARAMS`.
+
+Reads `OUT/cohort/manifest.csv` and `OUT/cohort/splits.csv`, fits on the train split with early
+stopping on validation AUC, and writes `OUT/models/model.keras` (best epoch),
+`OUT/models/preprocessing.json`, `OUT/figures/training_curves.png` and the record `training.run`
+(documented in docs/records/model.md).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import evidence
+from evidence.params import ParamsError, section
+
+from . import architectures, data
+from .architectures import ArchitectureError
+from .images import ImageError
+from .preprocess import PreprocessingSpec, SpecError, load_spec
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+HORIZONTAL_FLIP_REASON = ("horizontal flips are off by default: cardiac and situs anatomy are lateralised, "
+                          "so a mirrored chest radiograph is not a plausible patient image")
+DEFAULTS = {
+    "architecture": "small_cnn", "weights": "none", "image_size": 64, "channels": 1, "batch_size": 32,
+    "epochs": 12, "learning_rate": 0.001, "optimizer": "adam", "early_stopping_patience": 4,
+    "balance": "class_weight", "horizontal_flip": False,
+    "augmentation": {"rotation_deg": 5, "shift": 0.05, "zoom": 0.1, "brightness": 0.1, "contrast": 0.1},
+    "fine_tune": {"frozen_epochs": 0, "unfreeze_from": None, "fine_tune_learning_rate": 0.0001},
+    "seed": 7, "cache": "memory",
+}
+TRAIN_ERRORS = (data.DataError, ParamsError, ArchitectureError, SpecError, ImageError,
+                evidence.EvidenceError, OSError)
+
+
+def resolve_params(params: dict) -> dict:
+    """The train section with defaults filled in and types checked (errors name the parameter)."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ParamsError(f"train: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    p = {**DEFAULTS, **params}
+    p["fine_tune"] = {**DEFAULTS["fine_tune"], **(params.get("fine_tune") or {})}
+    p["augmentation"] = params.get("augmentation", DEFAULTS["augmentation"]) or {}
+    for key in ("image_size", "batch_size", "epochs", "early_stopping_patience", "seed"):
+        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < (0 if key == "seed" else 1):
+            raise ParamsError(f"train.{key}: expected a positive integer, got {p[key]!r}")
+    if not isinstance(p["learning_rate"], (int, float)) or not p["learning_rate"] > 0:
+        raise ParamsError(f"train.learning_rate: expected a number > 0, got {p['learning_rate']!r}")
+    if p["optimizer"] not in OPTIMIZERS:
+        raise ParamsError(f"train.optimizer: unknown value {p['optimizer']!r} (allowed: {', '.join(OPTIMIZERS)})")
+    if p["balance"] not in data.BALANCE:
+        raise ParamsError(f"train.balance: unknown value {p['balance']!r} (allowed: {', '.join(data.BALANCE)})")
+    if p["channels"] not in (1, 3):
+        raise ParamsError(f"train.channels: expected 1 or 3, got {p['channels']!r}")
+    allowed_aug = set(DEFAULTS["augmentation"])
+    bad = sorted(set(p["augmentation"]) - allowed_aug)
+    if bad:
+        raise ParamsError(f"train.augmentation: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(allowed_aug))})")
+    frozen = p["fine_tune"]["frozen_epochs"]
+    if not isinstance(frozen, int) or frozen < 0 or (frozen > 0 and frozen >= p["epochs"]):
+        raise ParamsError(f"train.fine_tune.frozen_epochs: expected an integer 0..epochs-1, got {frozen!r}")
+    p["weights"] = architectures.check(p["architecture"], p["weights"])
+    return p
+
+
+def make_spec(p: dict) -> PreprocessingSpec:
+    """ImageNet-pretrained bases get 3 channels and their own normalisation; otherwise unit scaling."""
+    norm = architectures.normalisation_for(p["architecture"], p["weights"])
+    channels = 3 if norm != "unit" else p["channels"]
+    return PreprocessingSpec.create(p["image_size"], channels, norm)
+
+
+def _optimizer(name: str, lr: float):
+    import keras
+
+    return {"adam": lambda: keras.optimizers.Adam(lr), "adamw": lambda: keras.optimizers.AdamW(lr),
+            "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
+            "rmsprop": lambda: keras.optimizers.RMSprop(lr)}[name]()
+
+
+def _compile(model, name: str, lr: float):
+    import keras
+
+    model.compile(optimizer=_optimizer(name, lr), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+
+
+def weights_sha256(model) -> str:
+    """sha256 over every weight array (dtype, shape, bytes) in model order: a file-independent id."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w)
+        h.update(f"{w.dtype}{w.shape}".encode())
+        h.update(w.tobytes())
+    return h.hexdigest()
+
+
+def _number(v):
+    v = float(v)
+    return v if math.isfinite(v) else {"estimable": False, "reason": "the value was not finite (diverged)"}
+
+
+def _device(strategy) -> dict:
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync),
+            "gpus": gpus, "device": "GPU" if gpus else "CPU"}
+
+
+def _figure(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+
+    def series(key):
+        return [h[key] if isinstance(h.get(key), float) else np.nan for h in history]
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric, label in ((axes[0], "loss", "binary cross-entropy"), (axes[1], "auc", "ROC AUC")):
+        ax.plot(epochs, series(metric), "o-", label="train")
+        ax.plot(epochs, series("val_" + metric), "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves")
+    fig.tight_layout()
+    with evidence.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(out_dir: str | Path, params: dict) -> dict:
+    """Train and write model, spec, figure and the `training.run` record; return the record."""
+    import keras
+    import tensorflow as tf
+
+    from .callbacks import StderrProgress
+
+    out_dir = Path(out_dir)
+    p = resolve_params(params)
+    keras.utils.set_random_seed(p["seed"])
+    tf.config.experimental.enable_op_determinism()
+
+    df, info = data.read_cohort(out_dir)
+    train_rows, val_rows = data.split_rows(df, "train"), data.split_rows(df, "val")
+    data.check_files(train_rows)
+    data.check_files(val_rows)
+    spec = make_spec(p)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    ft = p["fine_tune"]
+    with strategy.scope():
+        model, base = architectures.build(p["architecture"], p["weights"], spec, seed=p["seed"])
+        frozen_first = base is not None and ft["frozen_epochs"] > 0
+        frozen_layers = architectures.freeze(base) if frozen_first else []
+        _compile(model, p["optimizer"], p["learning_rate"])
+
+    train_ds, steps, class_weight, balance_text = data.train_dataset(
+        train_rows, spec, batch_size=p["batch_size"], balance=p["balance"], augmentation=p["augmentation"],
+        horizontal_flip=bool(p["horizontal_flip"]), seed=p["seed"], cache=p["cache"])
+    val_ds = data.eval_dataset(val_rows, spec, p["batch_size"], cache=p["cache"])
+
+    models_dir = out_dir / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = models_dir / ".checkpoint.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_auc", mode="max",
+                                                 save_best_only=True, verbose=0)
+    progress = StderrProgress(p["epochs"])
+    phases, start = [], time.perf_counter()
+
+    def fit(first, last, phase):
+        stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=p["early_stopping_patience"],
+                                             restore_best_weights=False)
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
+                         steps_per_epoch=steps, class_weight=class_weight, verbose=0, shuffle=False,
+                         callbacks=[checkpoint, stop, progress])
+        n = len(hist.history.get("loss", []))
+        phases.append({"phase": phase, "first_epoch": first + 1, "last_epoch": first + n,
+                       "stopped_early": bool(stop.stopped_epoch)})
+        return [{"epoch": first + i + 1, "phase": phase,
+                 **{k: _number(v[i]) for k, v in hist.history.items() if k in ("loss", "auc", "val_loss", "val_auc")}}
+                for i in range(n)]
+
+    try:
+        history = []
+        if frozen_first:
+            history += fit(0, ft["frozen_epochs"], "frozen_base")
+            with strategy.scope():
+                frozen_layers = architectures.set_trainable(base, ft["unfreeze_from"])
+                _compile(model, p["optimizer"], ft["fine_tune_learning_rate"])
+            history += fit(ft["frozen_epochs"], p["epochs"], "fine_tune")
+        else:
+            history += fit(0, p["epochs"], "train")
+    except BaseException as e:  # no partial output: drop the checkpoint, name an undecodable file
+        checkpoint_path.unlink(missing_ok=True)
+        if isinstance(e, tf.errors.OpError):
+            bad = data.find_unreadable(train_rows) or data.find_unreadable(val_rows)
+            if bad:
+                raise data.DataError(bad) from None
+        raise
+    train_seconds = time.perf_counter() - start
+
+    if not checkpoint_path.is_file():
+        raise data.DataError("validation AUC never improved (not finite in every epoch); check the val split labels")
+    best = keras.models.load_model(checkpoint_path, compile=False)
+    model_path, spec_path = models_dir / "model.keras", models_dir / "preprocessing.json"
+    os.replace(checkpoint_path, model_path)
+    evidence.write_text(spec_path, spec.to_json())
+    figure_path = out_dir / "figures" / "training_curves.png"
+    _figure(history, figure_path)
+
+    val_aucs = [h["val_auc"] if isinstance(h.get("val_auc"), float) else -1.0 for h in history]
+    best_i = int(np.argmax(val_aucs))
+    counts = {s: data.class_counts(df[df["split"] == s]) for s in ("train", "val", "test")}
+    record_data = {
+        "architecture": p["architecture"],
+        "weights": "none" if p["weights"] == "none" else ("imagenet" if p["weights"] == "imagenet"
+                                                          else Path(p["weights"]).name),
+        "parameters": {"total": int(best.count_params()),
+                       "trainable": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))},
+        "preprocessing": spec.to_dict(),
+        "preprocessing_sha256": evidence.sha256_file(spec_path),
+        "model_sha256": evidence.sha256_file(model_path),
+        "weights_sha256": weights_sha256(best),
+        "input_shape": [spec.image_size, spec.image_size, spec.channels],
+        "augmentation": {**{k: float(v) for k, v in p["augmentation"].items()},
+                         "horizontal_flip": bool(p["horizontal_flip"]), "vertical_flip": False,
+                         "horizontal_flip_reason": HORIZONTAL_FLIP_REASON},
+        "batch_size": p["batch_size"],
+        "optimizer": p["optimizer"],
+        "learning_rate": float(p["learning_rate"]),
+        "loss": "binary_crossentropy",
+        "schedule": {"epochs_max": p["epochs"], "epochs_run": len(history), "steps_per_epoch": int(steps),
+                     "early_stopping": {"monitor": "val_auc", "mode": "max", "patience": p["early_stopping_patience"]},
+                     "frozen_epochs": ft["frozen_epochs"] if frozen_first else 0,
+                     "unfreeze_from": ft["unfreeze_from"] if frozen_first else None,
+                     "fine_tune_learning_rate": float(ft["fine_tune_learning_rate"]) if frozen_first else None,
+                     "phases": phases},
+        "frozen_layers": {"n": len(frozen_layers), "names": frozen_layers},
+        "balance": {"method": p["balance"], "description": balance_text,
+                    "class_weight": ({str(k): float(v) for k, v in class_weight.items()} if class_weight else None)},
+        "class_counts": counts,
+        "cohort": {"n_manifest": info["n_manifest"], "n_split_assigned": info["n_split_assigned"],
+                   "n_excluded_without_file": info["n_excluded_without_file"]},
+        "history": history,
+        "best_epoch": history[best_i]["epoch"],
+        "best_val_auc": history[best_i]["val_auc"],
+        "seed": p["seed"],
+        "deterministic": True,
+        "device": _device(strategy),
+        "train_seconds": round(train_seconds, 1),
+    }
+    resolved = {**p, "weights": record_data["weights"]}  # a weights file is named, not its local path
+    return evidence.write_record(
+        out_dir, "training.run", stage="train", data=record_data, params=resolved,
+        deps=[info["manifest"], info["splits"]], dep_records=["split.patients"],
+        outs=[model_path, spec_path, figure_path], sources=("model",))
+
+
+def load_model(out_dir: str | Path):
+    """(keras model, PreprocessingSpec) from `OUT/models/model.keras` and `OUT/models/preprocessing.json`."""
+    import keras
+
+    models_dir = Path(out_dir) / "models"
+    model_path = models_dir / "model.keras"
+    if not model_path.is_file():
+        raise data.DataError(f"model file not found: {model_path} (run `python -m model.train --out {out_dir}`)")
+    spec = load_spec(models_dir / "preprocessing.json")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as e:
+        raise data.DataError(f"cannot load model file {model_path}: {str(e).splitlines()[0] if str(e) else e!r} "
+                             "(retrain with `python -m model.train`)") from None
+    return model, spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="run folder (OUT)")
+    parser.add_argument("--params", required=True, help="params.yaml")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        record = run(args.out, section(args.params, "train"))
+    except TRAIN_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    d = record["data"]
+    print(f"train: best epoch {d['best_epoch']} val AUC {d['best_val_auc']} -> {Path(args.out) / 'models' / 'model.keras'}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
