@@ -41,7 +41,7 @@ def untraced_numbers(markdown: str, traces: list[dict]) -> list[str]:
     text = head + sep + "\n".join(l for l in appendix.splitlines() if not l.lstrip().startswith("|"))
     for t in sorted(traces, key=lambda t: -len(t["text"])):
         if t["text"]:
-            pattern = r"(?<![A-Za-z0-9.])" + re.escape(t["text"]) + r"(?![0-9]|\.[0-9])"
+            pattern = r"(?<![A-Za-z0-9._])" + re.escape(t["text"]) + r"(?![0-9]|\.[0-9])"
             text = re.sub(pattern, "\x00", text, count=1)
     text = LINK_TARGET.sub("]()", text)
     for pattern in ALLOWED:

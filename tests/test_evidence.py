@@ -31,7 +31,7 @@ def run(tmp_path):
     src.write_text("x,y\n1,2\n")
     write_record(out, "cohort.manifest", stage="cohort", data={"images": 2}, deps=[src], synthetic=True)
     write_record(
-        out, "validation.test", stage="validate",
+        out, "eda.example", stage="eda",
         data={"sensitivity": {"wilson": _estimate(0.8)}, "zero": 0, "flag": False},
         params={"ci_level": 0.95}, dep_records=["cohort.manifest"], deps=[pred], outs=[fig],
     )
@@ -45,7 +45,7 @@ def test_canonical_json_is_sorted_compact_and_rejects_nan():
 
 
 def test_record_hash_is_sha256_of_canonical_body(run):
-    record = json.loads(record_path(run, "validation.test").read_text())
+    record = json.loads(record_path(run, "eda.example").read_text())
     body = {k: v for k, v in record.items() if k != "sha256"}
     expected = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                          ensure_ascii=False).encode()).hexdigest()
@@ -53,7 +53,7 @@ def test_record_hash_is_sha256_of_canonical_body(run):
 
 
 def test_provenance_fields_and_synthetic_inheritance(run):
-    record = Store(run).get("validation.test")
+    record = Store(run).get("eda.example")
     assert record["synthetic"] is True  # inherited from the synthetic cohort record
     assert record["deps"]["records"][0]["id"] == "cohort.manifest"
     assert [f["path"] for f in record["deps"]["files"]] == ["predictions/test.csv"]
@@ -65,11 +65,11 @@ def test_provenance_fields_and_synthetic_inheritance(run):
 
 def test_store_lookup_returns_value_pointer_and_hash(run):
     store = Store(run)
-    value, pointer, sha = store.lookup("validation.test", "sensitivity.wilson.estimate")
+    value, pointer, sha = store.lookup("eda.example", "sensitivity.wilson.estimate")
     assert value == 0.8 and pointer == "/data/sensitivity/wilson/estimate"
-    assert sha == store.get("validation.test")["sha256"]
-    with pytest.raises(MissingValue, match=r"validation.test.*/data/sensitivity/bootstrap"):
-        store.value("validation.test", "sensitivity.bootstrap.estimate")
+    assert sha == store.get("eda.example")["sha256"]
+    with pytest.raises(MissingValue, match=r"eda.example.*/data/sensitivity/bootstrap"):
+        store.value("eda.example", "sensitivity.bootstrap.estimate")
     with pytest.raises(MissingRecord, match="validation.nothing"):
         store.value("validation.nothing", "x")
 
@@ -83,18 +83,18 @@ def test_store_lookup_returns_value_pointer_and_hash(run):
 ])
 def test_invalid_data_is_refused_and_nothing_is_written(tmp_path, bad, match):
     with pytest.raises(EvidenceError, match=match):
-        write_record(tmp_path, "validation.bad", stage="validate", data=bad)
+        write_record(tmp_path, "validation.bad", stage="eda", data=bad)
     assert not record_path(tmp_path, "validation.bad").exists()
     assert not list((tmp_path / "evidence").glob("*")) if (tmp_path / "evidence").exists() else True
 
 
 def test_unknown_top_level_key_and_bad_id_are_rejected(run):
-    path = record_path(run, "validation.test")
+    path = record_path(run, "eda.example")
     record = json.loads(path.read_text())
     record["extra"] = 1
     path.write_text(json.dumps(record))
     with pytest.raises(EvidenceError, match="Additional properties"):
-        Store(run).get("validation.test")
+        Store(run).get("eda.example")
     with pytest.raises(EvidenceError, match="field id"):
         write_record(run, "NoDots", stage="x", data={})
 
@@ -116,13 +116,13 @@ def test_audit_passes_on_untouched_run(run):
 
 
 def test_audit_names_a_changed_evidence_value(run):
-    path = record_path(run, "validation.test")
+    path = record_path(run, "eda.example")
     record = json.loads(path.read_text())
     record["data"]["sensitivity"]["wilson"]["estimate"] = 0.81
     path.write_text(json.dumps(record))
     failures, _ = audit(run)
     assert len(failures) == 1
-    assert failures[0].startswith("record validation.test: field sha256: expected ")
+    assert failures[0].startswith("record eda.example: field sha256: expected ")
 
 
 @pytest.mark.parametrize("rel, field", [
@@ -135,7 +135,7 @@ def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
     failures, _ = audit(run)
-    assert len(failures) == 1 and f"record validation.test: field {field}: expected" in failures[0]
+    assert len(failures) == 1 and f"record eda.example: field {field}: expected" in failures[0]
 
 
 def test_audit_names_a_replaced_parent_record(run, tmp_path):
@@ -154,4 +154,4 @@ def test_audit_cli_exit_codes(run):
     bad = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
                          capture_output=True, text=True)
     assert bad.returncode == 1
-    assert "FAIL record validation.test: field outs[figures/roc.png]" in bad.stdout
+    assert "FAIL record eda.example: field outs[figures/roc.png]" in bad.stdout

@@ -52,8 +52,9 @@ def test_submission_writes_documents_and_trace(demo_build):
     for name in ("510k_submission", "validation_plan"):
         for ext in ("md", "html", "pdf"):
             assert (sub / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
-    trace = json.loads((sub / "traceability.json").read_text())
-    assert trace, "no traced values"
+    trace = json.loads((sub / "traceability.json").read_text())["documents"]
+    assert set(trace) >= {"510k_submission", "validation_plan"}
+    assert all(trace[name]["traces"] for name in trace), "a document without traced values"
 
 
 def test_every_record_of_a_demo_run_is_synthetic(demo_build):
@@ -68,19 +69,20 @@ def test_pdf_shows_sensitivity_and_specificity_cis_equal_to_evidence(demo_build)
 
     text = " ".join((p.extract_text() or "") for p in PdfReader(demo_build / "submission" / "510k_submission.pdf").pages)
     text = " ".join(text.split())
-    trace = json.loads((demo_build / "submission" / "traceability.json").read_text())
-    entries = trace["values"] if isinstance(trace, dict) else trace
+    entries = json.loads((demo_build / "submission" / "traceability.json").read_text())["documents"]["510k_submission"]["traces"]
     store = Store(demo_build)
     for metric in ("sensitivity", "specificity"):
         wilson = store.value("validation.test", f"metrics.{metric}.wilson")
-        assert "wilson" in wilson["method"]
-        for key in ("estimate", "ci_low", "ci_high"):
-            pointer = f"/data/metrics/{metric}/wilson/{key}"
-            shown = [e for e in entries if e["record"] == "validation.test" and e["pointer"] == pointer
-                     and e["document"].startswith("510k_submission") and "auditor" not in e["document"]]
-            assert shown, f"{pointer} is not rendered in the submission"
-            assert all(e["value"] == wilson[key] for e in shown)
-            assert shown[0]["text"] in text, f"{shown[0]['text']!r} ({pointer}) not in the PDF text"
+        assert "wilson" in wilson["method"] and wilson["ci_level"] == 0.95
+        shown = [e for e in entries if e["record_id"] == "validation.test"
+                 and e["pointer"] == f"/data/metrics/{metric}/wilson"]
+        assert shown, f"the Wilson interval of {metric} is not rendered in the submission"
+        for e in shown:
+            assert e["value"] == wilson
+            for key in ("estimate", "ci_low", "ci_high"):
+                assert f"{wilson[key] * 100:.1f}%" in e["text"], (key, e["text"])
+            assert "95% CI" in e["text"]
+            assert " ".join(e["text"].split()) in text, f"{e['text']!r} not in the PDF text"
 
 
 def test_audit_passes_then_rebuild_is_a_no_op(demo_build, demo_params):

@@ -88,8 +88,8 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
     if stats.is_estimable(se) and stats.is_estimable(sp):
         at_prev = [stats.ppv_npv_at_prevalence(se, sp, q) for q in p["prevalences"]]
     else:
-        at_prev = [{"prevalence": q, "ppv": stats.not_estimable("sensitivity or specificity undefined"),
-                    "npv": stats.not_estimable("sensitivity or specificity undefined")}
+        at_prev = [{"prevalence": q, "ppv": stats.not_estimable("sensitivity or specificity not defined"),
+                    "npv": stats.not_estimable("sensitivity or specificity not defined")}
                    for q in p["prevalences"]]
     degenerate = {m: boot[m].get("n_degenerate", None) for m in BOOT_METRICS if stats.is_estimable(boot[m])}
     n_pos = int(y.sum())

@@ -387,7 +387,7 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     for m in metrics:
         n = _denominator_n(m, conf, len(y))
         if not math.isfinite(point[m]):
-            out[m] = not_estimable(f"{m}: undefined on the full sample (denominator zero or one class)")
+            out[m] = not_estimable(f"{m}: not defined on the full sample (denominator zero or one class)")
             continue
         vals = boot[m][np.isfinite(boot[m])]
         n_deg = int(n_resamples - len(vals))
@@ -440,6 +440,6 @@ def _bca_interval(vals: np.ndarray, theta: float, jack: np.ndarray, alpha: float
     zs = sps.norm.ppf([alpha / 2, 1 - alpha / 2])
     adj = sps.norm.cdf(z0 + (z0 + zs) / (1 - acc * (z0 + zs)))
     if not np.all(np.isfinite(adj)):
-        return None, "the BCa adjusted levels are undefined"
+        return None, "the BCa adjusted levels are not defined"
     lo, hi = np.quantile(vals, adj)
     return (float(lo), float(hi)), ""

@@ -1,0 +1,106 @@
+"""Benchmark: clinical inference end to end versus prediction alone, in one run.
+
+End to end = header check + decode (`model.dicom.intake`) + preprocessing (`preprocess_batch`) +
+prediction, on DICOM files made from the real 1024x1024 NIH images; baseline = prediction alone
+on the same images already preprocessed. Batches of 64 at the model's input size. The model is
+the locked one in `build/` when present, else the `small_cnn` architecture untrained (timing
+only). `python -m bench.inference` prints images/second for both and the ratio (goal <= 1.3).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO.parent / "shared" / "data" / "nih" / "images_1024"
+BATCH = 64
+GOAL_RATIO = 1.3
+
+
+def _model_and_spec(out: Path):
+    if (out / "models" / "model.keras").is_file():
+        from model.infer import _load_model
+        return (*_load_model(out), f"{out / 'models' / 'model.keras'}")
+    from model.architectures import build
+    from model.preprocess import PreprocessingSpec
+    spec = PreprocessingSpec.create(64, 1)
+    return build("small_cnn", "none", spec)[0], spec, "small_cnn (untrained, 64 px)"
+
+
+def _write_files(folder: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    from model import dicom
+
+    sources = sorted(IMAGES.glob("*.png"))
+    if not sources:
+        raise FileNotFoundError(f"no images in {IMAGES} (the shared NIH data must be beside the repository)")
+    pixels = [np.asarray(Image.open(p).convert("L"), np.uint8) for p in sources]
+    return [dicom.save(dicom.build_dataset(pixels[i % len(pixels)], age="050Y", patient_id=str(i)),
+                       folder / f"{i:04d}.dcm") for i in range(n)]
+
+
+def main(n_images: int = 256, out: str | Path = "build", repeats: int = 2) -> dict:
+    from model import dicom
+    from model.infer import predict, preprocess_batch
+
+    model, spec, model_name = _model_and_spec(Path(out))
+    rules = dicom.rules_from(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _write_files(Path(tmp), n_images)
+        batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
+
+        def end_to_end():
+            for batch in batches:
+                items = [dicom.intake(f, rules) for f in batch]
+                predict(model, preprocess_batch([it.pixels for it in items if it.pixels is not None], spec))
+
+        ready = [preprocess_batch([dicom.intake(f, rules).pixels for f in b], spec) for b in batches]
+
+        def prediction_only():
+            for x in ready:
+                predict(model, x)
+
+        prediction_only()  # warm-up (graph tracing)
+        t_full = min(_timed(end_to_end) for _ in range(repeats))
+        t_pred = min(_timed(prediction_only) for _ in range(repeats))
+        stages = {"intake_s": 0.0, "preprocess_s": 0.0, "predict_s": 0.0}
+        for batch in batches:  # where the end-to-end time goes (one pass)
+            start = time.perf_counter()
+            pixels = [dicom.intake(f, rules).pixels for f in batch]
+            mid = time.perf_counter()
+            x = preprocess_batch(pixels, spec)
+            end = time.perf_counter()
+            predict(model, x)
+            stages["intake_s"] += mid - start
+            stages["preprocess_s"] += end - mid
+            stages["predict_s"] += time.perf_counter() - end
+    result = {
+        "model": model_name, "input_size": spec.image_size, "n_images": n_images, "batch": BATCH,
+        "source_image_size": "1024x1024 8-bit DICOM (real NIH images)",
+        "end_to_end_images_per_s": round(n_images / t_full, 1),
+        "prediction_only_images_per_s": round(n_images / t_pred, 1),
+        "ratio": round(t_full / t_pred, 2), "goal_ratio": GOAL_RATIO,
+        "stages_s": {k: round(v, 3) for k, v in stages.items()},
+    }
+    result["goal_met"] = result["ratio"] <= GOAL_RATIO
+    print(f"inference: end to end {result['end_to_end_images_per_s']} img/s, prediction only "
+          f"{result['prediction_only_images_per_s']} img/s, ratio {result['ratio']} (goal <= {GOAL_RATIO}) "
+          f"[{model_name}]")
+    return result
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""validation.heldout end to end: a held-out DICOM set built from real NIH 64px images, a tiny
+model trained on other NIH images, a locked plan; plus plan tampering and labels.csv problems."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from evidence import atomic, read_record, write_record
+from model import dicom
+from validation import heldout
+from test_infer import make_device, nih_64px_table
+
+CRITERIA = [{"metric": "auc", "bound": "ci_low", "op": ">=", "value": 0.7},
+            {"metric": "sensitivity", "bound": "estimate", "op": ">=", "value": 0.0}]
+
+
+def _pixels(path: str) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("L"), dtype=np.uint8)
+
+
+def _lock_plan(out: Path) -> None:
+    for suffix in (".md", ".pdf"):
+        atomic.write_text(out / "submission" / f"validation_plan{suffix}", f"locked plan {suffix}\n")
+    write_record(out, "submission.plan", stage="submission", dep_records=["validation.threshold"],
+                 data={"acceptance_criteria": CRITERIA},
+                 outs=[out / "submission" / "validation_plan.md", out / "submission" / "validation_plan.pdf"])
+
+
+@pytest.fixture(scope="module")
+def nih(nih_dir):
+    return nih_64px_table(nih_dir)
+
+
+@pytest.fixture(scope="module")
+def locked_run(tmp_path_factory, nih):
+    """A run folder: a tiny CNN trained briefly on NIH images of patients not in the held-out set."""
+    import keras
+
+    out = make_device(tmp_path_factory.mktemp("main"), threshold=0.5)
+    held_patients = set(_heldout_rows(nih)["patient_id"])
+    train = nih[~nih["patient_id"].isin(held_patients)].head(300)
+    x = np.stack([_pixels(p) for p in train["path"]])[..., None].astype(np.float32) / 255.0
+    y = train["pneumonia"].to_numpy()
+    model = keras.models.load_model(out / "models" / "model.keras")
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, class_weight={0: 1.0, 1: float(len(y) / max(1, y.sum()))})
+    model.save(out / "models" / "model.keras")
+    write_record(out, "training.run", stage="model.train", data={"architecture": "tiny", "n_train": int(len(y))},
+                 outs=[out / "models" / "model.keras", out / "models" / "preprocessing.json"],
+                 dep_records=["cohort.manifest"])
+    write_record(out, "validation.threshold", stage="validation.threshold", data={"threshold": 0.5},
+                 dep_records=["training.run"])
+    _lock_plan(out)
+    return out
+
+
+def _heldout_rows(nih: pd.DataFrame) -> pd.DataFrame:
+    pos = nih[nih["pneumonia"] == 1]
+    neg = nih[(nih["pneumonia"] == 0) & ~nih["patient_id"].isin(pos["patient_id"])].head(30)
+    return pd.concat([pos, neg])
+
+
+def build_heldout(folder: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """DICOMs at two depths from the images, labels.csv with the NIH labels and one reader column."""
+    records = []
+    for i, r in enumerate(rows.itertuples()):
+        sub = folder / ("site_a" if i % 2 else "site_b/day1")
+        ds = dicom.build_dataset(_pixels(r.path), view=r.view, age=dicom.age_string(r.age_years), sex=r.sex,
+                                 patient_id=r.patient_id, study_description=r.finding_labels)
+        name = f"{Path(r.image_id).stem}.dcm"
+        dicom.save(ds, sub / name)
+        records.append({"file": (sub / name).relative_to(folder).as_posix(), "label": int(r.pneumonia),
+                        "patient_id": r.patient_id, "reader_a": int(r.pneumonia) if i % 3 else 1 - int(r.pneumonia)})
+    labels = pd.DataFrame(records)
+    labels.to_csv(folder / "labels.csv", index=False)
+    return labels
+
+
+@pytest.mark.slow
+def test_heldout_end_to_end(locked_run, nih, tmp_path):
+    folder = tmp_path / "site_x"
+    rows = _heldout_rows(nih)
+    labels = build_heldout(folder, rows)
+    # a lateral view, a child and a hostile body part: rejected by the header checks
+    extra = nih[~nih["image_id"].isin(rows["image_id"])].head(3)
+    for r, kw in zip(extra.itertuples(), ({"view": "LL", "age": "050Y"}, {"view": "PA", "age": "010Y"},
+                                          {"view": "PA", "age": "050Y", "body_part": "<script>"})):
+        dicom.save(dicom.build_dataset(_pixels(r.path), patient_id=r.patient_id, **kw), folder / f"x_{r.image_id}.dcm")
+        labels.loc[len(labels)] = {"file": f"x_{r.image_id}.dcm", "label": 0, "patient_id": r.patient_id, "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+
+    params = tmp_path / "params.yaml"
+    params.write_text("validate: {ci_level: 0.95, bootstrap_resamples: 200, bootstrap_seed: 3, min_subgroup_n: 5}\n"
+                      "workflow: {allowed_modalities: [DX, CR]}\n"
+                      "submission: {device_facts: submission/data/device.yml}\n")
+    from submission import render  # noqa: F401  (the renderer must exist for the report)
+    template = Path(heldout.__file__).resolve().parent.parent / "templates" / "heldout_report.md.j2"
+    assert template.is_file()
+    assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 0
+
+    hout = locked_run / "heldout" / "site_x"
+    intake = read_record(hout, "heldout.intake")["data"]
+    assert intake["counts"] == {"accepted": len(rows), "rejected": 3, "error": 0}
+    assert intake["label_problems"] == [] and intake["unlabelled_files"] == []
+    rejected = {f["file"]: f["reasons"] for f in intake["files"] if f["status"] == "rejected"}
+    assert any("view LL" in r[0] for r in rejected.values()) and any("PatientAge 10" in r[0] for r in rejected.values())
+
+    m = read_record(hout, "heldout.metrics")["data"]
+    # independent recomputation: scores from model.infer on the same files, then sklearn/statsmodels
+    from model.infer import classify, load_device
+    device = load_device(locked_run)
+    scores = {Path(r["file"]).relative_to(folder).as_posix(): r["probability"]
+              for r in classify([folder / f for f in labels["file"][:len(rows)]], device)}
+    y = labels["label"][:len(rows)].to_numpy()
+    s = np.array([scores[f] for f in labels["file"][:len(rows)]])
+    assert m["counts"]["n"] == len(rows) and m["counts"]["positives"] == int(y.sum())
+    assert m["metrics"]["auc"]["delong"]["estimate"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    tp = int(((s >= 0.5) & (y == 1)).sum())
+    lo, hi = proportion_confint(tp, int(y.sum()), alpha=0.05, method="wilson")
+    sens = m["metrics"]["sensitivity"]["wilson"]
+    assert (sens["estimate"], sens["ci_low"], sens["ci_high"]) == pytest.approx((tp / y.sum(), lo, hi), abs=1e-9)
+    assert m["metrics"]["sensitivity"]["bootstrap"]["n_resamples"] == 200
+    assert m["readers"]["reader_a"]["n_reads"] == len(rows)
+
+    verdict = read_record(hout, "heldout.acceptance")["data"]
+    assert [c["metric"] for c in verdict["criteria"]] == ["auc", "sensitivity"]
+    assert verdict["criteria"][1]["passed"] is True
+    auc_method = verdict["criteria"][0]["method"]
+    assert verdict["criteria"][0]["observed"] == m["metrics"]["auc"][auc_method]["ci_low"]
+    assert verdict["all_passed"] == (m["metrics"]["auc"][auc_method]["ci_low"] >= 0.7)
+    lock = read_record(hout, "heldout.plan_lock")
+    assert lock["data"]["acceptance_criteria"] == CRITERIA
+    assert lock["created_utc"] <= read_record(hout, "heldout.intake")["created_utc"]
+    dep_paths = {d["path"] for d in read_record(hout, "heldout.metrics")["deps"]["files"]}
+    assert str((locked_run / "models" / "model.keras").resolve()) in dep_paths
+    sub = read_record(hout, "heldout.subgroups")["data"]["groups"]
+    assert sub["sex"]["M"]["n"] + sub["sex"]["F"]["n"] + sub["sex"]["unknown"]["n"] == len(rows)
+
+    report = (hout / "submission" / "heldout_report.md").read_text()
+    assert "Held-out Clinical Revalidation Report" in report
+    assert ("did not meet" in report) != verdict["all_passed"]
+    assert "view LL (from ViewPosition)" in report and "roc_heldout.png" in report and "(accepted)" not in report
+    from submission.check import check
+    # every number in the report is traced, no empty cells, no nan/None/undefined
+    assert check(hout) == []
+    page = (hout / "submission" / "heldout_report.html").read_text()
+    assert "BodyPartExamined" in page and "<SCRIPT>" not in page.upper().replace("&LT;SCRIPT&GT;", "")
+
+
+def test_tampered_plan_is_refused_before_reading(locked_run, tmp_path, capsys):
+    out = tmp_path / "main"
+    shutil.copytree(locked_run, out, ignore=shutil.ignore_patterns("heldout"))
+    (out / "submission" / "validation_plan.md").write_text("edited after locking\n")
+    folder = tmp_path / "set"
+    folder.mkdir()  # no labels.csv: the plan check must fail first
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {}\n")
+    assert heldout.main(["--out", str(out), "--heldout", str(folder), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: plan file") and "refusing" in err and "\n" not in err
+    assert not (out / "heldout" / "set" / "evidence").exists()
+
+
+def test_labels_csv_problems(locked_run, nih, tmp_path):
+    folder = tmp_path / "messy"
+    rows = _heldout_rows(nih).head(14)
+    labels = build_heldout(folder, rows)
+    first, second = labels["file"][0], labels["file"][1]
+    labels = labels.drop(index=[2])                                 # a DICOM without a label
+    labels.loc[len(labels) + 10] = {"file": first, "label": 1, "patient_id": "p", "reader_a": 1}  # duplicate
+    labels.loc[len(labels) + 11] = {"file": "missing.dcm", "label": 0, "patient_id": "p", "reader_a": 0}
+    labels.loc[len(labels) + 12] = {"file": second, "label": 0, "patient_id": "p", "reader_a": 0}   # duplicate
+    labels["label"] = labels["label"].astype(object)
+    labels.loc[labels.index[3], "label"] = "yes"
+    labels.to_csv(folder / "labels.csv", index=False)
+    (folder / "notes.txt").write_text("<script>alert(1)</script>")   # not a DICOM, not labelled
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    heldout.run(locked_run, folder, params, render=False)
+    intake = read_record(locked_run / "heldout" / "messy", "heldout.intake")["data"]
+    kinds = sorted(q["problem"] for q in intake["label_problems"])
+    assert kinds == ["bad_label", "duplicate", "duplicate", "duplicate", "duplicate", "unknown_file"]
+    unlabelled = {q["file"]: q["status"] for q in intake["unlabelled_files"]}
+    assert unlabelled == {labels_file_of(rows, 2): "accepted", "notes.txt": "error"}
+    assert intake["n_labelled_files"] == len(rows) - 1 - 2 - 1  # minus unlabelled, duplicated, bad label
+    json.dumps(intake, allow_nan=False)
+
+
+def labels_file_of(rows: pd.DataFrame, i: int) -> str:
+    sub = "site_a" if i % 2 else "site_b/day1"
+    return f"{sub}/{Path(rows['image_id'].iloc[i]).stem}.dcm"
+
+
+def test_missing_labels_csv_is_one_line_error(locked_run, tmp_path, capsys):
+    folder = tmp_path / "nolabels"
+    folder.mkdir()
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {}\n")
+    assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "labels.csv: not found" in err and "\n" not in err
+    assert not (locked_run / "heldout" / "nolabels" / "evidence" / "heldout.intake.json").exists()

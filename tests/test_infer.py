@@ -1,0 +1,155 @@
+"""model.infer: the CLI over real and broken files with a tiny locked device in a tmp run folder.
+
+`make_device` is also used by the workflow and held-out tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from evidence import write_record  # noqa: E402
+from model import infer  # noqa: E402
+
+
+def make_device(out: Path, *, threshold: float = 0.5, synthetic: bool = False, seed: int = 0,
+                data_dir: Path | None = None) -> Path:
+    """A tiny untrained CNN with its spec, a training.run record listing it and a locked threshold."""
+    import keras
+    from model.preprocess import PreprocessingSpec
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((64, 64, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="last_conv"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    models = out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    model.save(models / "model.keras")
+    (models / "preprocessing.json").write_text(PreprocessingSpec.create(64, 1).to_json())
+    write_record(out, "cohort.manifest", stage="eda.cohort", synthetic=synthetic,
+                 data={"source": {"kind": "demo" if synthetic else "nih", "data_dir": str(data_dir or out / "no_data")}})
+    write_record(out, "training.run", stage="model.train", data={"architecture": "tiny"},
+                 outs=[models / "model.keras", models / "preprocessing.json"], dep_records=["cohort.manifest"])
+    write_record(out, "validation.threshold", stage="validation.threshold", data={"threshold": threshold},
+                 dep_records=["training.run"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def device_out(tmp_path_factory):
+    return make_device(tmp_path_factory.mktemp("run"))
+
+
+def _lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "notes.txt").write_text("not a dicom")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    rc = infer.main(["--out", str(device_out), "--secondary-capture",
+                     *(str(nih_dir / "dicom" / f"test{i}.dcm") for i in range(1, 7)), str(tmp_path)])
+    assert rc == 0
+    rows = _lines(capsys)
+    *files, summary = rows
+    assert [r["status"] for r in files] == ["accepted"] * 3 + ["rejected"] * 3 + ["error"] * 2
+    assert summary == {"summary": True, "files": 8, "accepted": 3, "rejected": 3, "error": 2,
+                       "flagged": sum(bool(r["prediction"]) for r in files)}
+    model_sha = infer.sha256_file(device_out / "models" / "model.keras")
+    for r in files[:3]:
+        assert r["reasons"] == [] and 0.0 <= r["probability"] <= 1.0
+        assert r["prediction"] == (r["probability"] >= 0.5) and r["threshold"] == 0.5
+        assert r["model_sha256"] == model_sha and r["saliency_method"] == "grad-cam"
+        assert Path(r["clinician_image"]).is_file() and Path(r["clinician_image"]).stat().st_size > 10_000
+        sc = pydicom.dcmread(r["secondary_capture"])
+        assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.PhotometricInterpretation == "RGB"
+        assert sc.PatientID == pydicom.dcmread(r["file"], stop_before_pixels=True).PatientID
+    for r in files[3:]:
+        assert r["reasons"] and r["probability"] is None and r["prediction"] is None and r["clinician_image"] is None
+    assert "empty file" in files[6]["reasons"][0] and "not a DICOM" in files[7]["reasons"][0]
+    assert (device_out / "workflow" / "index.html").is_file()
+
+
+def test_probability_matches_direct_prediction(device_out, nih_dir, capsys):
+    """The CLI's probability equals keras predicting on preprocess(read_pixels(file)) directly."""
+    import keras
+    from model.preprocess import load_spec, preprocess
+
+    path = nih_dir / "dicom" / "test2.dcm"
+    assert infer.main(["--out", str(device_out), "--no-images", str(path)]) == 0
+    row = _lines(capsys)[0]
+    model = keras.models.load_model(device_out / "models" / "model.keras")
+    spec = load_spec(device_out / "models" / "preprocessing.json")
+    x = preprocess(pydicom.dcmread(path).pixel_array.astype(np.float32), spec)
+    assert row["probability"] == pytest.approx(float(model.predict(x[None], verbose=0)[0, 0]), abs=1e-6)
+    assert row["clinician_image"] is None
+
+
+def test_no_model_is_one_line_error(tmp_path, capsys):
+    assert infer.main(["--out", str(tmp_path), str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no model in") and "\n" not in err
+
+
+def test_tampered_model_is_refused(device_out, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(device_out, out)
+    with open(out / "models" / "model.keras", "ab") as f:
+        f.write(b"x")
+    assert infer.main(["--out", str(out), str(tmp_path)]) == 1
+    assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
+
+
+def test_html_index_escapes_header_text():
+    from model.clinician import html_index
+
+    page = html_index([{"file": "<b>x.dcm", "status": "accepted", "reasons": [],
+                        "study_description": "<script>alert(1)</script> Ünïcødé", "probability": 0.25,
+                        "prediction": False, "clinician_image": None}])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; Ünïcødé" in page
+    assert "&lt;b&gt;x.dcm" in page
+
+
+def nih_64px_table(nih_dir: Path):
+    """The 1,000 real 64px NIH images joined with the 2020 label file (manifest-like columns)."""
+    import pandas as pd
+
+    labels = pd.read_csv(nih_dir / "metadata" / "Data_Entry_2017_v2020.csv.gz",
+                         usecols=["Image Index", "Finding Labels", "Patient ID", "Patient Age",
+                                  "Patient Gender", "View Position"], dtype={"Patient ID": str})
+    images = sorted((nih_dir / "images_64px").glob("*.png"))
+    table = pd.DataFrame({"image_id": [p.name for p in images], "path": [str(p) for p in images]})
+    table = table.merge(labels, left_on="image_id", right_on="Image Index", how="inner")
+    return pd.DataFrame({
+        "image_id": table["image_id"], "path": table["path"], "patient_id": table["Patient ID"],
+        "pneumonia": table["Finding Labels"].str.contains("Pneumonia").astype(int),
+        "finding_labels": table["Finding Labels"], "age_years": table["Patient Age"].astype(float),
+        "sex": table["Patient Gender"], "view": table["View Position"], "source": "nih",
+    })
+
+
+def test_preprocess_batch_equals_preprocess_per_image(nih_dir):
+    from model.preprocess import PreprocessingSpec, preprocess
+
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(0, 255, (64, 64)).astype(np.float32), rng.uniform(0, 255, (100, 80)).astype(np.float32),
+              pydicom.dcmread(nih_dir / "dicom" / "test1.dcm").pixel_array.astype(np.float32),
+              rng.uniform(0, 255, (64, 64)).astype(np.float32)]
+    images += [rng.uniform(0, 255, (64, 64)).astype(np.float32) for _ in range(5)]  # crosses chunk borders
+    for spec in (PreprocessingSpec.create(64, 1), PreprocessingSpec.create(32, 3, "torch")):
+        batch = infer.preprocess_batch(images, spec)
+        expected = np.stack([preprocess(img, spec) for img in images])
+        np.testing.assert_allclose(batch, expected, atol=1e-5)

@@ -1,0 +1,380 @@
+"""Held-out revalidation: the locked model, threshold and plan rerun on a new clinical DICOM set.
+
+    python -m validation.heldout --out OUT --heldout DIR --params PARAMS
+
+DIR holds DICOM files at any depth and `labels.csv` (`file` relative to DIR, `label` 0/1,
+optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order of work:
+
+1. lock the plan: the `submission.plan` record of OUT and a re-hash of each plan file it lists;
+   refuse when they differ; write `heldout.plan_lock` BEFORE the held-out set is read;
+2. load the locked device (model sha256 checked against `training.run`, threshold from
+   `validation.threshold`);
+3. read labels.csv, run the device's header checks and inference on every file;
+4. write `heldout.intake`, `heldout.metrics`, `heldout.subgroups`, `heldout.acceptance` (records
+   last, into `OUT/heldout/<DIR name>/evidence/`), then render `heldout_report` there.
+
+Statistics come from `validation.evaluate`/`validation.subgroups` (same methods as validation).
+Parameters: section `heldout` (ci_level, bootstrap_resamples, bootstrap_seed, bootstrap_method,
+prevalences, min_subgroup_n); while params.yaml has no such section, section `validate`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evidence import EvidenceError, Store, record_path, sha256_file, write_record
+from evidence.params import ParamsError, load_all
+from evidence.provenance import resolve_run_path
+
+PLAN_RECORD = "submission.plan"
+PLAN_PREFIX = "submission/validation_plan"
+STAGE = "validation.heldout"
+REPORT = "heldout_report"
+DEFAULTS = {"ci_level": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
+            "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
+
+
+class HeldoutError(ValueError):
+    """Bad input to the held-out run; the message names the file/row/parameter and the fix."""
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def heldout_params(params_file: str | Path) -> tuple[dict, str]:
+    """(resolved statistics parameters, section name used)."""
+    sections = load_all(params_file)
+    name = "heldout" if isinstance(sections.get("heldout"), dict) else "validate"
+    raw = sections.get(name) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params file {params_file}: section {name!r} must be a mapping")
+    p = {k: raw.get(k, v) for k, v in DEFAULTS.items()}
+    level = p["ci_level"]
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ParamsError(f"params {name}.ci_level: {level!r}; set a number between 0 and 1 (e.g. 0.95)")
+    for key, low in (("bootstrap_resamples", 100), ("bootstrap_seed", 0), ("min_subgroup_n", 1)):
+        v = p[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ParamsError(f"params {name}.{key}: {v!r}; set an integer >= {low}")
+    if p["bootstrap_method"] not in ("percentile", "bca"):
+        raise ParamsError(f"params {name}.bootstrap_method: {p['bootstrap_method']!r}; use percentile or bca")
+    prevs = p["prevalences"]
+    if not isinstance(prevs, list) or not prevs or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in prevs):
+        raise ParamsError(f"params {name}.prevalences: {prevs!r}; set a list of numbers in (0, 1)")
+    return p, name
+
+
+# ----------------------------------------------------------------------------- plan lock
+
+def lock_plan(out: Path, hout: Path) -> tuple[dict, list[Path]]:
+    """Check the plan files against `submission.plan` and write `heldout.plan_lock`."""
+    store = Store(out)
+    try:
+        plan = store.get(PLAN_RECORD)
+    except EvidenceError as e:
+        raise HeldoutError(f"{e} (the validation plan must be rendered and locked first: make submission)") from None
+    files = [o for o in plan["outs"] if o["path"].startswith(PLAN_PREFIX)]
+    if not files:
+        raise HeldoutError(f"record {PLAN_RECORD} in {out} lists no {PLAN_PREFIX}.* file in its outs "
+                           "(rerun `make submission`)")
+    checked, paths = [], []
+    for entry in files:
+        path = resolve_run_path(entry["path"], out)
+        found = sha256_file(path) if path.is_file() else None
+        if found != entry["sha256"]:
+            raise HeldoutError(
+                f"plan file {path}: sha256 {found or 'missing file'} differs from {entry['sha256']} recorded "
+                f"by {PLAN_RECORD}; the plan changed after it was locked: refusing to run the held-out set")
+        checked.append({"path": entry["path"], "sha256": found, "size": entry["size"]})
+        paths.append(path)
+    criteria = plan["data"].get("acceptance_criteria")
+    if not isinstance(criteria, list) or not criteria:
+        raise HeldoutError(f"record {PLAN_RECORD}: data.acceptance_criteria is empty; the plan must "
+                           "pre-specify acceptance criteria (params validate.acceptance, then make submission)")
+    plan_json = record_path(out, PLAN_RECORD)
+    data = {"plan_record": PLAN_RECORD, "plan_record_sha256": plan["sha256"], "plan_files": checked,
+            "acceptance_criteria": criteria, "run_folder": str(out.resolve()),
+            "statement": "the plan files were re-hashed and matched the locked plan before the held-out set was read"}
+    record = write_record(hout, "heldout.plan_lock", stage=STAGE, data=data, deps=[*paths, plan_json],
+                          sources=("validation",), synthetic=bool(plan["synthetic"]))
+    return record, [*paths, plan_json]
+
+
+# ----------------------------------------------------------------------------- labels
+
+def read_labels(folder: Path) -> tuple[pd.DataFrame, list[dict], set[Path]]:
+    """(usable rows: file, path, label, patient_id?, readers...; problems with their rows; every
+    path labels.csv names)."""
+    csv = folder / "labels.csv"
+    if not csv.is_file():
+        raise HeldoutError(f"{csv}: not found; add labels.csv with columns file,label (file relative to {folder})")
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise HeldoutError(f"{csv}: not a readable CSV ({str(e).splitlines()[0]}); fix the file") from None
+    table.columns = [c.strip() for c in table.columns]
+    missing = [c for c in ("file", "label") if c not in table.columns]
+    if missing:
+        raise HeldoutError(f"{csv}: missing column(s) {', '.join(missing)}; columns must include file,label")
+    problems = []
+    table["row"] = np.arange(2, len(table) + 2)  # line number in the file (header is line 1)
+    table["file"] = table["file"].str.strip()
+    table["label"] = table["label"].str.strip()
+    dup = table["file"].duplicated(keep=False) & (table["file"] != "")
+    for row in table[dup].itertuples():
+        problems.append({"row": int(row.row), "file": row.file, "problem": "duplicate",
+                         "detail": "file listed more than once in labels.csv; every row of it is excluded"})
+    bad = ~table["label"].isin(["0", "1"])
+    for row in table[bad & ~dup].itertuples():
+        problems.append({"row": int(row.row), "file": row.file, "problem": "bad_label",
+                         "detail": f"label {row.label[:40]!r} is not 0 or 1; the row is excluded"})
+    table["path"] = [(folder / f).resolve() if f else None for f in table["file"]]
+    unknown = np.array([p is None or not p.is_file() or folder.resolve() not in p.parents for p in table["path"]])
+    for row in table[unknown & ~dup & ~bad].itertuples():
+        problems.append({"row": int(row.row), "file": row.file, "problem": "unknown_file",
+                         "detail": "no such file inside the held-out folder; the row is excluded"})
+    usable = table[~dup & ~bad & ~unknown].copy()
+    usable["label"] = usable["label"].astype(int)
+    return usable, problems, {p for p in table["path"] if p is not None}
+
+
+def reader_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.lower().startswith("reader")]
+
+
+# ----------------------------------------------------------------------------- intake
+
+def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device, rules: dict) -> tuple[pd.DataFrame, list[dict]]:
+    """Header checks + inference on every file in the folder; (labelled results, files that
+    labels.csv does not name)."""
+    from model.infer import classify, expand
+
+    files = expand([folder], skip=[folder / "labels.csv"])
+    results = {Path(r["file"]).resolve(): r for r in classify(files, device, rules)}
+    unlabelled = [{"file": p.relative_to(folder.resolve()).as_posix(), "problem": "no_label",
+                   "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
+                  for p, r in results.items() if p not in named]
+    rows = []
+    for row in usable.itertuples():
+        r = results[row.path]
+        rows.append({"file": row.file, "label": int(row.label), "status": r["status"], "reasons": r["reasons"],
+                     "warnings": r["warnings"], "score": r["probability"], "sex": r["sex"], "age_years": r["age"],
+                     "view": r["view"], "modality": r["modality"], "body_part": r["body_part"],
+                     "patient_id": _patient_id(row, r), "row": int(row.row),
+                     **{c: getattr(row, c) for c in usable.columns if c.lower().startswith("reader")}})
+    return pd.DataFrame(rows), unlabelled
+
+
+def _plain(value):
+    """A header value for a record: None for missing (pandas NaN included), floats as float."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return float(value) if isinstance(value, (float, np.floating)) else value
+
+
+def _patient_id(row, result) -> str:
+    value = getattr(row, "patient_id", "") if hasattr(row, "patient_id") else ""
+    if value:
+        return str(value)
+    try:
+        import pydicom
+        pid = str(pydicom.dcmread(result["file"], stop_before_pixels=True).get("PatientID", "") or "")
+    except Exception:
+        pid = ""
+    return pid or f"file:{row.file}"
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def reader_metrics(df: pd.DataFrame, readers: list[str], level: float) -> dict:
+    """Each reader's sensitivity and specificity (Wilson) on the same accepted images."""
+    from . import stats
+
+    out = {}
+    y = df["label"].to_numpy(dtype=int)
+    for c in readers:
+        calls = df[c].astype(str).str.strip()
+        ok = calls.isin(["0", "1"]).to_numpy()
+        r, yy = calls[ok].astype(int).to_numpy(), y[ok]
+        conf = {"tp": int(((r == 1) & (yy == 1)).sum()), "fp": int(((r == 1) & (yy == 0)).sum()),
+                "tn": int(((r == 0) & (yy == 0)).sum()), "fn": int(((r == 0) & (yy == 1)).sum())}
+        out[c] = {"n_reads": int(ok.sum()), "n_missing_or_invalid": int((~ok).sum()), "confusion": conf,
+                  "sensitivity": stats.proportion_ci(conf["tp"], conf["tp"] + conf["fn"], level=level),
+                  "specificity": stats.proportion_ci(conf["tn"], conf["tn"] + conf["fp"], level=level)}
+    return out
+
+
+def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]) -> dict:
+    from . import stats
+    from .evaluate import test_metrics
+
+    n_pos = int(df["label"].sum()) if len(df) else 0
+    if len(df) == 0 or n_pos in (0, len(df)):
+        reason = "no accepted labelled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
+        data = {"estimable": False, "reason": reason, "threshold": threshold,
+                "counts": {"n": int(len(df)), "positives": n_pos, "negatives": int(len(df) - n_pos)},
+                "metrics": {m: stats.not_estimable(reason) for m in
+                            ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1", "auc")}}
+    else:
+        data = {"estimable": True, **test_metrics(df, threshold, p)}
+        data["split"] = "heldout"
+    data["readers"] = reader_metrics(df, readers, p["ci_level"]) if readers and len(df) else {}
+    return data
+
+
+def subgroup_data(df: pd.DataFrame, threshold: float, p: dict) -> dict:
+    from .subgroups import subgroups
+
+    frame = df.assign(finding_labels="")[["label", "score", "sex", "age_years", "view", "finding_labels"]]
+    groups = subgroups(frame, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
+    groups.pop("finding", None)  # DICOM headers carry no finding labels
+    return {"threshold": threshold, "source": "DICOM headers (PatientSex, PatientAge, ViewPosition/PatientPosition)",
+            "min_subgroup_n": p["min_subgroup_n"], "groups": groups}
+
+
+def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Path:
+    """ROC curve of the held-out set with the locked operating point, written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    from evidence import atomic_path
+
+    y, s = df["label"].to_numpy(dtype=int), df["score"].to_numpy(dtype=float)
+    fpr, tpr, _ = roc_curve(y, s)
+    flagged = s >= threshold
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=1.5, label="ROC")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.plot(float(np.mean(flagged[y == 0])), float(np.mean(flagged[y == 1])), "o", c="crimson",
+            label=f"locked threshold {threshold:.3g}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(f"ROC, held-out set {name}", parse_math=False)
+    ax.legend(loc="lower right")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
+    return path
+
+
+# ----------------------------------------------------------------------------- run
+
+def header_rules(out: Path, params_file: str | Path) -> tuple[dict, str]:
+    """The device's locked header checks: from the run's `workflow.dicom` record when present."""
+    from model.dicom import rules_from
+
+    store = Store(out)
+    if store.has("workflow.dicom"):
+        return rules_from(store.data("workflow.dicom")["checks"]), "record workflow.dicom"
+    sections = load_all(params_file)
+    return rules_from(sections.get("workflow") or {}), "params workflow"
+
+
+def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True) -> dict:
+    out, folder = Path(out), Path(heldout)
+    if not folder.is_dir():
+        raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
+    p, params_source = heldout_params(params_file)
+    hout = out / "heldout" / folder.resolve().name
+    lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
+
+    from model.infer import DeviceError, load_device  # 2. the locked device
+    try:
+        device = load_device(out)
+    except DeviceError as e:
+        raise HeldoutError(str(e)) from None
+    rules, rules_source = header_rules(out, params_file)
+
+    usable, problems, named = read_labels(folder)     # 3. the held-out set
+    df, unlabelled = intake(folder, usable, named, device, rules)
+    device_deps = [*device.record_files(), *plan_deps]
+    synthetic = bool(lock["synthetic"])
+    accepted = df[df["status"] == "accepted"].copy() if len(df) else df
+    readers = reader_columns(usable)
+
+    files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
+    intake_data = {
+        "folder": str(folder.resolve()), "name": hout.name,
+        "n_label_rows": int(len(usable) + len({(q["row"]) for q in problems})),
+        "n_labelled_files": int(len(df)),
+        "counts": {s: int((df["status"] == s).sum()) if len(df) else 0 for s in ("accepted", "rejected", "error")},
+        "positives_rejected": int(((df["status"] != "accepted") & (df["label"] == 1)).sum()) if len(df) else 0,
+        "label_problems": problems, "unlabelled_files": unlabelled,
+        "files": [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
+                   "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
+                   "view": _plain(r.view), "age": _plain(r.age_years), "sex": _plain(r.sex)}
+                  for r in df.itertuples()] if len(df) else [],
+        "header_checks": {**rules, "source": rules_source},
+        "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
+                         for r in df.itertuples() if r.status != "accepted"] if len(df) else [],
+        "patient_id_source": "labels.csv patient_id" if "patient_id" in usable.columns else
+                             "DICOM PatientID (file name when absent)",
+        "threshold": device.threshold, "model_sha256": device.model_sha256,
+    }
+    if len(accepted):
+        accepted["score"] = accepted["score"].astype(float)
+    metrics = metrics_data(accepted, device.threshold, p, readers)
+    subgroups = subgroup_data(accepted, device.threshold, p) if len(accepted) else {
+        "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labelled images"}
+
+    from .acceptance import evaluate
+    verdict = evaluate(lock["data"]["acceptance_criteria"], metrics["metrics"])
+    verdict["plan_record_sha256"] = lock["data"]["plan_record_sha256"]
+
+    params = {**p, "params_section": params_source}   # 4. records, last
+    common = dict(stage=STAGE, params=params, sources=("validation", "model"), synthetic=synthetic)
+    records = {"heldout.plan_lock": lock}
+    records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data,
+                                             deps=[*files_dep, *device_deps], dep_records=["heldout.plan_lock"], **common)
+    figures = [roc_figure(accepted, device.threshold, hout / "figures" / "roc_heldout.png", hout.name)] \
+        if metrics["estimable"] else []
+    records["heldout.metrics"] = write_record(hout, "heldout.metrics", data=metrics, deps=device_deps,
+                                              outs=figures, dep_records=["heldout.intake"], **common)
+    records["heldout.subgroups"] = write_record(hout, "heldout.subgroups", data=subgroups, deps=device_deps,
+                                                dep_records=["heldout.intake"], **common)
+    records["heldout.acceptance"] = write_record(hout, "heldout.acceptance", data=verdict, deps=device_deps,
+                                                 dep_records=["heldout.plan_lock", "heldout.metrics"], **common)
+    if render:
+        render_report(hout, params_file)
+    return records
+
+
+def render_report(hout: Path, params_file: str | Path) -> None:
+    """`python -m submission --out HOUT --params PARAMS --document heldout_report`."""
+    cmd = [sys.executable, "-m", "submission", "--out", str(hout), "--params", str(params_file),
+           "--document", REPORT]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise HeldoutError(f"the records are written but the report failed ({' '.join(cmd[1:])}): {last}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(prog="python -m validation.heldout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="run folder of the locked device (e.g. build)")
+    parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--no-report", action="store_true", help="write the records only")
+    args = parser.parse_args(argv)
+    try:
+        records = run(args.out, args.heldout, args.params, render=not args.no_report)
+    except (HeldoutError, ParamsError, EvidenceError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    verdict = records["heldout.acceptance"]["data"]
+    intake_counts = records["heldout.intake"]["data"]["counts"]
+    print(f"heldout: {intake_counts['accepted']} accepted, {intake_counts['rejected']} rejected, "
+          f"{intake_counts['error']} error; acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
