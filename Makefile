@@ -33,7 +33,7 @@ WORKFLOW := $(EV)/workflow.dicom.json
 SUBMISSION := $(OUT)/submission/traceability.json
 TEMPLATES := $(shell find templates submission/data -type f 2>/dev/null)
 
-.PHONY: help venv submission eda train validate workflow audit heldout infer test bench clean FORCE
+.PHONY: help venv submission eda train validate workflow audit heldout infer test bench clean
 
 help: ## list the described targets
 	@echo "usage: make TARGET [OUT=build] [DATA=demo|<folder>] [PARAMS=params.yaml]"
@@ -46,14 +46,22 @@ $(READY): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# Per-section parameter stamps: rewritten only when their section changes.
-$(P)/%.json: $(PARAMS) FORCE | $(READY)
+# Per-section parameter stamps and the DATA in use, refreshed when make reads this file: each is
+# rewritten only when its value changed, so a stage reruns only when its own section (or DATA) did.
+STAGE_GOALS := $(filter-out help venv test bench clean,$(or $(MAKECMDGOALS),help))
+ifneq ($(STAGE_GOALS),)
+ifneq ($(wildcard $(PY)),)
+$(shell $(PY) -m evidence.params $(PARAMS) $(OUT) 1>&2)
+endif
+$(shell mkdir -p $(OUT)/cohort && { [ "$$(cat $(OUT)/cohort/source.txt 2>/dev/null)" = "$(DATA)" ] || echo "$(DATA)" > $(OUT)/cohort/source.txt; })
+endif
+
+$(P)/%.json: | $(READY)
 	$(PY) -m evidence.params $(PARAMS) $(OUT)
 
-# The data source in use: rewritten only when DATA changes.
-$(OUT)/cohort/source.txt: FORCE
+$(OUT)/cohort/source.txt:
 	@mkdir -p $(@D)
-	@if [ "$$(cat $@ 2>/dev/null)" != "$(DATA)" ]; then echo "$(DATA)" > $@; fi
+	echo "$(DATA)" > $@
 
 $(COHORT): $(OUT)/cohort/source.txt $(P)/cohort.json $(call src,eda evidence) | $(READY)
 	$(PY) -m eda.cohort --data "$(DATA)" --out $(OUT) --params $(PARAMS)
@@ -113,4 +121,3 @@ bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda 
 clean: ## remove the run folder (OUT)
 	rm -rf $(OUT)
 
-FORCE:
