@@ -110,7 +110,7 @@ heldout: $(SUBMISSION) ## rerun the locked device on a held-out clinical set: ma
 
 infer: $(THRESH) ## classify DICOM files with the locked model: make infer FILES="a.dcm dir/"
 	@test -n "$(FILES)" || { echo "error: set FILES=<DICOM files or folders>" >&2; exit 2; }
-	$(PY) -m model.infer --out $(OUT) $(FILES)
+	@$(PY) -m model.infer --out $(OUT) $(FILES)
 
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
