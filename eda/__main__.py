@@ -6,15 +6,15 @@ Everything is computed first; figures and records are written only when all of i
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from evidence import EvidenceError, read_record, write_record  # noqa: E402
+from evidence import read_record, write_record  # noqa: E402
 from evidence.params import ParamsError, section  # noqa: E402
+from evidence.cli import stage_main
 
 from . import dataset, figures, ground_truth, pixels, quality  # noqa: E402
 from .dataset import ManifestError  # noqa: E402
@@ -82,20 +82,11 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eda", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="run folder (e.g. build)")
-    parser.add_argument("--params", required=True, help="params file (e.g. params.yaml)")
-    args = parser.parse_args(argv)
-    try:
-        params = section(args.params, "eda")
-        records = run(args.out, params)
-    except (ParamsError, ManifestError, EvidenceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    quality_data = records["eda.quality"]["data"]
-    print(f"eda: {len(records)} records in {Path(args.out) / 'evidence'}; "
-          f"{len(quality_data['findings'])} data-quality findings")
-    return 0
+    return stage_main(
+        argv, prog="python -m eda", doc=__doc__, errors=(ManifestError, OSError),
+        call=lambda a: run(a.out, section(a.params, "eda")),
+        summary=lambda records, a: (f"eda: {len(records)} records in {Path(a.out) / 'evidence'}; "
+                                    f"{len(records['eda.quality']['data']['findings'])} data-quality findings"))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ DATA is `demo` (generate the synthetic cohort into OUT/demo), a folder holding `
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from evidence import EvidenceError, atomic, write_record
-from evidence.params import ParamsError, section
+from evidence import atomic, write_record
+from evidence.params import section
+from evidence.cli import stage_main
 
 from . import demo
 from .sources import MANIFEST_COLUMNS, SourceError, SourceResult, folder, nih
@@ -78,21 +78,16 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eda.cohort", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="demo, or a data folder")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    try:
-        params = section(args.params, "cohort")
-        record = run(args.data, args.out, params)
-    except (SourceError, demo.DemoError, ParamsError, EvidenceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return stage_main(
+        argv, prog="python -m eda.cohort", doc=__doc__, errors=(SourceError, demo.DemoError, OSError),
+        add_arguments=lambda p: p.add_argument("--data", required=True, help="demo, or a data folder"),
+        call=lambda a: run(a.data, a.out, section(a.params, "cohort")), summary=_summary)
+
+
+def _summary(record: dict, args) -> str:
     c = record["data"]["counts"]
-    print(f"cohort: {c['images']} images, {c['patients']} patients, {c['pneumonia_images']} pneumonia images "
-          f"({record['data']['source']['kind']}) -> {Path(args.out) / 'cohort' / 'manifest.csv'}")
-    return 0
+    return (f"cohort: {c['images']} images, {c['patients']} patients, {c['pneumonia_images']} pneumonia images "
+            f"({record['data']['source']['kind']}) -> {Path(args.out) / 'cohort' / 'manifest.csv'}")
 
 
 if __name__ == "__main__":

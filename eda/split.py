@@ -8,15 +8,15 @@ stratified so that patients with a positive image are spread over the splits. Wr
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, atomic, read_record, write_record
-from evidence.params import ParamsError, section
+from evidence import atomic, read_record, write_record
+from evidence.params import section
+from evidence.cli import stage_main
 
 RECORD_ID = "split.patients"
 SPLITS = ("train", "val", "test")
@@ -148,19 +148,11 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eda.split", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    try:
-        record = run(args.out, section(args.params, "split"))
-    except (SplitError, ParamsError, EvidenceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    s = record["data"]["splits"]
-    print("split ({}): ".format(record["data"]["method"])
-          + ", ".join(f"{k} {v['images']} images/{v['patients']} patients" for k, v in s.items()))
-    return 0
+    return stage_main(
+        argv, prog="python -m eda.split", doc=__doc__, errors=(SplitError, OSError),
+        call=lambda a: run(a.out, section(a.params, "split")),
+        summary=lambda record, a: "split ({}): ".format(record["data"]["method"]) + ", ".join(
+            f"{k} {v['images']} images/{v['patients']} patients" for k, v in record["data"]["splits"].items()))
 
 
 if __name__ == "__main__":

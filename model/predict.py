@@ -7,8 +7,6 @@ of pneumonia) and the record `model.predictions` (docs/records/model.md).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pandas as pd
 
 import evidence
 from evidence.params import ParamsError, section
+from evidence.cli import stage_main
 
 from . import data
 from .train import TRAIN_ERRORS, load_model
@@ -75,20 +74,11 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="run folder (OUT)")
-    parser.add_argument("--params", required=True, help="params.yaml (section train: batch_size)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        record = run(args.out, section(args.params, "train"))
-    except TRAIN_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    d = record["data"]
-    print(f"predict: val {d['val']['n_images']} images, test {d['test']['n_images']} images scored",
-          file=sys.stderr)
-    return 0
+    return stage_main(
+        argv, prog="python -m model.predict", doc=__doc__, errors=TRAIN_ERRORS,
+        call=lambda a: run(a.out, section(a.params, "train")),
+        summary=lambda record, a: (f"predict: val {record['data']['val']['n_images']} images, "
+                                   f"test {record['data']['test']['n_images']} images scored"))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ stopping on validation AUC, and writes `OUT/models/model.keras` (best epoch),
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
@@ -19,6 +18,7 @@ import numpy as np
 
 import evidence
 from evidence.params import ParamsError, section
+from evidence.cli import stage_main
 
 from . import architectures, data
 from .architectures import ArchitectureError
@@ -288,20 +288,11 @@ def load_model(out_dir: str | Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="run folder (OUT)")
-    parser.add_argument("--params", required=True, help="params.yaml")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        record = run(args.out, section(args.params, "train"))
-    except TRAIN_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    d = record["data"]
-    print(f"train: best epoch {d['best_epoch']} val AUC {d['best_val_auc']} -> {Path(args.out) / 'models' / 'model.keras'}",
-          file=sys.stderr)
-    return 0
+    return stage_main(
+        argv, prog="python -m model.train", doc=__doc__, errors=TRAIN_ERRORS,
+        call=lambda a: run(a.out, section(a.params, "train")),
+        summary=lambda record, a: (f"train: best epoch {record['data']['best_epoch']} val AUC "
+                                   f"{record['data']['best_val_auc']} -> {Path(a.out) / 'models' / 'model.keras'}"))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ record `workflow.dicom` last.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from evidence import EvidenceError, Store, write_record
-from evidence.params import ParamsError, section
+from evidence.params import section
 from evidence.provenance import relative_to_run
+from evidence.cli import stage_main
 
 from . import dicom
 from .infer import DeviceError, classify, expand, load_device
@@ -189,20 +188,12 @@ def run(out: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m model.workflow", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--params", required=True)
-    args = parser.parse_args(argv)
-    try:
-        record = run(args.out, section(args.params, "workflow"))
-    except (DeviceError, WorkflowError, ParamsError, EvidenceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    c = record["data"]["counts"]
-    print(f"workflow.dicom: {record['data']['n_files']} files: {c['accepted']} accepted, "
-          f"{c['rejected']} rejected, {c['error']} error")
-    return 0
+    return stage_main(
+        argv, prog="python -m model.workflow", doc=__doc__, errors=(DeviceError, WorkflowError, ValueError),
+        call=lambda a: run(a.out, section(a.params, "workflow")),
+        summary=lambda record, a: (f"workflow.dicom: {record['data']['n_files']} files: "
+                                   "{accepted} accepted, {rejected} rejected, {error} error".format(
+                                       **record["data"]["counts"])))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import yaml
 from evidence import Store
 from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
-from evidence.store import to_pointer
 
 from . import filters
 

@@ -1,7 +1,6 @@
 """NIH source: releases, ages, image mapping and data-quality findings, checked against pandas."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

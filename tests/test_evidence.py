@@ -155,3 +155,25 @@ def test_audit_cli_exit_codes(run):
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "FAIL record eda.example: field outs[figures/roc.png]" in bad.stdout
+
+
+def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
+    from evidence.cli import stage_main
+    from evidence.params import ParamsError, section
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {epochs: 1}\n")
+
+    def call(args):
+        return section(args.params, args.which)
+
+    ok = stage_main(["--params", str(params), "--which", "train"], prog="p", doc="Doc.", call=call,
+                    add_arguments=lambda p: p.add_argument("--which"),
+                    summary=lambda result, args: f"epochs {result['epochs']}")
+    assert ok == 0 and capsys.readouterr().out == "epochs 1\n"
+    bad = stage_main(["--params", str(params), "--which", "eda"], prog="p", doc="Doc.", call=call,
+                     add_arguments=lambda p: p.add_argument("--which"), summary=str)
+    err = capsys.readouterr().err
+    assert bad == 1 and err.startswith("error: params file") and "no section 'eda'" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert issubclass(ParamsError, ValueError)

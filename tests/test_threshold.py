@@ -1,7 +1,6 @@
 """Threshold choice on validation only, locked in validation.threshold."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -8,14 +8,13 @@ this module never chooses one, and refuses to run without that record.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from evidence import EvidenceError, MissingRecord, Store, write_record
 from evidence.params import ParamsError, section
+from evidence.cli import stage_main
 
 from . import acceptance, benchmark, calibration, figures, stats, subgroups
 from .predictions import InputError, read_manifest, read_predictions
@@ -173,20 +172,15 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m validation.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="build", help="run folder (default: build)")
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        written = run(args.out, section(args.params, "validate"))
-    except (InputError, ParamsError, EvidenceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    t = written["validation.test"]["data"]
-    a = written["validation.acceptance"]["data"]
-    print(f"validation.evaluate: threshold {t['threshold']:.6g}, n {t['counts']['n']}, "
-          f"acceptance {'passed' if a['all_passed'] else 'NOT passed'}")
-    return 0
+    return stage_main(
+        argv, prog="python -m validation.evaluate", doc=__doc__, errors=(InputError, ValueError),
+        call=lambda a: run(a.out, section(a.params, "validate")), summary=_summary)
+
+
+def _summary(written: dict, args) -> str:
+    t, a = written["validation.test"]["data"], written["validation.acceptance"]["data"]
+    return (f"validation.evaluate: threshold {t['threshold']:.6g}, n {t['counts']['n']}, "
+            f"acceptance {'passed' if a['all_passed'] else 'NOT passed'}")
 
 
 if __name__ == "__main__":

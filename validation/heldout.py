@@ -19,8 +19,6 @@ prevalences, min_subgroup_n); while params.yaml has no such section, section `va
 """
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +29,7 @@ import pandas as pd
 from evidence import EvidenceError, Store, record_path, sha256_file, write_record
 from evidence.params import ParamsError, load_all
 from evidence.provenance import resolve_run_path
+from evidence.cli import stage_main
 
 PLAN_RECORD = "submission.plan"
 PLAN_PREFIX = "submission/validation_plan"
@@ -357,23 +356,22 @@ def render_report(hout: Path, params_file: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m validation.heldout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="run folder of the locked device (e.g. build)")
+    return stage_main(
+        argv, prog="python -m validation.heldout", doc=__doc__, errors=(HeldoutError, ValueError, OSError),
+        add_arguments=_arguments, summary=_summary,
+        call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report))
+
+
+def _arguments(parser) -> None:
     parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
-    parser.add_argument("--params", required=True)
     parser.add_argument("--no-report", action="store_true", help="write the records only")
-    args = parser.parse_args(argv)
-    try:
-        records = run(args.out, args.heldout, args.params, render=not args.no_report)
-    except (HeldoutError, ParamsError, EvidenceError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+
+def _summary(records: dict, args) -> str:
     verdict = records["heldout.acceptance"]["data"]
-    intake_counts = records["heldout.intake"]["data"]["counts"]
-    print(f"heldout: {intake_counts['accepted']} accepted, {intake_counts['rejected']} rejected, "
-          f"{intake_counts['error']} error; acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
-    return 0
+    counts = records["heldout.intake"]["data"]["counts"]
+    return (f"heldout: {counts['accepted']} accepted, {counts['rejected']} rejected, {counts['error']} error; "
+            f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ is fixed before any held-out data exists.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from evidence import EvidenceError, write_record
+from evidence import write_record
 from evidence.params import ParamsError, section
+from evidence.cli import stage_main
 
 from . import stats
 
@@ -46,18 +46,11 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m validation.sample_size", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="build", help="run folder (default: build)")
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        record = run(args.out, section(args.params, "validate"))
-    except (ParamsError, EvidenceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    d = record["data"]
-    print(f"validation.sample_size: {d['positives']} positives, {d['negatives']} negatives, {d['total']} in all")
-    return 0
+    return stage_main(
+        argv, prog="python -m validation.sample_size", doc=__doc__, errors=(ValueError,),
+        call=lambda a: run(a.out, section(a.params, "validate")),
+        summary=lambda record, a: ("validation.sample_size: {positives} positives, {negatives} negatives, "
+                                   "{total} in all".format(**record["data"])))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ is one of the observed validation scores. Ties between candidate thresholds go t
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from evidence import EvidenceError, write_record
+from evidence import write_record
 from evidence.params import ParamsError, section
+from evidence.cli import stage_main
 
 from . import stats
 from .predictions import InputError, read_predictions
@@ -106,17 +106,11 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m validation.threshold", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="build", help="run folder (default: build)")
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        record = run(args.out, section(args.params, "validate"))
-    except (InputError, ParamsError, EvidenceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"validation.threshold: {record['data']['rule']} -> threshold {record['data']['threshold']:.6g}")
-    return 0
+    return stage_main(
+        argv, prog="python -m validation.threshold", doc=__doc__, errors=(InputError, ValueError),
+        call=lambda a: run(a.out, section(a.params, "validate")),
+        summary=lambda record, a: (f"validation.threshold: {record['data']['rule']} -> "
+                                   f"threshold {record['data']['threshold']:.6g}"))
 
 
 if __name__ == "__main__":
