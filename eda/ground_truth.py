@@ -21,6 +21,7 @@ EXPERT_FILE = "google2019_nih-chest-xray-labels.csv"
 BBOX_FILE = "BBox_List_2017.csv"
 EXPERT_COLUMNS = ("Image Index", "Airspace opacity", "Set Id")
 BROAD_FINDINGS = ("Pneumonia", "Consolidation", "Infiltration")
+KAPPA_METHOD = "wald-fleiss-cohen-everitt-1969, clamped to [-1, 1]"
 
 NIH_METHOD = {
     "method": "text mining of radiology reports",
@@ -83,7 +84,7 @@ def two_by_two(nih_positive: np.ndarray, expert_positive: np.ndarray) -> dict:
 
 def kappa(table: dict, level: float = 0.95) -> dict:
     """Cohen's kappa with a Wald interval from the large-sample variance of Fleiss, Cohen and
-    Everitt (1969), as computed by statsmodels `cohens_kappa`."""
+    Everitt (1969), as computed by statsmodels `cohens_kappa`, clamped to kappa's range [-1, 1]."""
     m = np.array([[table["nih_pos_expert_pos"], table["nih_pos_expert_neg"]],
                   [table["nih_neg_expert_pos"], table["nih_neg_expert_neg"]]], dtype=float)
     n = int(m.sum())
@@ -96,8 +97,8 @@ def kappa(table: dict, level: float = 0.95) -> dict:
         return not_estimable("kappa variance not finite")
     z = float(norm.ppf(0.5 + level / 2))
     half = z * np.sqrt(var)
-    return {"estimate": k, "ci_low": k - half, "ci_high": k + half, "ci_level": level,
-            "method": "wald-fleiss-cohen-everitt-1969", "n": n, "se": float(np.sqrt(var))}
+    return {"estimate": k, "ci_low": max(k - half, -1.0), "ci_high": min(k + half, 1.0), "ci_level": level,
+            "method": KAPPA_METHOD, "n": n, "se": float(np.sqrt(var))}
 
 
 def agreement(nih_positive: np.ndarray, expert_positive: np.ndarray, level: float = 0.95) -> dict:

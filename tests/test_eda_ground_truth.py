@@ -94,6 +94,16 @@ def test_kappa_on_a_worked_example():
     assert got["estimate"] == pytest.approx(cohen_kappa_score(a, b))
 
 
+def test_kappa_interval_stays_within_minus_one_to_one():
+    table = {"nih_pos_expert_pos": 10, "nih_pos_expert_neg": 1, "nih_neg_expert_pos": 0, "nih_neg_expert_neg": 10}
+    got = ground_truth.kappa(table)
+    k, low, high = fleiss_kappa_ci(10, 1, 0, 10)
+    assert high > 1  # the unclamped Wald interval leaves kappa's range here
+    assert got["estimate"] == pytest.approx(k)
+    assert got["ci_low"] == pytest.approx(low) and got["ci_high"] == 1.0
+    assert "clamped to [-1, 1]" in got["method"]
+
+
 def test_bounding_boxes(assessed, nih_metadata):
     boxes = pd.read_csv(nih_metadata / "BBox_List_2017.csv.gz")
     pneu = boxes[boxes["Finding Label"] == "Pneumonia"]
