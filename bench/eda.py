@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from eda import dataset, quality
+from eda.sources import nih
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LABEL_FILE = REPO.parent / "shared" / "data" / "nih" / "metadata" / "Data_Entry_2017_v2020.csv.gz"
@@ -19,33 +20,10 @@ GOAL_RATIO = 10.0
 
 
 def manifest_from_label_file(path: str | Path) -> pd.DataFrame:
-    """A manifest-shaped frame built from an NIH label file (2020 or Kaggle 2017 layout), vectorised.
-
-    A stand-in for the cohort stage when measuring or testing the EDA on the label file alone:
-    no image paths, no splits, numeric ages as given.
-    """
-    raw = pd.read_csv(path)
-    cols = list(raw.columns)
-    if cols[:7] != ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-                    "Patient Gender", "View Position"]:
-        raise ValueError(f"{path}: columns {cols[:7]} are not an NIH Data_Entry label file")
-    labels = raw["Finding Labels"].astype(str)
-    return pd.DataFrame({
-        "image_id": raw["Image Index"].astype(str),
-        "path": "",
-        "patient_id": raw["Patient ID"].astype(str),
-        "pneumonia": labels.str.contains("Pneumonia", regex=False).astype(int),
-        "finding_labels": labels,
-        "age_years": pd.to_numeric(raw["Patient Age"], errors="coerce").astype(float),
-        "sex": raw["Patient Gender"].astype(str),
-        "view": raw["View Position"].astype(str),
-        "follow_up": raw["Follow-up #"].astype(float),
-        "source": "nih",
-        "split": "",
-        "orig_width": raw.iloc[:, 7].astype(float),
-        "orig_height": raw.iloc[:, 8].astype(float),
-        "pixel_spacing": raw.iloc[:, 9].astype(float),
-    })
+    """The manifest the NIH adapter makes of a label file (any release), with the default
+    `cohort.nih.max_age_years`: no image paths, no splits."""
+    max_age_years, _ = nih.check_params({})
+    return nih.read_label_file(path, max_age_years=max_age_years)[0]
 
 
 def _best_of(fn, repeats: int) -> float:

@@ -51,12 +51,13 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
     manifest = dataset.read_manifest(manifest_path)
     splits = dataset.read_splits(splits_path)
     frame = dataset.with_splits(manifest, splits)
+    matrix = dataset.finding_matrix(frame["finding_labels"])
     source = cohort["data"].get("source", {})
 
-    dataset_data, dataset_fig = dataset.describe(manifest, splits)
+    dataset_data, dataset_fig = dataset.describe(frame, matrix=matrix)
     pixel_data, pixel_quality, pixel_fig = pixels.analyse(frame, params["pixel_sample_max"], params["pixel_seed"])
     quality_data = quality.assess(frame, cohort["data"].get("quality_findings", []), pixel_quality,
-                                  params["max_age_span_years"])
+                                  params["max_age_span_years"], matrix)
     truth_data, truth_files = ground_truth.assess(manifest, source, params["ci_level"])
 
     fig_dir = out / "figures"

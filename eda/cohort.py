@@ -16,7 +16,7 @@ from evidence.params import section
 from evidence.cli import stage_main
 
 from . import demo
-from .sources import MANIFEST_COLUMNS, SourceError, SourceResult, folder, nih
+from .sources import SourceError, SourceResult, folder, nih
 
 RECORD_ID = "cohort.manifest"
 
@@ -38,12 +38,6 @@ def load_source(data: str, out_dir: str | Path, params: dict) -> tuple[SourceRes
     return nih.load(path, nih_params), []
 
 
-def manifest_frame(result: SourceResult) -> pd.DataFrame:
-    m = result.manifest[MANIFEST_COLUMNS].copy()
-    m["pneumonia"] = m["pneumonia"].astype(int)
-    return m
-
-
 def counts(m: pd.DataFrame) -> dict:
     pos = m["pneumonia"] == 1
     return {
@@ -59,7 +53,7 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
     """Build the manifest and write it with its record; return the record."""
     out_dir = Path(out_dir)
     result, demo_files = load_source(data, out_dir, params)
-    m = manifest_frame(result)
+    m = result.manifest
     if m.empty:
         raise SourceError(f"data source {result.source['label_file']}: no images listed; add rows to the label file")
     manifest = out_dir / "cohort" / "manifest.csv"

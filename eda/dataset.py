@@ -12,15 +12,13 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from .sources import MANIFEST_COLUMNS
+
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
     "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
 )
 NO_FINDING = "No Finding"
-MANIFEST_COLUMNS = (
-    "image_id", "path", "patient_id", "pneumonia", "finding_labels", "age_years", "sex", "view",
-    "follow_up", "source", "split", "orig_width", "orig_height", "pixel_spacing",
-)
 TEXT_COLUMNS = ("image_id", "path", "patient_id", "finding_labels", "sex", "view", "source", "split")
 NUMERIC_COLUMNS = ("age_years", "follow_up", "orig_width", "orig_height", "pixel_spacing")
 SPLITS = ("train", "val", "test")
@@ -129,8 +127,6 @@ def finding_matrix(labels: pd.Series) -> pd.DataFrame:
     parts = [set(u.split("|")) for u in uniques]
     names = list(FINDINGS) + [NO_FINDING]
     table = np.array([[n in p for n in names] for p in parts], dtype=bool).reshape(len(parts), len(names))
-    if (codes < 0).any():
-        raise ValueError("finding labels contain missing values")
     return pd.DataFrame(table[codes], columns=names, index=labels.index)
 
 
@@ -267,10 +263,13 @@ def split_table(frame: pd.DataFrame) -> dict:
     return out
 
 
-def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None = None) -> tuple[dict, dict]:
-    """(`eda.dataset` data, arrays for the figures)."""
+def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None = None,
+             matrix: pd.DataFrame | None = None) -> tuple[dict, dict]:
+    """(`eda.dataset` data, arrays for the figures). Pass `splits=None` when `manifest` already has
+    them joined, and `matrix` when `finding_matrix` of its labels is already computed."""
     frame = with_splits(manifest, splits)
-    matrix = finding_matrix(frame["finding_labels"])
+    if matrix is None:
+        matrix = finding_matrix(frame["finding_labels"])
     table = findings_table(frame, matrix)
     data = {
         "counts": {"images": len(frame), "patients": int(frame["patient_id"].nunique()),

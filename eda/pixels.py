@@ -3,8 +3,9 @@
 A seeded sample of at most `pixel_sample_max` images is read; each is converted to one grey
 channel in [0, 1] (RGB/RGBA with equal channels -> L, 16-bit -> divided by 65535), and the
 image size, storage mode, per-image mean and sd and intensity histograms by class and by view
-are measured. The normalisation constants are computed on the training-split images of the
-sample only, so that validation and test pixels never shape the preprocessing.
+are measured. The pooled pixel mean and sd are measured on the training-split images of the
+sample only; they are measurements, not the normalisation the model applies (the model's
+preprocessing spec, `models/preprocessing.json`, states that).
 """
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict
 
 
 def normalisation(pooled: dict) -> dict:
-    """Scale to [0, 1], then standardise with the pooled pixel mean and sd of the training images."""
+    """Pooled pixel mean and sd of the sampled training images on the [0, 1] scale (measured)."""
     key = "train" if pooled["train"][2] > 0 else "all"
     total, total_sq, n = pooled[key]
     mean = total / n
@@ -159,10 +160,9 @@ def normalisation(pooled: dict) -> dict:
     computed_on = ("sampled training-split images" if key == "train" else
                    "all sampled images (no training split assigned yet; recompute after eda.split)")
     return {
-        "method": "scale_to_unit_then_dataset_standardise",
+        "method": "pooled_mean_sd_after_scale_to_unit",
         "scale": "divide by the bit-depth maximum (255 for 8-bit, 65535 for 16-bit) after conversion to L",
         "mean": float(mean), "std": std, "computed_on": computed_on, "pixels": int(n),
-        "reason": ("one fixed affine map, identical at training and at inference, computed on training "
-                   "images only so that validation and test pixels do not shape the preprocessing; "
-                   "grey-level differences between images are kept for the model to see"),
+        "reason": ("measured; the model's preprocessing spec states the normalisation applied "
+                   "(models/preprocessing.json, record training.run)"),
     }

@@ -31,8 +31,9 @@ def patient_consistency(frame: pd.DataFrame, max_age_span_years: float = DEFAULT
     sex_mixed = known_sex.groupby(frame["patient_id"], sort=False).transform("nunique") > 1
 
     ordered = frame.sort_values(["patient_id", "follow_up"], kind="stable")
-    prev_age = ordered.groupby("patient_id", sort=False)["age_years"].cummax().groupby(
-        ordered["patient_id"], sort=False).shift()
+    pid = ordered["patient_id"]
+    prev_age = ordered["age_years"].fillna(-np.inf).groupby(pid, sort=False).cummax().groupby(
+        pid, sort=False).shift()
     falls = (ordered["age_years"] < prev_age).reindex(frame.index, fill_value=False)
 
     age = frame["age_years"]
@@ -54,10 +55,13 @@ def patient_consistency(frame: pd.DataFrame, max_age_span_years: float = DEFAULT
     ]
 
 
-def label_consistency(frame: pd.DataFrame) -> list[dict]:
-    """Label flag versus finding text, 'No Finding' mixed with findings, unknown names, duplicates."""
+def label_consistency(frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> list[dict]:
+    """Label flag versus finding text, 'No Finding' mixed with findings, unknown names, duplicates.
+
+    `matrix` is `dataset.finding_matrix(frame["finding_labels"])` when the caller has it already."""
     ids = frame["image_id"]
-    matrix = finding_matrix(frame["finding_labels"])
+    if matrix is None:
+        matrix = finding_matrix(frame["finding_labels"])
     flag = frame["pneumonia"].to_numpy() == 1
     text = matrix["Pneumonia"].to_numpy()
     n_findings = matrix[list(FINDINGS)].sum(axis=1).to_numpy()
@@ -122,19 +126,27 @@ def from_cohort(cohort_findings: list[dict]) -> list[dict]:
     return [{**f, "origin": "cohort.manifest"} for f in cohort_findings or []]
 
 
-# Checks of this module that the cohort stage may already report under its own id.
-REPORTED_BY_COHORT = {"image_not_present": "listed_image_missing"}
+# Checks of this module -> the cohort stage's id for the same data problem; when the cohort
+# reported it, only the cohort's finding is kept (each problem is reported once).
+REPORTED_BY_COHORT = {
+    "image_not_present": "listed_image_missing",
+    "sex_inconsistent_within_patient": "inconsistent_sex",
+    "duplicate_image_id": "duplicate_image_id",
+    "sex_unknown": "sex_unrecognised",
+    "view_unknown": "view_unrecognised",
+}
 
 
 def assess(frame: pd.DataFrame, cohort_findings: list[dict], pixel: dict | None,
-           max_age_span_years: float = DEFAULT_MAX_AGE_SPAN_YEARS) -> dict:
+           max_age_span_years: float = DEFAULT_MAX_AGE_SPAN_YEARS, matrix: pd.DataFrame | None = None) -> dict:
     """`eda.quality` data: findings with rows affected, and the checks that found nothing."""
     cohort_ids = {f.get("id") for f in cohort_findings or []}
-    own = [c for c in missing_fields(frame) if REPORTED_BY_COHORT.get(c["id"]) not in cohort_ids]
-    checks = (from_cohort(cohort_findings) + patient_consistency(frame, max_age_span_years)
-              + label_consistency(frame) + own)
+    own = (patient_consistency(frame, max_age_span_years) + label_consistency(frame, matrix)
+           + missing_fields(frame))
     if pixel is not None:
-        checks += from_pixels(frame, pixel["problems"], pixel["converted_to_l"], pixel["n_checked"])
+        own += from_pixels(frame, pixel["problems"], pixel["converted_to_l"], pixel["n_checked"])
+    own = [c for c in own if c["id"] not in REPORTED_BY_COHORT or REPORTED_BY_COHORT[c["id"]] not in cohort_ids]
+    checks = from_cohort(cohort_findings) + own
     found = [c for c in checks if c["n_rows"] > 0]
     return {
         "n_images": len(frame),

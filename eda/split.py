@@ -18,6 +18,8 @@ from evidence import atomic, read_record, write_record
 from evidence.params import section
 from evidence.cli import stage_main
 
+from .dataset import ManifestError, read_manifest
+
 RECORD_ID = "split.patients"
 SPLITS = ("train", "val", "test")
 
@@ -113,11 +115,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
     seed, fractions = check_params(params)
     cohort = read_record(out_dir, "cohort.manifest")
     manifest_path = out_dir / "cohort" / "manifest.csv"
-    if not manifest_path.is_file():
-        raise SplitError(f"{manifest_path} not found; run `python -m eda.cohort` first")
-    m = pd.read_csv(manifest_path, dtype={"image_id": str, "patient_id": str, "path": str, "split": str},
-                    keep_default_na=False, na_values={"age_years": [""]})
-    m["pneumonia"] = m["pneumonia"].astype(int)
+    m = read_manifest(manifest_path)
     left_out: dict[str, int] = {}
     has_pixels = m["path"] != ""
     if has_pixels.any() and not has_pixels.all():
@@ -149,7 +147,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m eda.split", doc=__doc__, errors=(SplitError, OSError),
+        argv, prog="python -m eda.split", doc=__doc__, errors=(SplitError, ManifestError, OSError),
         call=lambda a: run(a.out, section(a.params, "split")),
         summary=lambda record, a: "split ({}): ".format(record["data"]["method"]) + ", ".join(
             f"{k} {v['images']} images/{v['patients']} patients" for k, v in record["data"]["splits"].items()))

@@ -38,6 +38,7 @@ def test_real_64px_sample(nih_64):
     assert norm["mean"] == pytest.approx(pooled.mean(), abs=1e-6)
     assert norm["std"] == pytest.approx(pooled.std(), abs=1e-6)
     assert "training" in norm["computed_on"]
+    assert norm["reason"].startswith("measured") and "preprocessing spec" in norm["reason"]
     for hist in data["histograms"]["by_class"].values():
         if isinstance(hist, list):
             assert sum(hist) == pytest.approx(1.0)

@@ -153,3 +153,19 @@ def test_bad_fractions(tmp_path, capsys, fractions):
     assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split.fractions" in err
+
+
+def test_unreadable_manifest_is_one_error_line(tmp_path, capsys):
+    """The manifest is read through eda.dataset.read_manifest: a bad label is named, no traceback."""
+    rows = [(1, "a", "train"), (0, "b", "train"), (1, "c", "val"), (0, "d", "val"), (1, "e", "test"), (0, "f", "test")]
+    params = _params(tmp_path)
+    _cohort(tmp_path, _folder(tmp_path, rows), params)
+    path = tmp_path / "out" / "cohort" / "manifest.csv"
+    m = _manifest(tmp_path)
+    m["pneumonia"] = m["pneumonia"].astype(str)
+    m.loc[2, "pneumonia"] = "yes"
+    m.to_csv(path, index=False)
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "row 4: column pneumonia" in err and "\n" not in err
+    assert not (tmp_path / "out" / "cohort" / "splits.csv").exists()

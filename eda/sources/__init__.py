@@ -38,7 +38,3 @@ def finding(fid: str, description: str, ids, decision: str, applied: str) -> dic
         "id": fid, "description": description, "n_rows": len(ids),
         "example_image_ids": [str(i) for i in ids[:10]], "decision": decision, "applied": applied,
     }
-
-
-def empty_manifest() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in MANIFEST_COLUMNS})

@@ -16,7 +16,6 @@ from .nih import check_params
 
 LABELS = "labels.csv"
 REQUIRED = ("path", "label")
-OPTIONAL = ("patient_id", "split", "age", "sex", "view")
 SPLITS = ("train", "val", "test")
 SEX = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F"}
 

@@ -22,10 +22,6 @@ from . import MANIFEST_COLUMNS, SourceError, SourceResult, finding
 
 LABEL_PATTERNS = ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz", "sample_labels.csv")
 OFFICIAL_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
-FINDINGS_14 = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
-)
 COMMON = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
           "Patient Gender", "View Position"]
 # Known header layouts -> names of (width, height, spacing x) columns.
