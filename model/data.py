@@ -7,6 +7,7 @@ prevalence. The model input is always `preprocess.normalise(preprocess.to_unit(p
 """
 from __future__ import annotations
 
+import glob
 import math
 from pathlib import Path
 
@@ -131,17 +132,33 @@ def unit_dataset(rows: pd.DataFrame, spec: PreprocessingSpec):
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _cache(ds, cache):
+def _is_file_cache(cache) -> bool:
+    return cache not in (None, "none", False, "memory")
+
+
+def _cache(ds, cache, name: str):
+    """Cache in memory, or in the file `{cache}.{name}`: one file per stream, never shared."""
     if cache in (None, "none", False):
         return ds
-    return ds.cache() if cache == "memory" else ds.cache(str(cache))
+    return ds.cache() if cache == "memory" else ds.cache(f"{cache}.{name}")
 
 
-def eval_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, batch_size: int, *, cache="memory"):
+def clear_cache(cache) -> None:
+    """Remove the `{cache}.*` files of an earlier run (TensorFlow would reuse them whatever the input)."""
+    if not _is_file_cache(cache):
+        return
+    base = Path(str(cache))
+    for path in base.parent.glob(glob.escape(base.name) + ".*"):
+        if path.is_file():
+            path.unlink()
+
+
+def eval_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, batch_size: int, *, cache="memory",
+                 name: str = "val"):
     """Validation/test stream: row order, no augmentation, no resampling."""
     import tensorflow as tf
 
-    ds = _cache(unit_dataset(rows, spec), cache).batch(batch_size)
+    ds = _cache(unit_dataset(rows, spec), cache, name).batch(batch_size)
     return ds.map(lambda x, y: (normalise(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True).prefetch(tf.data.AUTOTUNE)
 
@@ -193,23 +210,20 @@ def train_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, *, batch_size: in
     counts = class_counts(rows)
     n, n_pos, n_neg = counts["n"], counts["positive"], counts["negative"]
 
-    def stream(part, offset):
-        return (_cache(unit_dataset(part, spec), cache)
+    def stream(part, offset, name):
+        return (_cache(unit_dataset(part, spec), cache, name)
                 .shuffle(len(part), seed=seed + offset, reshuffle_each_iteration=True).repeat())
 
     class_weight = None
     if balance == "undersample":
-        if cache not in (None, "none", False, "memory"):
-            raise DataError("train.cache: a cache file cannot be shared by two class streams; "
-                            "use memory or none with balance: undersample")
-        neg = stream(rows[rows["label"] == 0], 1)
-        pos = stream(rows[rows["label"] == 1], 2)
+        neg = stream(rows[rows["label"] == 0], 1, "neg")
+        pos = stream(rows[rows["label"] == 1], 2, "pos")
         ds = tf.data.Dataset.choose_from_datasets([neg, pos], tf.data.Dataset.range(2).repeat())
         steps = math.ceil(2 * min(n_pos, n_neg) / batch_size)
         description = ("each epoch draws 2 x n_minority images alternating the classes (50% positives); "
                        "the majority class is subsampled anew each epoch")
     else:
-        ds = stream(rows, 0)
+        ds = stream(rows, 0, "train")
         steps = math.ceil(n / batch_size)
         if balance == "class_weight":
             class_weight = {0: n / (2.0 * n_neg), 1: n / (2.0 * n_pos)}

@@ -40,6 +40,13 @@ TRAIN_ERRORS = (data.DataError, ParamsError, ArchitectureError, SpecError, Image
                 evidence.EvidenceError, OSError)
 
 
+def check_int(key: str, value, *, minimum: int = 1) -> int:
+    """`value` of train.`key` as an int >= minimum; ParamsError naming the parameter otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ParamsError(f"train.{key}: expected a positive integer, got {value!r}")
+    return value
+
+
 def resolve_params(params: dict) -> dict:
     """The train section with defaults filled in and types checked (errors name the parameter)."""
     unknown = sorted(set(params) - set(DEFAULTS))
@@ -49,8 +56,7 @@ def resolve_params(params: dict) -> dict:
     p["fine_tune"] = {**DEFAULTS["fine_tune"], **(params.get("fine_tune") or {})}
     p["augmentation"] = params.get("augmentation", DEFAULTS["augmentation"]) or {}
     for key in ("image_size", "batch_size", "epochs", "early_stopping_patience", "seed"):
-        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < (0 if key == "seed" else 1):
-            raise ParamsError(f"train.{key}: expected a positive integer, got {p[key]!r}")
+        check_int(key, p[key], minimum=0 if key == "seed" else 1)
     if not isinstance(p["learning_rate"], (int, float)) or not p["learning_rate"] > 0:
         raise ParamsError(f"train.learning_rate: expected a number > 0, got {p['learning_rate']!r}")
     if p["optimizer"] not in OPTIMIZERS:
@@ -168,6 +174,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
         frozen_layers = architectures.freeze(base) if frozen_first else []
         _compile(model, p["optimizer"], p["learning_rate"])
 
+    data.clear_cache(p["cache"])
     train_ds, steps, class_weight, balance_text = data.train_dataset(
         train_rows, spec, batch_size=p["batch_size"], balance=p["balance"], augmentation=p["augmentation"],
         horizontal_flip=bool(p["horizontal_flip"]), seed=p["seed"], cache=p["cache"])

@@ -172,3 +172,31 @@ def test_dicom_and_jpeg_rows_decode_in_the_pipeline_like_load_pixels(cohort, tmp
     for i in range(3):
         np.testing.assert_allclose(x[i], preprocess(load_pixels(rows["path"][i]), SPEC), atol=1e-6)
     assert pydicom.dcmread(rows["path"][0]).Modality == "DX"
+
+
+def test_file_cache_keeps_each_stream_apart_and_stale_files_are_removed(cohort, tmp_path):
+    df, _ = data.read_cohort(cohort)
+    train_rows, val_rows = data.split_rows(df, "train"), data.split_rows(df, "val")
+    cache = tmp_path / "cache" / "c"
+    cache.parent.mkdir()
+    ds, steps, *_ = data.train_dataset(train_rows, SPEC, batch_size=4, balance="none", augmentation=None,
+                                       horizontal_flip=False, seed=1, cache=str(cache))
+    list(ds.take(steps * 2))  # the training cache file is complete
+    x = np.concatenate([b[0].numpy() for b in data.eval_dataset(val_rows, SPEC, batch_size=4, cache=str(cache))])
+    assert len(x) == len(val_rows)
+    for i, path in enumerate(val_rows["path"]):
+        np.testing.assert_allclose(x[i], preprocess(load_pixels(path), SPEC), atol=1e-6)
+    assert list(cache.parent.glob("c.*"))
+    data.clear_cache(str(cache))
+    assert not list(cache.parent.glob("c.*"))
+    data.clear_cache("memory")
+    data.clear_cache(None)
+
+
+def test_undersample_works_with_a_file_cache(cohort, tmp_path):
+    df, _ = data.read_cohort(cohort)
+    rows = data.split_rows(df, "train")
+    ds, steps, _, _ = data.train_dataset(rows, SPEC, batch_size=4, balance="undersample", augmentation=None,
+                                         horizontal_flip=False, seed=1, cache=str(tmp_path / "c"))
+    labels = np.concatenate([y.numpy() for _, y in ds.take(steps * 3)])
+    assert labels.mean() == 0.5

@@ -141,3 +141,23 @@ def test_fine_tune_schedule_runs_frozen_then_unfrozen_phases(tmp_path):
     assert d["frozen_layers"]["names"][-1] == "block4_pool" and d["input_shape"] == [32, 32, 1]
     model, _ = train.load_model(out)
     assert train.weights_sha256(model) == d["weights_sha256"]
+
+
+def test_stale_cache_files_of_an_earlier_run_are_removed(tmp_path):
+    out = make_cohort(tmp_path, n_train=(8, 8), n_val=(4, 4), n_test=(2, 2))
+    cache = tmp_path / "cache"
+    (tmp_path / "cache.val.index").write_bytes(b"stale cache of another input")
+    (tmp_path / "cache.old").write_text("stale")
+    d = train.run(out, {**PARAMS, "epochs": 1, "cache": str(cache)})["data"]
+    assert not (tmp_path / "cache.old").exists()
+    assert isinstance(d["history"][0]["val_auc"], float)
+
+
+def test_predict_checks_batch_size_like_train(tmp_path):
+    from evidence.params import ParamsError
+
+    for bad in (0, True, "8"):
+        with pytest.raises(ParamsError, match=r"train.batch_size: expected a positive integer"):
+            predict.run(tmp_path, {"batch_size": bad})
+        with pytest.raises(ParamsError, match=r"train.batch_size: expected a positive integer"):
+            train.resolve_params({"batch_size": bad})
