@@ -77,7 +77,7 @@ def _base(architecture: str, weights: str, input_shape):
     import keras
 
     app = getattr(keras.applications, _APPLICATION[architecture])
-    kw = dict(include_top=False, input_shape=input_shape, pooling="avg")
+    kw = dict(include_top=False, input_shape=input_shape, pooling=None)  # 4-D output: Grad-CAM reaches it
     if weights == "none":
         return app(weights=None, **kw)
     try:
@@ -111,6 +111,7 @@ def build(architecture: str, weights, spec, seed: int = 0):
     if spec.channels == 1:
         x = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     x = base(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.3, seed=seed, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
     return keras.Model(inputs, outputs, name=architecture), base

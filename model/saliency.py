@@ -1,9 +1,12 @@
 """Saliency maps for the clinician image: Grad-CAM on the last convolution, else input gradients.
 
-Grad-CAM (Selvaraju et al., ICCV 2017): the last top-level 4-D (convolutional) feature map,
-weighted by the spatial mean of the gradient of the pneumonia probability, ReLU, upsampled to the
-input size. A model without a reachable 4-D layer gets |d probability / d input| (Simonyan et
-al., 2014), maximum over channels. Both are scaled to 0..1.
+Grad-CAM (Selvaraju et al., ICCV 2017): the last 4-D (convolutional) feature map, looked for among
+the top-level layers and inside a nested base (keras.applications), weighted by the spatial mean of
+the gradient of the pneumonia probability, ReLU, upsampled to the input size. Only feature maps at
+or after the first layer with weights count (never the input or its channel copies). A model
+without such a layer, or whose layers cannot be split to reproduce its output, gets |d probability
+/ d input| (Simonyan et al., 2014), maximum over channels. Both are scaled to 0..1, and the method
+actually used is returned with the feature map's layer.
 """
 from __future__ import annotations
 
@@ -23,52 +26,87 @@ def probability_of(output):
     return tf.reshape(output, [-1])
 
 
-def last_conv_layer(model):
-    """The last top-level layer with a 4-D output (N, H, W, C), or None."""
-    for layer in reversed(model.layers):
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
+def _is_model(layer) -> bool:
+    return hasattr(layer, "layers") and hasattr(layer, "inputs")
+
+
+def _spatial(layer) -> bool:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        return False
+    return len(shape) == 4 and shape[1] is not None and shape[1] > 1
+
+
+def _feature_path(layers, learned: bool) -> tuple[list, bool]:
+    """(path to the last 4-D map at or after a layer with weights, learned-so-far) within `layers`."""
+    best: list = []
+    for layer in layers:
+        if _is_model(layer):
+            inner, learned = _feature_path(layer.layers, learned)
+            if inner:
+                best = [layer, *inner]
             continue
-        if len(shape) == 4 and shape[1] is not None and shape[1] > 1:
-            return layer
-    return None
+        learned = learned or bool(layer.weights)
+        if learned and _spatial(layer):
+            best = [layer]
+    return best, learned
 
 
-def saliency_map(model, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """(map (H, W) float32 in 0..1 at the model input size, method) for one input x (H, W, C)."""
+def last_conv_layer(model) -> list:
+    """The layers leading to the last learned 4-D feature map (N, H>1, W, C): [layer] for a top-level
+    layer, [base, layer] inside a nested base; [] when there is none."""
+    import keras
+
+    top = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return _feature_path(top, False)[0]
+
+
+def saliency_map(model, x: np.ndarray, probability: float | None = None) -> tuple[np.ndarray, str, str | None]:
+    """(map (H, W) float32 in 0..1 at the model input size, method, feature layer or None) for one input
+    x (H, W, C). `probability` is the model's output for x when already computed (saves a pass)."""
     import tensorflow as tf
 
     batch = tf.convert_to_tensor(x[None].astype(np.float32))
-    layer = last_conv_layer(model)
-    if layer is not None:
+    path = last_conv_layer(model)
+    if path:
+        if probability is None:
+            probability = float(probability_of(model(batch, training=False))[0])
         try:
-            return _grad_cam(model, layer, batch), GRAD_CAM
-        except Exception:  # a graph this cannot split (nested bases): fall back to gradients
+            return _grad_cam(model, path, batch, probability), GRAD_CAM, "/".join(l.name for l in path)
+        except Exception:  # a graph this cannot split: fall back to gradients
             pass
-    return _input_gradient(model, batch), GRADIENT
+    return _input_gradient(model, batch), GRADIENT, None
 
 
-def _grad_cam(model, layer, batch) -> np.ndarray:
-    """Grad-CAM for a model whose top-level layers form a chain: features = layers up to `layer`
-    (a sub-model), then the remaining layers applied in order on the watched features."""
+def _grad_cam(model, path, batch, probability: float) -> np.ndarray:
+    """Grad-CAM for a model whose top-level layers form a chain: the layers up to the feature map
+    (a sub-model; for a nested base, the base returning its inner map too), then the remaining
+    top-level layers in order. The split must reproduce `probability`."""
     import keras
     import tensorflow as tf
 
-    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    head = layers[layers.index(layer) + 1:]
-    features = keras.Model(model.inputs, layer.output)(batch, training=False)
+    if len(path) > 2:
+        raise ValueError("feature map nested more than one model deep")
+    top = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    outer = path[0]
+    head = top[top.index(outer) + 1:]
     with tf.GradientTape() as tape:
-        tape.watch(features)
-        y = features
+        if len(path) == 1:
+            features = keras.Model(model.inputs, outer.output)(batch, training=False)
+            tape.watch(features)
+            y = features
+        else:
+            i = top.index(outer)
+            y = keras.Model(model.inputs, top[i - 1].output)(batch, training=False) if i else batch
+            features, y = keras.Model(outer.inputs, [path[1].output, outer.output])(y, training=False)
         for later in head:
             y = later(y, training=False)
         target = probability_of(y)[0]
     grads = tape.gradient(target, features)
     if grads is None:
         raise ValueError("no gradient reaches the convolution")
-    direct = float(probability_of(model(batch, training=False))[0])
-    if abs(direct - float(target)) > 1e-4:
+    if abs(float(probability) - float(target)) > 1e-4:
         raise ValueError("the top-level layers are not a chain (the split does not reproduce the output)")
     weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, C)
     cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[..., None]
