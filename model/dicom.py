@@ -39,9 +39,15 @@ _AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def rules_from(params: dict | None) -> dict:
+class Rules(dict):
+    """Header-check rules already resolved by `rules_from` (used as they are, not resolved again)."""
+
+
+def rules_from(params: dict | None) -> Rules:
     """The header-check rules: DEFAULT_RULES overridden by the `workflow` params section."""
-    rules = dict(DEFAULT_RULES)
+    if isinstance(params, Rules):
+        return params
+    rules = Rules(DEFAULT_RULES)
     for key in DEFAULT_RULES:
         if params and key in params and params[key] is not None:
             rules[key] = params[key]
@@ -120,8 +126,11 @@ def _as_int(value: Any) -> int | None:
 
 
 def check_header(ds: Dataset, rules: dict | None = None) -> HeaderCheck:
-    """Check a dataset's header against the intended use. Never raises; never decodes pixels."""
-    rules = rules_from(rules)
+    """Check a dataset's header against the intended use. Never raises; never decodes pixels.
+
+    `rules`: the result of `rules_from` (used as is), or a `workflow` params section to resolve."""
+    if not isinstance(rules, Rules):
+        rules = rules_from(rules)
     try:
         return _check_header(ds, rules)
     except Exception as e:  # defensive: a header this code did not foresee is rejected, not a crash

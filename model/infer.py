@@ -77,16 +77,10 @@ def load_device(out: str | Path) -> LockedDevice:
 
 def _load_model(out: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .train import load_model
+
     try:
-        from .train import load_model
-    except ImportError:
-        load_model = None
-    try:
-        if load_model is not None:
-            return load_model(out)
-        import keras
-        from .preprocess import load_spec
-        return keras.models.load_model(out / MODEL_FILE, compile=False), load_spec(out / SPEC_FILE)
+        return load_model(out)
     except Exception as e:
         raise DeviceError(f"cannot load the model in {out / 'models'}: {type(e).__name__}: {e}") from None
 
@@ -121,12 +115,11 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
              progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Yield one result dict per file, in order; accepted files are predicted in batches."""
     rules = dicom.rules_from(rules)
-    pending: list[tuple[dicom.Intake, object]] = []
+    pending: list[dicom.Intake] = []
     done = 0
     for path in map(Path, files):
-        item = dicom.intake(path, rules)
-        pending.append((item, item.header))
-        if sum(i.pixels is not None for i, _ in pending) >= batch_size:
+        pending.append(dicom.intake(path, rules))
+        if sum(i.pixels is not None for i in pending) >= batch_size:
             yield from _flush(pending, device, image_dir, secondary_capture)
             done += len(pending)
             pending = []
@@ -158,24 +151,24 @@ def preprocess_batch(images: list[np.ndarray], spec) -> np.ndarray:
 
 
 def _flush(pending, device: LockedDevice, image_dir, secondary_capture) -> Iterator[dict]:
-    accepted = [i for i, (item, _) in enumerate(pending) if item.pixels is not None]
+    accepted = [i for i, item in enumerate(pending) if item.pixels is not None]
     inputs, probs = {}, {}
     if accepted:
-        batch = preprocess_batch([pending[i][0].pixels for i in accepted], device.spec)
+        batch = preprocess_batch([pending[i].pixels for i in accepted], device.spec)
         inputs = dict(zip(accepted, batch))
         for k, p in zip(accepted, predict(device.model, batch)):
             probs[k] = float(p)
-    for i, (item, header) in enumerate(pending):
-        yield _result(item, header, probs.get(i), inputs.get(i), device, image_dir, secondary_capture)
+    for i, item in enumerate(pending):
+        yield _result(item, probs.get(i), inputs.get(i), device, image_dir, secondary_capture)
 
 
-def _result(item: dicom.Intake, header, probability, x, device, image_dir, secondary_capture) -> dict:
-    check = item.check
+def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_capture) -> dict:
+    check, header = item.check, item.header
     row = {"file": item.file, **check.as_dict(),
            "study_description": dicom.clean_text(header.get("StudyDescription")) if header is not None else None,
            "probability": None, "prediction": None, "threshold": device.threshold,
            "model_sha256": device.model_sha256, "clinician_image": None, "secondary_capture": None,
-           "saliency_method": None}
+           "saliency_method": None, "saliency_layer": None}
     if probability is None or not np.isfinite(probability):
         if check.status == dicom.ACCEPTED:
             check.status = dicom.ERROR
@@ -186,18 +179,19 @@ def _result(item: dicom.Intake, header, probability, x, device, image_dir, secon
     row["prediction"] = bool(probability >= device.threshold)
     if image_dir is not None:
         try:
-            row.update(_clinician_outputs(item, header, probability, x, device, image_dir, secondary_capture))
+            row.update(_clinician_outputs(item, probability, x, device, image_dir, secondary_capture))
         except Exception as e:
             row["warnings"] = row["warnings"] + [f"clinician image not written: {type(e).__name__}: "
                                                  f"{dicom.clean_text(e, 200)}"]
     return row
 
 
-def _clinician_outputs(item, header, probability, x, device, image_dir: Path, secondary_capture) -> dict:
+def _clinician_outputs(item, probability, x, device, image_dir: Path, secondary_capture) -> dict:
     from . import clinician
     from .saliency import saliency_map
 
-    heat, method = saliency_map(device.model, x)
+    header = item.header
+    heat, method, layer = saliency_map(device.model, x, probability=probability)
     name = image_name(Path(item.file))
     lines = []
     if header is not None:
@@ -206,9 +200,9 @@ def _clinician_outputs(item, header, probability, x, device, image_dir: Path, se
         study = dicom.clean_text(header.get("StudyDescription")) or ""
         lines.append(f"Patient {who} {('(ID ' + pid + ')') if pid else ''}  Study: {study}".strip())
     png = clinician.render_png(image_dir / f"{name}.png", item.pixels, heat, probability=probability,
-                               threshold=device.threshold, view=item.check.view, saliency_method=method,
-                               header_lines=lines)
-    out = {"clinician_image": str(png), "saliency_method": method}
+                               threshold=device.threshold, view=item.check.view,
+                               saliency_method=f"{method} on {layer}" if layer else method, header_lines=lines)
+    out = {"clinician_image": str(png), "saliency_method": method, "saliency_layer": layer}
     if secondary_capture:
         out["secondary_capture"] = str(clinician.secondary_capture(png, image_dir / f"{name}_sc.dcm", header))
     return out

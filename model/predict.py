@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 import evidence
-from evidence.params import ParamsError, section
+from evidence.params import section
 from evidence.cli import stage_main
 
 from . import data
-from .train import TRAIN_ERRORS, load_model
+from .train import DEFAULTS, TRAIN_ERRORS, check_int, load_model
 
 SPLITS = ("val", "test")
 
@@ -42,9 +42,7 @@ def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
 
 def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
-    batch_size = params.get("batch_size", 32)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ParamsError(f"train.batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", params.get("batch_size", DEFAULTS["batch_size"]))
     model_path = out_dir / "models" / "model.keras"
     model, spec = load_model(out_dir)
     df, info = data.read_cohort(out_dir)

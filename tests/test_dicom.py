@@ -166,3 +166,15 @@ def test_unsupported_transfer_syntax_is_named(tmp_path):
     check = dicom.check_header(_roundtrip(ds, tmp_path))
     assert check.status == "rejected"
     assert any("MPEG2" in r and "1.2.840.10008.1.2.4.100" in r for r in check.reasons)
+
+
+def test_resolved_rules_are_not_resolved_again_per_file(tmp_path, monkeypatch):
+    rules = dicom.rules_from({"missing_age": "accept_with_warning"})
+    path = dicom.save(dicom.build_dataset(np.zeros((64, 64), np.uint8)), tmp_path / "a.dcm")
+
+    def resolve(params):
+        raise AssertionError("rules resolved again")
+
+    monkeypatch.setattr(dicom, "rules_from", resolve)
+    item = dicom.intake(path, rules)
+    assert item.status == "accepted" and "PatientAge missing" in item.check.warnings[0]

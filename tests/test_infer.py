@@ -71,6 +71,7 @@ def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys)
         assert r["reasons"] == [] and 0.0 <= r["probability"] <= 1.0
         assert r["prediction"] == (r["probability"] >= 0.5) and r["threshold"] == 0.5
         assert r["model_sha256"] == model_sha and r["saliency_method"] == "grad-cam"
+        assert r["saliency_layer"] == "last_conv"
         assert Path(r["clinician_image"]).is_file() and Path(r["clinician_image"]).stat().st_size > 10_000
         sc = pydicom.dcmread(r["secondary_capture"])
         assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.PhotometricInterpretation == "RGB"
