@@ -79,8 +79,8 @@ def plan_data(renderer: Renderer) -> dict:
     store = renderer.store
     if store.has("validation.acceptance"):
         raw = store.data("validation.acceptance").get("criteria", [])
-        keys = ("metric", "bound", "op", "value")
-        criteria = [{k: c[k] for k in keys if k in c} for c in raw]
+        keys = ("metric", "bound", "op", "value", "method")
+        criteria = [{k: c[k] for k in keys if c.get(k) is not None} for c in raw]
         source = "validation.acceptance"
     else:
         criteria, source = [], "none"
@@ -116,7 +116,6 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     records.append(write_record(
         out, "submission.plan", stage="submission", params=params, data=plan_data(renderer),
         dep_records=plan.records, outs=[chart, *plan_files], sources=("submission", "templates")))
-    renderer.store._cache.pop("submission.plan", None)
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)
     trace = update_traceability(folder, [plan, main_doc], renderer)

@@ -12,12 +12,9 @@ from typing import Any
 METHOD_NAMES = {
     "wilson": "Wilson score",
     "clopper-pearson": "Clopper-Pearson exact",
-    "beta": "Clopper-Pearson exact",
     "cluster-bootstrap-percentile": "patient-cluster bootstrap, percentile",
     "cluster-bootstrap-bca": "patient-cluster bootstrap, BCa",
-    "bootstrap-percentile": "bootstrap, percentile",
     "delong": "DeLong",
-    "newcombe": "Newcombe",
 }
 
 

@@ -21,6 +21,7 @@ from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
 
 from . import filters
+from .markup import BANNER
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -186,11 +187,12 @@ class Renderer:
         self.env.globals.update(
             ev=self.ev, fact=self.fact, has=self.has, figure=self.figure,
             records=self.records, synthetic=self.synthetic, nih_source=self.nih_source,
-            traceability_appendix=lambda: "\x02APPENDIX\x03",
+            traceability_appendix=lambda: "\x02APPENDIX\x03", banner=BANNER,
         )
         self._marks: list[tuple[str, Traced | None]] = []
         self._figures: list[dict] = []
         self._used: dict[str, str] = {}
+        self._listed: set[str] | None = None
 
     # -- template API -----------------------------------------------------------------------
     def ev(self, record_id: str, path: str) -> Traced:
@@ -225,8 +227,14 @@ class Renderer:
             return False
 
     def records(self) -> list[dict]:
-        return [{"id": rid, "stage": r["stage"], "sha256": r["sha256"], "short_sha256": r["sha256"][:12], "created_utc": r["created_utc"],
-                 "synthetic": r["synthetic"]} for rid, r in self.store.all().items()]
+        """The records this document has used so far (the appendix comes last)."""
+        self._listed = set(self._used)
+        rows = []
+        for rid in sorted(self._used):
+            r = self.store.get(rid)
+            rows.append({"id": rid, "stage": r["stage"], "sha256": r["sha256"], "short_sha256": r["sha256"][:12],
+                         "created_utc": r["created_utc"], "synthetic": r["synthetic"]})
+        return rows
 
     def synthetic(self) -> bool:
         return any(r["synthetic"] for r in self.store.all().values())
@@ -284,7 +292,7 @@ class Renderer:
         return f"\x02{len(self._marks) - 1}\x03"
 
     def render(self, name: str) -> Rendered:
-        self._marks, self._figures, self._used = [], [], {}
+        self._marks, self._figures, self._used, self._listed = [], [], {}, None
         try:
             template = self.env.get_template(f"{name}.md.j2")
         except jinja2.TemplateNotFound:
@@ -295,6 +303,10 @@ class Renderer:
             raise RenderError(f"{name}: {e.message} (templates/{name}.md.j2)") from None
         except filters.FormatError as e:
             raise RenderError(f"{name}: {e}") from None
+        late = sorted(set(self._used) - self._listed) if self._listed is not None else []
+        if late:
+            raise RenderError(f"{name}: record(s) {', '.join(late)} used after the records() table; "
+                              f"put the appendix at the end of templates/{name}.md.j2")
         traces = []
         for text, t in self._marks:
             traces.append({"document": name, "text": text, "value": t.value, "source": t.source,

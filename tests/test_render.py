@@ -115,3 +115,52 @@ def test_submission_imports_only_evidence():
                 names = [node.module or ""]
             for name in names:
                 assert name.split(".")[0] not in {"eda", "model", "validation"}, f"{path.name} imports {name}"
+
+
+def test_rebuild_gives_identical_documents(rendered, tmp_path):
+    """The appendix lists the records the document used, not whatever the run folder holds."""
+    import shutil
+    again = tmp_path / "again"
+    shutil.copytree(rendered, again)
+    assert submission_main(["--out", str(again), "--params", str(REPO / "params.yaml"), "--no-pdf"]) == 0
+    for name in ("validation_plan", "510k_submission", "validation_plan_auditor", "510k_submission_auditor"):
+        first = (rendered / "submission" / f"{name}.md").read_text()
+        assert (again / "submission" / f"{name}.md").read_text() == first, name
+        assert "| submission.plan | submission |" not in first
+        assert "| submission.documents | submission |" not in first
+
+
+def test_plan_keeps_each_criterion_method(rendered):
+    plan = json.loads((rendered / "evidence" / "submission.plan.json").read_text())
+    assert [c["method"] for c in plan["data"]["acceptance_criteria"]] == ["delong", "wilson", "wilson"]
+
+
+def _rewrite(out, record_id, **changes):
+    from evidence import read_record
+    old = read_record(out, record_id)
+    write_record(out, record_id, stage=old["stage"], params=changes.get("params", old["params"]),
+                 data=changes.get("data", old["data"]), dep_records=[d["id"] for d in old["deps"]["records"]],
+                 outs=[out / o["path"] for o in old["outs"]], sources=("evidence",))
+
+
+def test_age_design_numbers_and_lowest_prevalence_come_from_evidence(tmp_path):
+    from evidence import read_record
+    out = build_run(tmp_path)
+    dicom_params = read_record(out, "workflow.dicom")["params"]
+    _rewrite(out, "workflow.dicom", params={**dicom_params, "min_age_years": 21})
+    test = read_record(out, "validation.test")["data"]
+    _rewrite(out, "validation.test", data={**test, "ppv_npv_at_prevalence": test["ppv_npv_at_prevalence"][::-1]})
+    renderer = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")})
+    sub, plan = renderer.render("510k_submission"), renderer.render("validation_plan")
+    for doc in (sub, plan):
+        assert "aged 21 years or older" in doc.plain and "18 years" not in doc.plain
+    assert "at the lowest prevalence listed above the PPV is 4.1%" in sub.plain
+    assert "2022. and" not in sub.plain
+    design = {(t["pointer"], t["text"]) for t in plan.traces if t["record_id"] == "submission/data/study_design.yml"}
+    assert {("/reference_readers", "3"), ("/reader_study_sessions", "2")} <= design
+
+
+def test_banner_text_has_one_home():
+    from submission.markup import BANNER
+    partial = (REPO / "templates" / "partials" / "banner.md.j2").read_text()
+    assert BANNER not in partial and "DEMONSTRATION" not in partial
