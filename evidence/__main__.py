@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .audit import audit
+from .recompute import check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not flag records whose producing code changed since")
     args = parser.parse_args(argv)
     failures, n = audit(args.out, check_code=not args.no_code_check)
-    extra = _extra_checks(args.out)
-    failures += extra
+    failures += check(args.out)
     for line in failures:
         print(f"FAIL {line}")
     if failures:
@@ -25,17 +25,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"audit: OK, {n} record(s) under {args.out} verified")
     return 0
-
-
-def _extra_checks(out: str) -> list[str]:
-    """Independent recomputation of reported metrics, when that checker is present."""
-    from pathlib import Path
-
-    if not (Path(__file__).parent / "recompute.py").is_file():
-        return []
-    from .recompute import check
-
-    return check(out)
 
 
 if __name__ == "__main__":

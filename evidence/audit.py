@@ -7,13 +7,12 @@ Each failure is one line naming the record, the field, and the expected and foun
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .canonical import record_hash, sha256_file
+from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
-from .record import validate
+from .record import read_record
 
 
 def run_dirs(out_dir: str | Path) -> list[Path]:
@@ -25,26 +24,19 @@ def run_dirs(out_dir: str | Path) -> list[Path]:
     return dirs
 
 
-def audit_run(run_dir: Path, *, check_code: bool = True) -> tuple[list[str], int]:
-    """(failure lines, number of records checked) for one run folder."""
+def audit_run(run_dir: Path, *, check_code: bool = True,
+              code_hashes: dict[str, str] | None = None) -> tuple[list[str], int]:
+    """(failure lines, number of records checked) for one run folder; `code_hashes` caches the
+    sha256 of each code file (path relative to the repository) across records and runs."""
+    code_hashes = {} if code_hashes is None else code_hashes
     failures: list[str] = []
     records: dict[str, dict] = {}
     for path in sorted((run_dir / "evidence").glob("*.json")):
         rid = path.stem
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            failures.append(f"record {rid}: field (file): not valid JSON: {e}")
-            continue
-        try:
-            validate(record, where=rid)
+            record = read_record(run_dir, rid)
         except EvidenceError as e:
-            if isinstance(record, dict) and "sha256" in record and "field sha256" in str(e):
-                failures.append(
-                    f"record {rid}: field sha256: expected {record['sha256']} found {record_hash(record)}"
-                )
-            else:
-                failures.append(str(e))
+            failures.append(str(e))
             continue
         records[rid] = record
 
@@ -65,8 +57,10 @@ def audit_run(run_dir: Path, *, check_code: bool = True) -> tuple[list[str], int
                 )
         if check_code:
             for entry in record["code"]["files"]:
-                src = REPO_ROOT / entry["path"]
-                found = sha256_file(src) if src.is_file() else "missing file"
+                found = code_hashes.get(entry["path"])
+                if found is None:
+                    src = REPO_ROOT / entry["path"]
+                    found = code_hashes[entry["path"]] = sha256_file(src) if src.is_file() else "missing file"
                 if found != entry["sha256"]:
                     failures.append(
                         f"record {rid}: field code.files[{entry['path']}]: expected {entry['sha256']} "
@@ -94,8 +88,9 @@ def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], i
     dirs = run_dirs(out_dir)
     if not dirs:
         return [f"run {out_dir}: field evidence: expected a folder of records found none (run `make submission` first)"], 0
+    code_hashes: dict[str, str] = {}
     for d in dirs:
-        f, n = audit_run(d, check_code=check_code)
+        f, n = audit_run(d, check_code=check_code, code_hashes=code_hashes)
         prefix = "" if d == Path(out_dir) else f"[{d.name}] "
         failures += [prefix + line for line in f]
         total += n

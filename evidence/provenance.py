@@ -54,12 +54,16 @@ def source_files(packages: tuple[str, ...]) -> list[Path]:
 
 
 def code_entry(packages: tuple[str, ...]) -> dict:
+    """Git state and {path, sha256, size} of every source file of `packages` (hashed once per process)."""
     commit, dirty = git_state()
-    files = [
-        {"path": f.relative_to(REPO_ROOT).as_posix(), "sha256": sha256_file(f), "size": f.stat().st_size}
-        for f in source_files(packages)
-    ]
+    files = [{"path": path, "sha256": sha, "size": size} for path, sha, size in _code_files(tuple(sorted(set(packages))))]
     return {"git_commit": commit, "git_dirty": dirty, "files": files}
+
+
+@lru_cache(maxsize=None)
+def _code_files(packages: tuple[str, ...]) -> tuple[tuple[str, str, int], ...]:
+    return tuple((f.relative_to(REPO_ROOT).as_posix(), sha256_file(f), f.stat().st_size)
+                 for f in source_files(packages))
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import resolve_pointer
+
 TOLERANCE = 1e-9
 PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
@@ -62,20 +64,12 @@ def expected_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
             "positives": int(y.sum()), "values": values}
 
 
-def _get(data: dict, path: str):
-    node = data
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return KeyError
-        node = node[key]
-    return node
-
-
 def _compare(record_id: str, data: dict, field: str, expected) -> list[str]:
     if expected is None and field.endswith(".estimate"):
         field = field[: -len(".estimate")]  # an undefined value is a not-estimable object
-    found = _get(data, field)
-    if found is KeyError:
+    try:
+        found = resolve_pointer(data, "/" + field.replace(".", "/"))
+    except KeyError:
         return [f"record {record_id}: field data.{field}: expected {expected} found missing field"]
     if expected is None:
         if isinstance(found, dict) and found.get("estimable") is False:

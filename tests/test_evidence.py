@@ -177,3 +177,31 @@ def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
     assert bad == 1 and err.startswith("error: params file") and "no section 'eda'" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert issubclass(ParamsError, ValueError)
+
+
+def test_audit_names_a_record_copied_over_another_name(run):
+    record_path(run, "eda.copy").write_text(record_path(run, "eda.example").read_text())
+    failures, _ = audit(run)
+    assert failures == ["record eda.copy: field id: expected eda.copy found eda.example"]
+
+
+def test_code_files_hashed_once_per_process(monkeypatch):
+    from evidence import provenance
+    calls = []
+    real = provenance.sha256_file
+    monkeypatch.setattr(provenance, "sha256_file", lambda p: calls.append(p) or real(p))
+    provenance._code_files.cache_clear()
+    first = provenance.code_entry(("evidence",))
+    assert provenance.code_entry(("evidence",)) == first
+    assert len(calls) == len(first["files"]) == len(set(calls))
+    provenance._code_files.cache_clear()
+
+
+def test_audit_hashes_each_code_file_once(run, monkeypatch):
+    from evidence import audit as audit_module
+    calls = []
+    real = audit_module.sha256_file
+    monkeypatch.setattr(audit_module, "sha256_file", lambda p: calls.append(str(p)) or real(p))
+    failures, n = audit(run)
+    code = [c for c in calls if "/evidence/" in c and c.endswith(".py")]
+    assert failures == [] and n == 2 and code and len(code) == len(set(code))
