@@ -166,6 +166,7 @@ def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_cap
     check, header = item.check, item.header
     row = {"file": item.file, **check.as_dict(),
            "study_description": dicom.clean_text(header.get("StudyDescription")) if header is not None else None,
+           "patient_id": dicom.clean_text(header.get("PatientID")) if header is not None else None,
            "probability": None, "prediction": None, "threshold": device.threshold,
            "model_sha256": device.model_sha256, "clinician_image": None, "secondary_capture": None,
            "saliency_method": None, "saliency_layer": None}

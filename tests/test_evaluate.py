@@ -167,8 +167,20 @@ def test_manifest_mismatch_is_an_error(tmp_path, repo_root, capsys):
 
 def test_one_class_subgroup_is_not_estimable_never_nan():
     from validation.subgroups import group_metrics
-    g = group_metrics(np.zeros(30, dtype=int), np.zeros(30, dtype=bool), label="x", min_n=10, level=0.95)
+    g = group_metrics(np.zeros(30, dtype=int), np.zeros(30), 0.5, label="x", min_n=10, level=0.95)
     assert g["estimable"] is False and "one class" in g["reason"]
     assert g["sensitivity"]["estimable"] is False
     assert g["specificity"]["estimate"] == 1.0
     json.dumps(g, allow_nan=False)
+
+
+def test_figure_curve_matches_sklearn_roc():
+    from sklearn.metrics import roc_curve
+    from validation.figures import _curve
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.random(200), 2)
+    fpr, tpr, prec = _curve(y, s)
+    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert np.allclose(fpr, ref_fpr[1:]) and np.allclose(tpr, ref_tpr[1:])
+    assert np.all((prec > 0) & (prec <= 1))

@@ -208,3 +208,62 @@ def test_missing_labels_csv_is_one_line_error(locked_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "labels.csv: not found" in err and "\n" not in err
     assert not (locked_run / "heldout" / "nolabels" / "evidence" / "heldout.intake.json").exists()
+
+
+def _est(x, lo, hi, method):
+    return {"estimate": x, "ci_low": lo, "ci_high": hi, "ci_level": 0.95, "method": method, "n": 100}
+
+
+def test_heldout_judges_with_the_method_the_plan_locked(tmp_path):
+    from submission.__main__ import main as submission_main
+    from test_render_evidence import build_run
+    from validation.acceptance import evaluate
+
+    out = build_run(tmp_path / "run")
+    params = Path(__file__).resolve().parent.parent / "params.yaml"
+    assert submission_main(["--out", str(out), "--params", str(params), "--no-pdf"]) == 0
+    lock, _ = heldout.lock_plan(out, tmp_path / "hout")
+    criteria = lock["data"]["acceptance_criteria"]
+    metrics = {"auc": {"delong": _est(0.8, 0.72, 0.88, "delong"), "bootstrap": _est(0.8, 0.65, 0.9, "x")},
+               "sensitivity": {"wilson": _est(0.8, 0.7, 0.9, "wilson"), "bootstrap": _est(0.8, 0.5, 0.9, "x")},
+               "specificity": {"wilson": _est(0.8, 0.71, 0.9, "wilson"), "bootstrap": _est(0.8, 0.5, 0.9, "x")}}
+    verdict = evaluate(criteria, metrics)
+    assert [c["method"] for c in verdict["criteria"]] == ["delong", "wilson", "wilson"]
+    assert [c["observed"] for c in verdict["criteria"]] == [0.72, 0.7, 0.71] and verdict["all_passed"]
+
+
+def test_patient_id_taken_from_the_inference_result():
+    from types import SimpleNamespace
+    row = SimpleNamespace(file="a.dcm", row=2)
+    result = {"file": "/no/such/a.dcm", "status": "accepted", "patient_id": "P7"}
+    assert heldout._patient_id(row, result) == "P7"
+    assert heldout._patient_id(row, {**result, "patient_id": ""}) == "file:a.dcm"
+    assert heldout._patient_id(SimpleNamespace(file="a.dcm", patient_id="L1"), result) == "L1"
+
+
+def test_reader_metrics_count_each_read():
+    df = pd.DataFrame({"label": [1, 1, 0, 0, 0], "reader_a": ["1", "0", "0", "1", "x"]})
+    r = heldout.reader_metrics(df, ["reader_a"], 0.95)["reader_a"]
+    assert r["confusion"] == {"tp": 1, "fp": 1, "tn": 1, "fn": 1}
+    assert r["n_reads"] == 4 and r["n_missing_or_invalid"] == 1
+    assert r["sensitivity"]["estimate"] == 0.5 and r["specificity"]["estimate"] == 0.5
+
+
+def test_heldout_params_use_the_shared_checker(tmp_path):
+    from evidence.params import ParamsError
+    params = tmp_path / "params.yaml"
+    params.write_text("heldout: {ci_level: true}\n")
+    with pytest.raises(ParamsError, match=r"params heldout\.ci_level"):
+        heldout.heldout_params(params)
+    params.write_text("validate: {bootstrap_resamples: 50}\n")
+    with pytest.raises(ParamsError, match=r"params validate\.bootstrap_resamples"):
+        heldout.heldout_params(params)
+    params.write_text("heldout: {min_subgroup_n: 3}\n")
+    p, name = heldout.heldout_params(params)
+    assert name == "heldout" and p["min_subgroup_n"] == 3 and p["bootstrap_resamples"] == 2000
+
+
+def test_roc_figure_is_written(tmp_path):
+    df = pd.DataFrame({"label": [0, 0, 1, 1, 0, 1], "score": [0.1, 0.4, 0.35, 0.8, 0.2, 0.9]})
+    path = heldout.roc_figure(df, 0.5, tmp_path / "figures" / "roc_heldout.png", "site_$x_")
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -76,6 +76,7 @@ def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys)
         sc = pydicom.dcmread(r["secondary_capture"])
         assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.PhotometricInterpretation == "RGB"
         assert sc.PatientID == pydicom.dcmread(r["file"], stop_before_pixels=True).PatientID
+        assert r["patient_id"] == str(sc.PatientID)
     for r in files[3:]:
         assert r["reasons"] and r["probability"] is None and r["prediction"] is None and r["clinician_image"] is None
     assert "empty file" in files[6]["reasons"][0] and "not a DICOM" in files[7]["reasons"][0]

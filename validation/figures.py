@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 
 from evidence import atomic_path  # noqa: E402
 
+from .threshold import candidate_curve  # noqa: E402
+
 _META = {"Software": None}
 
 
@@ -23,14 +25,25 @@ def _save(fig, path: Path) -> Path:
 
 def _curve(labels, scores):
     """Points (fpr, tpr, precision) of the rule score >= t for t over the distinct scores (descending)."""
-    y = np.asarray(labels, dtype=int)
-    s = np.asarray(scores, dtype=float)
-    order = np.argsort(-s, kind="mergesort")
-    ys, ss = y[order], s[order]
-    last = np.r_[ss[1:] != ss[:-1], True]
-    tp, fp = np.cumsum(ys)[last], np.cumsum(1 - ys)[last]
-    P, N = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
+    c = candidate_curve(labels, scores)
+    tp, fp = c["tp"], c["fp"]
+    P, N = max(int(tp[0] + c["fn"][0]), 1), max(int(fp[0] + c["tn"][0]), 1)
     return fp / N, tp / P, tp / (tp + fp)
+
+
+def roc(labels, scores, threshold: float, point: dict, path: Path, *, auc: float | None = None,
+        title: str = "ROC, test split") -> Path:
+    """ROC curve marking the locked operating point {"sensitivity", "specificity"}."""
+    fpr, tpr, _ = _curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(np.r_[0, fpr], np.r_[0, tpr], lw=1.5, label="ROC" + (f" (AUC {auc:.3f})" if auc is not None else ""))
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.plot(1 - point["specificity"], point["sensitivity"], "o", c="crimson",
+            label=f"locked threshold {threshold:.3g}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(title, parse_math=False)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
 
 
 def roc_pr(labels, scores, threshold: float, point: dict, roc_path: Path, pr_path: Path, *,
@@ -38,15 +51,8 @@ def roc_pr(labels, scores, threshold: float, point: dict, roc_path: Path, pr_pat
     """ROC and precision-recall curves, each marking the locked operating point.
 
     point: {"sensitivity": float, "specificity": float, "ppv": float or None}."""
-    fpr, tpr, prec = _curve(labels, scores)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(np.r_[0, fpr], np.r_[0, tpr], lw=1.5, label="ROC" + (f" (AUC {auc:.3f})" if auc is not None else ""))
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.plot(1 - point["specificity"], point["sensitivity"], "o", c="crimson",
-            label=f"locked threshold {threshold:.3g}")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title="ROC, test split")
-    ax.legend(loc="lower right")
-    paths = [_save(fig, roc_path)]
+    paths = [roc(labels, scores, threshold, point, roc_path, auc=auc)]
+    _, tpr, prec = _curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(tpr, prec, lw=1.5, label="precision-recall")
     prevalence = float(np.mean(np.asarray(labels)))

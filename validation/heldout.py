@@ -35,8 +35,6 @@ PLAN_RECORD = "submission.plan"
 PLAN_PREFIX = "submission/validation_plan"
 STAGE = "validation.heldout"
 REPORT = "heldout_report"
-DEFAULTS = {"ci_level": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
-            "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
 
 
 class HeldoutError(ValueError):
@@ -47,25 +45,14 @@ class HeldoutError(ValueError):
 
 def heldout_params(params_file: str | Path) -> tuple[dict, str]:
     """(resolved statistics parameters, section name used)."""
+    from .evaluate import check_statistics
+
     sections = load_all(params_file)
     name = "heldout" if isinstance(sections.get("heldout"), dict) else "validate"
     raw = sections.get(name) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"params file {params_file}: section {name!r} must be a mapping")
-    p = {k: raw.get(k, v) for k, v in DEFAULTS.items()}
-    level = p["ci_level"]
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ParamsError(f"params {name}.ci_level: {level!r}; set a number between 0 and 1 (e.g. 0.95)")
-    for key, low in (("bootstrap_resamples", 100), ("bootstrap_seed", 0), ("min_subgroup_n", 1)):
-        v = p[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ParamsError(f"params {name}.{key}: {v!r}; set an integer >= {low}")
-    if p["bootstrap_method"] not in ("percentile", "bca"):
-        raise ParamsError(f"params {name}.bootstrap_method: {p['bootstrap_method']!r}; use percentile or bca")
-    prevs = p["prevalences"]
-    if not isinstance(prevs, list) or not prevs or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in prevs):
-        raise ParamsError(f"params {name}.prevalences: {prevs!r}; set a list of numbers in (0, 1)")
+    p = check_statistics(raw, name)
     return p, name
 
 
@@ -178,15 +165,12 @@ def _plain(value):
 
 
 def _patient_id(row, result) -> str:
+    """labels.csv `patient_id`, else the DICOM PatientID read by the header check, else the file name."""
     value = getattr(row, "patient_id", "") if hasattr(row, "patient_id") else ""
     if value:
         return str(value)
-    try:
-        import pydicom
-        pid = str(pydicom.dcmread(result["file"], stop_before_pixels=True).get("PatientID", "") or "")
-    except Exception:
-        pid = ""
-    return pid or f"file:{row.file}"
+    pid = result.get("patient_id")
+    return str(pid) if pid else f"file:{row.file}"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -200,9 +184,7 @@ def reader_metrics(df: pd.DataFrame, readers: list[str], level: float) -> dict:
     for c in readers:
         calls = df[c].astype(str).str.strip()
         ok = calls.isin(["0", "1"]).to_numpy()
-        r, yy = calls[ok].astype(int).to_numpy(), y[ok]
-        conf = {"tp": int(((r == 1) & (yy == 1)).sum()), "fp": int(((r == 1) & (yy == 0)).sum()),
-                "tn": int(((r == 0) & (yy == 0)).sum()), "fn": int(((r == 0) & (yy == 1)).sum())}
+        conf = stats.confusion(y[ok], calls[ok].astype(int).to_numpy(), 1)  # a read of 1 is positive
         out[c] = {"n_reads": int(ok.sum()), "n_missing_or_invalid": int((~ok).sum()), "confusion": conf,
                   "sensitivity": stats.proportion_ci(conf["tp"], conf["tp"] + conf["fn"], level=level),
                   "specificity": stats.proportion_ci(conf["tn"], conf["tn"] + conf["fp"], level=level)}
@@ -239,28 +221,11 @@ def subgroup_data(df: pd.DataFrame, threshold: float, p: dict) -> dict:
 
 def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Path:
     """ROC curve of the held-out set with the locked operating point, written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
-
-    from evidence import atomic_path
+    from . import figures, stats
 
     y, s = df["label"].to_numpy(dtype=int), df["score"].to_numpy(dtype=float)
-    fpr, tpr, _ = roc_curve(y, s)
-    flagged = s >= threshold
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot()
-    ax.plot(fpr, tpr, lw=1.5, label="ROC")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.plot(float(np.mean(flagged[y == 0])), float(np.mean(flagged[y == 1])), "o", c="crimson",
-            label=f"locked threshold {threshold:.3g}")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_title(f"ROC, held-out set {name}", parse_math=False)
-    ax.legend(loc="lower right")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
-    return path
+    point = stats.point_metrics(**stats.confusion(y, s, threshold))
+    return figures.roc(y, s, threshold, point, path, title=f"ROC, held-out set {name}")
 
 
 # ----------------------------------------------------------------------------- run

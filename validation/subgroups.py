@@ -18,11 +18,13 @@ AGE_BANDS = (  # key, label, low (inclusive), high (exclusive)
 EXCLUDED_FINDINGS = {"Pneumonia", "No Finding", ""}
 
 
-def group_metrics(labels: np.ndarray, pred: np.ndarray, *, label: str, min_n: int, level: float) -> dict:
+def group_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *, label: str, min_n: int,
+                  level: float) -> dict:
+    """One subgroup's counts and Wilson sensitivity and specificity (score >= threshold is positive)."""
+    conf = stats.confusion(labels, scores, threshold)
+    tp, tn = conf["tp"], conf["tn"]
     n = int(len(labels))
-    pos = int(labels.sum())
-    tp = int(np.sum(pred & (labels == 1)))
-    tn = int(np.sum(~pred & (labels == 0)))
+    pos = tp + conf["fn"]
     row = {"label": label, "n": n, "positives": pos, "negatives": n - pos,
            "prevalence": float(pos / n) if n else stats.not_estimable("empty subgroup")}
     reason = None
@@ -51,11 +53,11 @@ def _findings(column: pd.Series) -> list[str]:
 def subgroups(df: pd.DataFrame, threshold: float, *, min_n: int, level: float) -> dict:
     """df: label, score, sex, age_years, view, finding_labels (one row per test image)."""
     y = df["label"].to_numpy(dtype=int)
-    pred = df["score"].to_numpy(dtype=float) >= threshold
+    s = df["score"].to_numpy(dtype=float)
 
     def g(mask, label):
         mask = np.asarray(mask, dtype=bool)
-        return group_metrics(y[mask], pred[mask], label=label, min_n=min_n, level=level)
+        return group_metrics(y[mask], s[mask], threshold, label=label, min_n=min_n, level=level)
 
     sex = df["sex"].fillna("").astype(str).str.upper()
     view = df["view"].fillna("").astype(str).str.upper()

@@ -80,10 +80,14 @@ def check_params(p: dict) -> dict:
     target = p.get("target_sensitivity")
     if rule == "target_sensitivity" and (not isinstance(target, (int, float)) or not 0 < target <= 1):
         raise ParamsError(f"params validate.target_sensitivity: {target!r}; set a number in (0, 1]")
-    level = p.get("ci_level", 0.95)
-    if not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ParamsError(f"params validate.ci_level: {level!r}; set a number in (0, 1), e.g. 0.95")
-    return {"threshold_rule": rule, "target_sensitivity": target, "ci_level": float(level)}
+    return {"threshold_rule": rule, "target_sensitivity": target,
+            "ci_level": check_ci_level(p.get("ci_level", 0.95))}
+
+
+def check_ci_level(level, section: str = "validate") -> float:
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ParamsError(f"params {section}.ci_level: {level!r}; set a number in (0, 1), e.g. 0.95")
+    return float(level)
 
 
 def run(out_dir: str | Path, params: dict) -> dict:
