@@ -102,6 +102,13 @@ def test_nih_source_adds_attribution(tmp_path):
     r = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
     assert "https://nihcc.app.box.com/v/ChestXray-NIHCC" in r.plain and "CVPR 2017" in r.plain
     assert "NIH Clinical Center" in r.plain and "DEMONSTRATION" not in r.plain
+    assert "90% accurate\" (Wang et al., CVPR 2017; NIH README)" in r.plain
+
+
+def test_nih_label_claims_are_not_made_for_a_demo_cohort(rendered):
+    text = (rendered / "submission" / "510k_submission.md").read_text()
+    ground_truth = text[text.index("Ground truth"):text.index("Standalone performance")]
+    assert "90%" not in ground_truth and "NIH README" not in ground_truth
 
 
 def test_submission_imports_only_evidence():
