@@ -116,5 +116,18 @@ def ci(value: Any, scale: str = "pct", digits: int | None = None, method: bool =
     return text + ("; " + "; ".join(details) if details else "") + ")"
 
 
+def code(value: Any) -> str:
+    """A value as a Markdown code span, verbatim (no Markdown escaping applies inside one)."""
+    ne = not_estimable(value)
+    if ne:
+        return ne
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise FormatError("a code value is null or empty")
+    text = str(value).replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 FILTERS = {"pct": pct, "num": num, "count": count, "p_value": p_value, "ci": ci,
-           "method_name": method_name}
+           "method_name": method_name, "code": code}

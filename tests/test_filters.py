@@ -51,3 +51,11 @@ def test_ci_text():
     assert filters.ci(auc, scale="num") == "0.833 (95% CI 0.681 to 0.921; DeLong; n = 36)"
     with pytest.raises(filters.FormatError):
         filters.ci({"estimate": 0.5})
+
+
+def test_code_span_is_verbatim():
+    from submission.filters import code
+
+    assert code("max_f1") == "`max_f1`"
+    assert code("a`b") == "``a`b``"
+    assert code({"estimable": False, "reason": "no file"}).startswith("not estimable")

@@ -171,3 +171,9 @@ def test_banner_text_has_one_home():
     from submission.markup import BANNER
     partial = (REPO / "templates" / "partials" / "banner.md.j2").read_text()
     assert BANNER not in partial and "DEMONSTRATION" not in partial
+
+
+def test_code_spans_from_data_are_not_backslash_escaped(rendered):
+    plan = (rendered / "submission" / "validation_plan.md").read_text()
+    line = next(ln for ln in plan.splitlines() if "selected on the validation split by rule" in ln)
+    assert "\\_" not in line and "`" in line
