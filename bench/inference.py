@@ -23,7 +23,18 @@ BATCH = 64
 GOAL_RATIO = 1.3
 
 
-def _model_and_spec(out: Path):
+def _model_and_spec(out: Path, profile: str | None = None):
+    if profile is not None:  # a params profile's architecture, untrained (timing only)
+        import yaml
+
+        from model.architectures import build
+        from model.preprocess import PreprocessingSpec
+        train = yaml.safe_load((REPO / profile).read_text())["train"]
+        from model.architectures import normalisation_for
+        spec = PreprocessingSpec.create(train["image_size"], train["channels"],
+                                        normalisation_for(train["architecture"], train["weights"]))
+        name = f"{train['architecture']} at {train['image_size']} px ({profile}; untrained, timing only)"
+        return build(train["architecture"], "none", spec)[0], spec, name
     if (out / "models" / "model.keras").is_file():
         from model.infer import _load_model
         return (*_load_model(out), f"{out / 'models' / 'model.keras'}")
@@ -47,10 +58,17 @@ def _write_files(folder: Path, n: int) -> list[Path]:
 
 
 def main(n_images: int = 256, out: str | Path = "build", repeats: int = 2) -> dict:
+    """The locked model of `out` (the demo's small CNN), then the full-NIH GPU profile's model."""
+    result = measure(n_images, out, repeats)
+    result["gpu_profile"] = measure(128, out, 2, profile="params_nih_gpu.yaml")
+    return result
+
+
+def measure(n_images: int, out: str | Path, repeats: int, profile: str | None = None) -> dict:
     from model import dicom
     from model.infer import predict, preprocess_batch
 
-    model, spec, model_name = _model_and_spec(Path(out))
+    model, spec, model_name = _model_and_spec(Path(out), profile)
     rules = dicom.rules_from(None)
     with tempfile.TemporaryDirectory() as tmp:
         files = _write_files(Path(tmp), n_images)
