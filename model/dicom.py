@@ -265,7 +265,9 @@ def read_dataset(path: str | Path) -> Dataset:
 
 
 def read_pixels(path_or_dataset: str | Path | Dataset) -> np.ndarray:
-    """Pixels as a float32 2-D array in display units 0..255 (see the module docstring)."""
+    """Pixels as a 2-D array in display units 0..255 (see the module docstring): the stored uint8
+    array itself when it is 8-bit unsigned MONOCHROME2 with no modality LUT or VOI window (its values
+    already are display units), else float32."""
     ds = path_or_dataset if isinstance(path_or_dataset, Dataset) else pydicom.dcmread(path_or_dataset)
     stored = ds.pixel_array
     if stored.ndim != 2:
@@ -278,6 +280,8 @@ def read_pixels(path_or_dataset: str | Path | Dataset) -> np.ndarray:
     bits = _as_int(ds.get("BitsStored")) or 8
     signed = _as_int(ds.get("PixelRepresentation")) == 1
     if bits == 8 and not signed and not has_rescale and not has_voi:
+        if photometric == "MONOCHROME2" and stored.dtype == np.uint8:
+            return np.ascontiguousarray(stored)
         out = stored.astype(np.float32)
     else:
         values = _modality(ds, stored) if has_rescale else stored.astype(np.float64)
@@ -338,7 +342,7 @@ class Intake:
 
     file: str
     check: HeaderCheck
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # display units 0..255, uint8 or float32 (`read_pixels`)
     header: Dataset | None = None  # the dataset without its pixel data, when it could be read
 
     @property
@@ -358,7 +362,8 @@ def intake(path: str | Path, rules: dict | None = None) -> Intake:
         return Intake(str(path), check, header=_without_pixels(ds))
     try:
         pixels = read_pixels(ds)
-        if pixels.shape != (check.rows, check.columns) or not np.isfinite(pixels).all():
+        if pixels.shape != (check.rows, check.columns) or (
+                pixels.dtype.kind == "f" and not np.isfinite(pixels).all()):
             raise ValueError(f"decoded shape {pixels.shape} does not match Rows x Columns or has non-finite values")
     except Exception as e:
         check.status = ERROR

@@ -13,6 +13,7 @@ stored beside the model (`models/preprocessing.json`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,17 +109,32 @@ def load_spec(path: str | Path) -> PreprocessingSpec:
 
 
 def to_unit(pixels, spec: PreprocessingSpec):
-    """Display-unit pixels (H, W) or (H, W, 1) tensor -> windowed, resized (S, S, 1) float32 in 0..1."""
+    """Display-unit pixels (H, W) or (H, W, 1), any real dtype -> windowed, resized (S, S, 1) float32 in 0..1.
+
+    When the window covers the whole display range 0..255 (the default), its clip cannot change a
+    display value, and the resize is linear with weights that sum to one, so the window is applied
+    after the resize: the same values, computed on S*S pixels instead of H*W.
+    """
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(pixels, dtype=tf.float32)
+    x = tf.convert_to_tensor(pixels)
     if x.shape.rank == 2:
         x = x[..., None]
-    x = (x - spec.window_low) / (spec.window_high - spec.window_low)
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    x = tf.image.resize(x, [spec.image_size, spec.image_size], method=spec.resize_method,
-                        antialias=spec.antialias)
+    low, width = spec.window_low, spec.window_high - spec.window_low
+    size = [spec.image_size, spec.image_size]
+    if window_covers_display_range(spec):
+        if x.dtype != tf.uint8:  # the resize reads uint8 itself and returns float32
+            x = tf.cast(x, tf.float32)
+        x = tf.image.resize(x, size, method=spec.resize_method, antialias=spec.antialias)
+        x = (x - low) / width
+    else:
+        x = tf.clip_by_value((tf.cast(x, tf.float32) - low) / width, 0.0, 1.0)
+        x = tf.image.resize(x, size, method=spec.resize_method, antialias=spec.antialias)
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def window_covers_display_range(spec: PreprocessingSpec) -> bool:
+    return spec.window_low <= 0.0 and spec.window_high >= 255.0
 
 
 def normalise(unit, spec: PreprocessingSpec):
@@ -134,8 +150,20 @@ def normalise(unit, spec: PreprocessingSpec):
 
 
 def preprocess(pixels2d: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """The model input (H, W, C) float32 for one image given in display units 0..255."""
-    pixels2d = np.asarray(pixels2d, dtype=np.float32)
+    """The model input (H, W, C) float32 for one image given in display units 0..255 (uint8 or any
+    real dtype): `normalise(to_unit(pixels))`, run as one compiled TensorFlow graph per spec."""
+    pixels2d = np.asarray(pixels2d)
+    if pixels2d.dtype != np.uint8:
+        pixels2d = pixels2d.astype(np.float32, copy=False)
     if pixels2d.ndim != 2:
         raise ValueError(f"preprocess: expected a 2-D grayscale array, got shape {pixels2d.shape}")
-    return normalise(to_unit(pixels2d, spec), spec).numpy().astype(np.float32)
+    return _compiled(spec.to_json(), pixels2d.dtype.name)(pixels2d).numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(spec_json: str, dtype: str):
+    import tensorflow as tf
+
+    spec = PreprocessingSpec.from_dict(json.loads(spec_json))
+    return tf.function(lambda pixels: normalise(to_unit(pixels, spec), spec),
+                       input_signature=[tf.TensorSpec([None, None], tf.as_dtype(dtype))])

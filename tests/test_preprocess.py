@@ -90,6 +90,26 @@ def test_preprocess_matches_an_independent_computation():
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("size,shape", [(64, (1024, 1024)), (32, (100, 80)), (50, (40, 40)), (224, (120, 300))])
+def test_window_after_resize_equals_the_definition(size, shape):
+    """With the full display window, `to_unit` resizes first; the result equals the definition
+    (window, clip, resize, clip) computed here with TensorFlow ops directly, for uint8 and float."""
+    import tensorflow as tf
+    from model.preprocess import to_unit
+
+    spec = PreprocessingSpec.create(size, 1)
+    rng = np.random.default_rng(size)
+    stored = rng.integers(0, 256, shape, dtype=np.uint8)
+    stored[: shape[0] // 3] = 255  # saturated regions, where a misplaced clip would show
+    stored[-shape[0] // 4:] = 0
+    for pixels in (stored, stored.astype(np.float32), rng.uniform(0, 255, shape).astype(np.float32)):
+        x = tf.clip_by_value(tf.convert_to_tensor(pixels, tf.float32)[..., None] / 255.0, 0.0, 1.0)
+        x = tf.image.resize(x, [size, size], method="bilinear", antialias=True)
+        expected = tf.clip_by_value(x, 0.0, 1.0).numpy()
+        np.testing.assert_allclose(to_unit(pixels, spec).numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(preprocess(pixels, spec), expected, atol=1e-6)
+
+
 def test_window_clips_and_rescales():
     spec = PreprocessingSpec(image_size=8, window_low=50.0, window_high=150.0)
     out = preprocess(np.array([[0, 50, 100, 150, 250, 100, 100, 100]] * 8, np.float32), spec)
