@@ -15,8 +15,11 @@ import hashlib
 import json
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -26,7 +29,7 @@ from evidence import Store, EvidenceError, sha256_file
 from . import dicom
 
 BATCH = 64
-PREPROCESS_CHUNK = 4  # images per preprocessing tensor: small tensors stay in cache (measured faster)
+INTAKE_WORKERS = 2  # threads reading and preprocessing ahead of prediction (bench: `make bench BENCH=inference`)
 MODEL_FILE = "models/model.keras"
 SPEC_FILE = "models/preprocessing.json"
 
@@ -112,17 +115,19 @@ def image_name(path: Path) -> str:
 
 def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | None = None, *,
              image_dir: Path | None = None, secondary_capture: bool = False, batch_size: int = BATCH,
-             progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Yield one result dict per file, in order; accepted files are predicted in batches."""
+             workers: int = INTAKE_WORKERS, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """Yield one result dict per file, in order; accepted files are predicted in batches while the
+    next batch is read, checked and preprocessed (`prepared`)."""
     rules = dicom.rules_from(rules)
-    pending: list[dicom.Intake] = []
-    done = 0
-    for path in map(Path, files):
-        pending.append(dicom.intake(path, rules))
-        if sum(i.pixels is not None for i in pending) >= batch_size:
+    pending: list[tuple[dicom.Intake, np.ndarray | None]] = []
+    ready = done = 0
+    for item, x in prepared(map(Path, files), rules, device.spec, ahead=batch_size, workers=workers):
+        pending.append((item, x))
+        ready += x is not None
+        if ready >= batch_size:
             yield from _flush(pending, device, image_dir, secondary_capture)
             done += len(pending)
-            pending = []
+            pending, ready = [], 0
             if progress:
                 progress(done)
     if pending:
@@ -131,35 +136,49 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
             progress(done + len(pending))
 
 
-def preprocess_batch(images: list[np.ndarray], spec) -> np.ndarray:
-    """`preprocess` for many images at once: the same spec functions (`to_unit`, `normalise`)
-    applied to each group of equally sized images as one tensor; returns (N, S, S, C) in order."""
-    from .preprocess import normalise, to_unit
+def prepared(files: Iterable[Path], rules: dict, spec, *, ahead: int = BATCH,
+             workers: int = INTAKE_WORKERS) -> Iterator[tuple[dicom.Intake, np.ndarray | None]]:
+    """`prepare` of each file, in order, run by `workers` threads at most `ahead` files ahead of the
+    consumer, so that reading and preprocessing overlap with prediction (TensorFlow and most of
+    NumPy release the GIL). At most `ahead` prepared files are held."""
+    files = iter(files)
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="intake") as pool:
+        queue = deque(pool.submit(prepare, f, rules, spec) for f in islice(files, max(1, ahead)))
+        try:
+            while queue:
+                result = queue.popleft().result()
+                queue.extend(pool.submit(prepare, f, rules, spec) for f in islice(files, 1))
+                yield result
+        finally:
+            for future in queue:
+                future.cancel()
 
-    out = np.empty((len(images), spec.image_size, spec.image_size, spec.channels), np.float32)
-    groups: dict[tuple, list[int]] = {}
-    for i, img in enumerate(images):
-        if np.asarray(img).ndim != 2:
-            raise ValueError(f"preprocess: expected a 2-D grayscale array, got shape {np.shape(img)}")
-        groups.setdefault(np.shape(img), []).append(i)
-    for same_size in groups.values():
-        for start in range(0, len(same_size), PREPROCESS_CHUNK):
-            idx = same_size[start:start + PREPROCESS_CHUNK]
-            stack = np.stack([np.asarray(images[i], np.float32) for i in idx])[..., None]
-            out[idx] = normalise(to_unit(stack, spec), spec).numpy()
-    return out
+
+def prepare(path: Path, rules: dict, spec) -> tuple[dicom.Intake, np.ndarray | None]:
+    """Intake of one file (`model.dicom.intake`) and, when accepted, its model input (`preprocess`,
+    the function training uses). Never raises: a failure becomes the file's `error` status."""
+    from .preprocess import preprocess
+
+    item = dicom.intake(path, rules)
+    if item.pixels is None:
+        return item, None
+    try:
+        return item, preprocess(item.pixels, spec)
+    except Exception as e:
+        item.check.status = dicom.ERROR
+        item.check.reasons.append(f"preprocessing failed: {type(e).__name__}: {dicom.clean_text(e, 200)}")
+        item.pixels = None
+        return item, None
 
 
 def _flush(pending, device: LockedDevice, image_dir, secondary_capture) -> Iterator[dict]:
-    accepted = [i for i, item in enumerate(pending) if item.pixels is not None]
-    inputs, probs = {}, {}
+    accepted = [i for i, (_, x) in enumerate(pending) if x is not None]
+    probs = {}
     if accepted:
-        batch = preprocess_batch([pending[i].pixels for i in accepted], device.spec)
-        inputs = dict(zip(accepted, batch))
-        for k, p in zip(accepted, predict(device.model, batch)):
-            probs[k] = float(p)
-    for i, item in enumerate(pending):
-        yield _result(item, probs.get(i), inputs.get(i), device, image_dir, secondary_capture)
+        batch = np.stack([pending[i][1] for i in accepted])
+        probs = dict(zip(accepted, map(float, predict(device.model, batch))))
+    for i, (item, x) in enumerate(pending):
+        yield _result(item, probs.get(i), x, device, image_dir, secondary_capture)
 
 
 def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_capture) -> dict:

@@ -143,15 +143,32 @@ def nih_64px_table(nih_dir: Path):
     })
 
 
-def test_preprocess_batch_equals_preprocess_per_image(nih_dir):
-    from model.preprocess import PreprocessingSpec, preprocess
+def test_classify_pipeline_keeps_order_and_equals_one_file_at_a_time(device_out, nih_dir, tmp_path):
+    """Intake threads running ahead (several workers, small look-ahead, batches that split mixed
+    accepted/rejected/broken files) give the same rows, in input order, as one file per batch."""
+    (tmp_path / "broken.dcm").write_bytes(b"DICM" * 10)
+    files = [nih_dir / "dicom" / f"test{n}.dcm" for n in (1, 4, 2, 5, 3, 6)] + [tmp_path / "broken.dcm"]
+    files = files * 3
+    device = infer.load_device(device_out)
+    piped = list(infer.classify(files, device, batch_size=2, workers=3))
+    single = list(infer.classify(files, device, batch_size=1, workers=1))
+    assert [r["file"] for r in piped] == [str(f) for f in files]
+    assert [r["status"] for r in piped] == [r["status"] for r in single]
+    assert [r["status"] for r in piped[:7]] == ["accepted", "rejected", "accepted", "rejected", "accepted",
+                                                "rejected", "error"]
+    for a, b in zip(piped, single):
+        assert a["reasons"] == b["reasons"]
+        assert (a["probability"] is None) == (b["probability"] is None)
+        if a["probability"] is not None:
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
 
-    rng = np.random.default_rng(0)
-    images = [rng.uniform(0, 255, (64, 64)).astype(np.float32), rng.uniform(0, 255, (100, 80)).astype(np.float32),
-              pydicom.dcmread(nih_dir / "dicom" / "test1.dcm").pixel_array.astype(np.float32),
-              rng.uniform(0, 255, (64, 64)).astype(np.float32)]
-    images += [rng.uniform(0, 255, (64, 64)).astype(np.float32) for _ in range(5)]  # crosses chunk borders
-    for spec in (PreprocessingSpec.create(64, 1), PreprocessingSpec.create(32, 3, "torch")):
-        batch = infer.preprocess_batch(images, spec)
-        expected = np.stack([preprocess(img, spec) for img in images])
-        np.testing.assert_allclose(batch, expected, atol=1e-5)
+
+def test_classify_stops_cleanly_when_the_consumer_stops(device_out, nih_dir):
+    import threading
+
+    device = infer.load_device(device_out)
+    rows = infer.classify([nih_dir / "dicom" / "test1.dcm"] * 50, device, batch_size=4, workers=2)
+    first = next(rows)
+    rows.close()  # the intake threads are cancelled and joined
+    assert first["status"] == "accepted"
+    assert not [t for t in threading.enumerate() if t.name.startswith("intake")]
