@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_voi_lut
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1, RLELossless
 
 from model import dicom
 
@@ -178,3 +178,29 @@ def test_resolved_rules_are_not_resolved_again_per_file(tmp_path, monkeypatch):
     monkeypatch.setattr(dicom, "rules_from", resolve)
     item = dicom.intake(path, rules)
     assert item.status == "accepted" and "PatientAge missing" in item.check.warnings[0]
+
+
+@pytest.mark.parametrize("bits,predictor,syntax", [(8, 1, JPEGLosslessSV1), (12, 1, JPEGLosslessSV1),
+                                                    (8, 7, JPEGLossless), (16, 4, JPEGLossless)])
+def test_jpeg_lossless_decodes_to_the_encoded_pixels(tmp_path, bits, predictor, syntax):
+    """JPEG lossless (process 14), written by the test's own T.81 encoder, decodes through intake
+    to exactly the pixels of its uncompressed twin."""
+    from jpeg_lossless import encode
+
+    rng = np.random.default_rng(bits + predictor)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    px = np.add.outer(np.arange(48), np.arange(40)) * ((1 << bits) - 1) // 86
+    px = (px + rng.integers(0, 5, px.shape)).clip(0, (1 << bits) - 1).astype(dtype)
+    px[5:9, 5:30] = (1 << bits) - 1  # large differences: the top categories
+    px[20:24, :] = 0
+    twin = _dx(px)
+    twin.BitsStored, twin.HighBit = bits, bits - 1
+    ds = _dx(px)
+    ds.BitsStored, ds.HighBit = bits, bits - 1
+    ds.PixelData = encapsulate([encode(px, bits, predictor)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    item = dicom.intake(dicom.save(ds, tmp_path / "ll.dcm"))
+    assert item.status == "accepted", item.check.reasons
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "ll.dcm").pixel_array, px)
+    np.testing.assert_array_equal(item.pixels, dicom.read_pixels(_roundtrip(twin, tmp_path)))
