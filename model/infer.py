@@ -29,7 +29,10 @@ from evidence import Store, EvidenceError, sha256_file
 from . import dicom
 
 BATCH = 64
-INTAKE_WORKERS = 2  # threads reading and preprocessing ahead of prediction (bench: `make bench BENCH=inference`)
+# Threads reading and decoding files ahead of prediction: one core is left to TensorFlow. On 2 cores
+# one thread measured faster than 2 or 4 (`make bench BENCH=inference`); pydicom's parsing holds
+# the GIL, so more than a few threads would not help.
+INTAKE_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 MODEL_FILE = "models/model.keras"
 SPEC_FILE = "models/preprocessing.json"
 
@@ -116,14 +119,14 @@ def image_name(path: Path) -> str:
 def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | None = None, *,
              image_dir: Path | None = None, secondary_capture: bool = False, batch_size: int = BATCH,
              workers: int = INTAKE_WORKERS, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Yield one result dict per file, in order; accepted files are predicted in batches while the
-    next batch is read, checked and preprocessed (`prepared`)."""
+    """Yield one result dict per file, in order. Files are read and checked on intake threads
+    (`intakes`) while the accepted ones are preprocessed and predicted in batches."""
     rules = dicom.rules_from(rules)
-    pending: list[tuple[dicom.Intake, np.ndarray | None]] = []
+    pending: list[dicom.Intake] = []
     ready = done = 0
-    for item, x in prepared(map(Path, files), rules, device.spec, ahead=batch_size, workers=workers):
-        pending.append((item, x))
-        ready += x is not None
+    for item in intakes(map(Path, files), rules, ahead=batch_size, workers=workers):
+        pending.append(item)
+        ready += item.pixels is not None
         if ready >= batch_size:
             yield from _flush(pending, device, image_dir, secondary_capture)
             done += len(pending)
@@ -136,49 +139,35 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
             progress(done + len(pending))
 
 
-def prepared(files: Iterable[Path], rules: dict, spec, *, ahead: int = BATCH,
-             workers: int = INTAKE_WORKERS) -> Iterator[tuple[dicom.Intake, np.ndarray | None]]:
-    """`prepare` of each file, in order, run by `workers` threads at most `ahead` files ahead of the
-    consumer, so that reading and preprocessing overlap with prediction (TensorFlow and most of
-    NumPy release the GIL). At most `ahead` prepared files are held."""
+def intakes(files: Iterable[Path], rules: dict, *, ahead: int = BATCH,
+            workers: int = INTAKE_WORKERS) -> Iterator[dicom.Intake]:
+    """`model.dicom.intake` of each file, in order, run by `workers` threads at most `ahead` files
+    ahead of the consumer, so that reading and decoding overlap with prediction (TensorFlow, file
+    reads and NumPy release the GIL). At most `ahead` decoded files are held beyond the consumer's."""
     files = iter(files)
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="intake") as pool:
-        queue = deque(pool.submit(prepare, f, rules, spec) for f in islice(files, max(1, ahead)))
+        queue = deque(pool.submit(dicom.intake, f, rules) for f in islice(files, max(1, ahead)))
         try:
             while queue:
-                result = queue.popleft().result()
-                queue.extend(pool.submit(prepare, f, rules, spec) for f in islice(files, 1))
-                yield result
+                item = queue.popleft().result()
+                queue.extend(pool.submit(dicom.intake, f, rules) for f in islice(files, 1))
+                yield item
         finally:
             for future in queue:
                 future.cancel()
 
 
-def prepare(path: Path, rules: dict, spec) -> tuple[dicom.Intake, np.ndarray | None]:
-    """Intake of one file (`model.dicom.intake`) and, when accepted, its model input (`preprocess`,
-    the function training uses). Never raises: a failure becomes the file's `error` status."""
-    from .preprocess import preprocess
+def _flush(pending: list[dicom.Intake], device: LockedDevice, image_dir, secondary_capture) -> Iterator[dict]:
+    from .preprocess import preprocess_batch
 
-    item = dicom.intake(path, rules)
-    if item.pixels is None:
-        return item, None
-    try:
-        return item, preprocess(item.pixels, spec)
-    except Exception as e:
-        item.check.status = dicom.ERROR
-        item.check.reasons.append(f"preprocessing failed: {type(e).__name__}: {dicom.clean_text(e, 200)}")
-        item.pixels = None
-        return item, None
-
-
-def _flush(pending, device: LockedDevice, image_dir, secondary_capture) -> Iterator[dict]:
-    accepted = [i for i, (_, x) in enumerate(pending) if x is not None]
-    probs = {}
+    accepted = [i for i, item in enumerate(pending) if item.pixels is not None]
+    inputs, probs = {}, {}
     if accepted:
-        batch = np.stack([pending[i][1] for i in accepted])
+        batch = preprocess_batch([pending[i].pixels for i in accepted], device.spec)
+        inputs = dict(zip(accepted, batch))
         probs = dict(zip(accepted, map(float, predict(device.model, batch))))
-    for i, (item, x) in enumerate(pending):
-        yield _result(item, probs.get(i), x, device, image_dir, secondary_capture)
+    for i, item in enumerate(pending):
+        yield _result(item, probs.get(i), inputs.get(i), device, image_dir, secondary_capture)
 
 
 def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_capture) -> dict:

@@ -110,6 +110,26 @@ def test_window_after_resize_equals_the_definition(size, shape):
         np.testing.assert_allclose(preprocess(pixels, spec), expected, atol=1e-6)
 
 
+def test_preprocess_batch_keeps_order_across_shapes_dtypes_and_chunks():
+    """Mixed shapes and dtypes, more images than one chunk: each output equals the definition
+    (resize of value/255, clip, ImageNet 'torch' normalisation) computed here per image."""
+    import tensorflow as tf
+    from model.preprocess import preprocess_batch
+
+    rng = np.random.default_rng(7)
+    shapes = [(64, 64), (100, 80), (64, 64), (30, 50)] * 6
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) if i % 3 else rng.uniform(0, 255, shape)
+              for i, shape in enumerate(shapes)]
+    spec = PreprocessingSpec.create(32, 3, "torch")
+    batch = preprocess_batch(images, spec, chunk=5)
+    assert batch.shape == (len(images), 32, 32, 3) and batch.dtype == np.float32
+    for img, got in zip(images, batch):
+        unit = tf.image.resize(np.asarray(img, np.float32)[..., None] / 255.0, [32, 32], antialias=True)
+        unit = np.clip(unit.numpy(), 0.0, 1.0)
+        expected = (unit - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_window_clips_and_rescales():
     spec = PreprocessingSpec(image_size=8, window_low=50.0, window_high=150.0)
     out = preprocess(np.array([[0, 50, 100, 150, 250, 100, 100, 100]] * 8, np.float32), spec)
