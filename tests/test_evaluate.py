@@ -16,7 +16,7 @@ from evidence import Store, read_record
 from evidence.audit import audit
 from validation import acceptance, calibration, evaluate, threshold
 
-from test_stats_runs import make_run, params_file
+from validation_runs import make_run, params_file
 
 RECORDS = ("validation.test", "validation.calibration", "validation.subgroups",
            "validation.benchmark", "validation.acceptance")

@@ -15,7 +15,7 @@ from evidence import recompute
 from evidence.__main__ import main as audit_main
 from validation import evaluate, threshold
 
-from test_stats_runs import make_run, params_file
+from validation_runs import make_run, params_file
 
 
 @pytest.fixture(scope="module")

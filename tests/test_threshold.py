@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score, roc_curve
 from evidence import read_record
 from validation import threshold as th
 
-from test_stats_runs import make_run, params_file
+from validation_runs import make_run, params_file
 
 
 def _data(seed=0, n=300):

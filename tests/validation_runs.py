@@ -1,4 +1,4 @@
-"""Helpers (no tests): tiny synthetic run folders for the validation tests (predictions, manifest, upstream record)."""
+"""Test helpers: tiny synthetic run folders for the validation tests (predictions, manifest, upstream record)."""
 from __future__ import annotations
 
 from pathlib import Path
