@@ -27,11 +27,10 @@ GOAL_RATIO = 1.3
 
 def _model_and_spec(out: Path, profile: str | None = None):
     if profile is not None:  # a params profile's architecture, untrained (timing only)
-        import yaml
-
+        from evidence.params import section
         from model.architectures import build
         from model.preprocess import PreprocessingSpec
-        train = yaml.safe_load((REPO / profile).read_text())["train"]
+        train = section(REPO / profile, "train")
         from model.architectures import normalisation_for
         spec = PreprocessingSpec.create(train["image_size"], train["channels"],
                                         normalisation_for(train["architecture"], train["weights"]))

@@ -46,10 +46,8 @@ def to_folder(npz: Path, folder: Path) -> dict:
 
 
 def params_copy(path: Path) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in OVERRIDES.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    """A profile of params.yaml with OVERRIDES (evidence.params `extends`)."""
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "params.yaml"), **OVERRIDES}, sort_keys=False))
     return path
 
 

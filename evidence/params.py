@@ -1,5 +1,9 @@
 """params.yaml: one section per stage; a stage receives only its own section.
 
+A profile may start with `extends: <file>` (relative to the profile): the base file's sections,
+with the profile's settings laid over them key by key (nested mappings merged, other values
+replaced). A profile then holds only what differs, and cannot fall behind its base.
+
 `python -m evidence.params PARAMS OUT` writes `OUT/params/<section>.json` for every section,
 rewriting a file only when its content changed, so that `make` reruns only the stages whose
 own parameters changed.
@@ -20,16 +24,37 @@ class ParamsError(ValueError):
 
 
 def load_all(path: str | Path) -> dict:
-    path = Path(path)
+    """Every section of a params file, with its `extends` chain resolved."""
+    return _load(Path(path), ())
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> dict:
     if not path.is_file():
-        raise ParamsError(f"params file not found: {path} (pass PARAMS=<file>, default params.yaml)")
+        where = f" (extended by {chain[-1]})" if chain else " (pass PARAMS=<file>, default params.yaml)"
+        raise ParamsError(f"params file not found: {path}{where}")
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ParamsError(f"params file {path} is not valid YAML: {e}") from None
     if not isinstance(params, dict):
         raise ParamsError(f"params file {path} must map section names to settings")
-    return params
+    base = params.pop("extends", None)
+    if base is None:
+        return params
+    if not isinstance(base, str) or not base.strip():
+        raise ParamsError(f"params file {path}: 'extends' must name one params file, got {base!r}")
+    if path.resolve() in chain:
+        raise ParamsError(f"params file {path} extends itself through {' -> '.join(map(str, chain))}")
+    return merged(_load(path.parent / base, chain + (path.resolve(),)), params)
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` laid over `base`: mappings merged key by key, any other value replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 def section(path: str | Path, name: str) -> dict:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,58 @@ def test_audit_hashes_each_code_file_once(run, monkeypatch):
     failures, n = audit(run)
     code = [c for c in calls if "/evidence/" in c and c.endswith(".py")]
     assert failures == [] and n == 2 and code and len(code) == len(set(code))
+
+
+def test_params_profile_extends_its_base(tmp_path):
+    from evidence.params import load_all, section
+
+    (tmp_path / "base.yaml").write_text(
+        "train: {epochs: 12, lr: 0.001, fine_tune: {frozen: 0, lr: 0.0001}, layers: [1, 2]}\neda: {seed: 0}\n")
+    (tmp_path / "profiles").mkdir()
+    profile = tmp_path / "profiles" / "gpu.yaml"
+    profile.write_text("extends: ../base.yaml\ntrain: {epochs: 30, fine_tune: {frozen: 2}, layers: [3]}\n")
+    assert load_all(profile) == {"train": {"epochs": 30, "lr": 0.001, "fine_tune": {"frozen": 2, "lr": 0.0001},
+                                           "layers": [3]}, "eda": {"seed": 0}}
+    assert section(profile, "eda") == {"seed": 0}
+    (tmp_path / "twice.yaml").write_text("extends: profiles/gpu.yaml\neda: {seed: 5}\n")
+    assert load_all(tmp_path / "twice.yaml")["train"]["epochs"] == 30
+    assert load_all(tmp_path / "twice.yaml")["eda"] == {"seed": 5}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("extends: missing.yaml\n", "params file not found: {tmp}/missing.yaml (extended by {tmp}/p.yaml)"),
+    ("extends: p.yaml\n", "extends itself"),
+    ("extends: [a.yaml, b.yaml]\n", "'extends' must name one params file"),
+])
+def test_params_extends_errors_name_the_file(tmp_path, text, message):
+    from evidence.params import ParamsError, load_all
+
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ParamsError) as e:
+        load_all(tmp_path / "p.yaml")
+    assert message.format(tmp=tmp_path) in str(e.value)
+
+
+def test_gpu_profile_has_every_setting_of_params_yaml():
+    """params_nih_gpu.yaml extends params.yaml: every section and key of the base is there, and the
+    profile changes only the training of the model."""
+    from evidence.params import load_all
+
+    root = Path(__file__).resolve().parent.parent
+    base, gpu = load_all(root / "params.yaml"), load_all(root / "params_nih_gpu.yaml")
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict)
+                                          for x in keys(v, prefix + k + ".")}
+    assert keys(gpu) == keys(base)
+    assert {k: v for k, v in gpu.items() if k != "train"} == {k: v for k, v in base.items() if k != "train"}
+    assert (gpu["train"]["architecture"], gpu["train"]["image_size"], gpu["train"]["channels"]) == ("densenet121", 224, 3)
+
+
+def test_params_stamps_resolve_the_profile(tmp_path):
+    from evidence.params import load_all, stamp
+
+    root = Path(__file__).resolve().parent.parent
+    stamp(root / "params_nih_gpu.yaml", tmp_path)
+    assert {p.stem for p in (tmp_path / "params").glob("*.json")} == set(load_all(root / "params.yaml"))
+    assert json.loads((tmp_path / "params" / "train.json").read_text())["architecture"] == "densenet121"
