@@ -120,7 +120,8 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
              image_dir: Path | None = None, secondary_capture: bool = False, batch_size: int = BATCH,
              workers: int = INTAKE_WORKERS, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Yield one result dict per file, in order. Files are read and checked on intake threads
-    (`intakes`) while the accepted ones are preprocessed and predicted in batches."""
+    (`intakes`) while the accepted ones are preprocessed and predicted in batches. Memory: at most
+    two batches of decoded images (the batch being predicted and the one being read)."""
     rules = dicom.rules_from(rules)
     pending: list[dicom.Intake] = []
     ready = done = 0
