@@ -124,7 +124,7 @@ def to_unit(pixels, spec: PreprocessingSpec):
         x = x[..., None]
     low, width = spec.window_low, spec.window_high - spec.window_low
     size = [spec.image_size, spec.image_size]
-    if window_covers_display_range(spec):
+    if _window_covers_display_range(spec):
         if x.dtype != tf.uint8:  # the resize reads uint8 itself and returns float32
             x = tf.cast(x, tf.float32)
         x = tf.image.resize(x, size, method=spec.resize_method, antialias=spec.antialias)
@@ -135,7 +135,7 @@ def to_unit(pixels, spec: PreprocessingSpec):
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
-def window_covers_display_range(spec: PreprocessingSpec) -> bool:
+def _window_covers_display_range(spec: PreprocessingSpec) -> bool:
     return spec.window_low <= 0.0 and spec.window_high >= 255.0
 
 
