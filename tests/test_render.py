@@ -177,3 +177,17 @@ def test_code_spans_from_data_are_not_backslash_escaped(rendered):
     plan = (rendered / "submission" / "validation_plan.md").read_text()
     line = next(ln for ln in plan.splitlines() if "selected on the validation split by rule" in ln)
     assert "\\_" not in line and "`" in line
+
+
+def test_non_estimable_acceptance_criterion_renders_its_reason(tmp_path):
+    from evidence import read_record
+    out = build_run(tmp_path)
+    acceptance = read_record(out, "validation.acceptance")["data"]
+    criteria = [dict(acceptance["criteria"][0], observed=None, passed=False,
+                     reason="metric 'auc' (method 'delong') was not reported"), *acceptance["criteria"][1:]]
+    _rewrite(out, "validation.acceptance", data={**acceptance, "criteria": criteria})
+    r = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
+    reason = "not estimable (metric 'auc' (method 'delong') was not reported)"
+    assert f"| auc | ci\\_low | \\>= | 0.700 | {reason} | no |" in r.plain
+    assert f"Acceptance criterion not met: auc ci\\_low {reason} (required \\>= 0.700)." in r.plain
+    assert "Acceptance criterion not met: specificity ci\\_low 0.661 (required \\>= 0.700)." in r.plain
