@@ -332,7 +332,7 @@ def _traced_filter(fn):
         try:
             text = fn(unwrap(value), *args, **kwargs)
         except filters.FormatError as e:
-            where = f"{trace.source} {trace.record_id} at {trace.pointer}: " if trace else ""
+            where = f"{trace.source} {trace.record_id} at {trace.pointer}: " if trace is not None else ""
             raise RenderError(f"{where}{e}") from None
         return TracedText(text, trace) if trace is not None else text
     wrapper.__name__ = fn.__name__

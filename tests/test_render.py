@@ -191,3 +191,15 @@ def test_non_estimable_acceptance_criterion_renders_its_reason(tmp_path):
     assert f"| auc | ci\\_low | \\>= | 0.700 | {reason} | no |" in r.plain
     assert f"Acceptance criterion not met: auc ci\\_low {reason} (required \\>= 0.700)." in r.plain
     assert "Acceptance criterion not met: specificity ci\\_low 0.661 (required \\>= 0.700)." in r.plain
+
+
+@pytest.mark.parametrize("value", [None, 0])
+def test_filter_error_on_a_falsy_value_names_record_and_pointer(tmp_path, value):
+    from evidence import read_record
+    out = build_run(tmp_path)
+    calibration = read_record(out, "validation.calibration")["data"]
+    _rewrite(out, "validation.calibration", data={**calibration, "ece": value})
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "one.md.j2").write_text('{{ ev("validation.calibration", "ece") | ci }}\n')
+    with pytest.raises(RenderError, match=r"^record validation\.calibration at /data/ece: ci: "):
+        Renderer(out, templates=tmp_path / "t").render("one")
