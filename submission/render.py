@@ -66,7 +66,7 @@ class Traced:
         raise RenderError(f"{self.source} {self.record_id}: {self.pointer} is not a list or mapping")
 
     def items(self):
-        return [(k, self.child(k)) for k in self.value]
+        return [(Key(k, self.child(k)), self.child(k)) for k in self.value]
 
     def __len__(self) -> int:
         return len(self.value)

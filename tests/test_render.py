@@ -203,3 +203,15 @@ def test_filter_error_on_a_falsy_value_names_record_and_pointer(tmp_path, value)
     (tmp_path / "t" / "one.md.j2").write_text('{{ ev("validation.calibration", "ece") | ci }}\n')
     with pytest.raises(RenderError, match=r"^record validation\.calibration at /data/ece: ci: "):
         Renderer(out, templates=tmp_path / "t").render("one")
+
+
+def test_keys_from_items_are_escaped_and_traced(tmp_path):
+    out = build_run(tmp_path)
+    write_record(out, "heldout.readers", stage="heldout", data={"readers": {"reader_2*": 0.81}}, sources=("evidence",))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "one.md.j2").write_text(
+        '{% for name, v in ev("heldout.readers", "readers").items() %}| {{ name }} | {{ v | num }} |\n{% endfor %}')
+    r = Renderer(out, templates=tmp_path / "t").render("one")
+    assert r.plain == "| reader\\_2\\* | 0.810 |\n"
+    assert untraced_numbers(r.plain, r.traces) == []
+    assert {"text": "reader\\_2\\*", "pointer": "/data/readers/reader_2*"}.items() <= r.traces[0].items()
