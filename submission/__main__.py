@@ -101,13 +101,15 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     renderer = Renderer(out, extra_figures={"flowchart": chart})
     records = []
     if documents:
+        done = []
         for name in documents:
             rendered = renderer.render(name)
-            written = write_document(rendered, folder, renderer, pdf=pdf)
-            trace = update_traceability(folder, [rendered], renderer)
+            done.append((rendered, write_document(rendered, folder, renderer, pdf=pdf)))
+        trace = update_traceability(folder, [r for r, _ in done], renderer)
+        for rendered, written in done:
             records.append(write_record(
-                out, f"submission.{name}", stage="submission", params=params,
-                data={"document": name, "traces": len(rendered.traces)},
+                out, f"submission.{rendered.name}", stage="submission", params=params,
+                data={"document": rendered.name, "traces": len(rendered.traces)},
                 dep_records=rendered.records, outs=[chart, *written, trace], sources=("submission", "templates")))
         return records
 

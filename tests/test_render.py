@@ -215,3 +215,13 @@ def test_keys_from_items_are_escaped_and_traced(tmp_path):
     assert r.plain == "| reader\\_2\\* | 0.810 |\n"
     assert untraced_numbers(r.plain, r.traces) == []
     assert {"text": "reader\\_2\\*", "pointer": "/data/readers/reader_2*"}.items() <= r.traces[0].items()
+
+
+def test_several_documents_in_one_call_pass_the_audit(tmp_path):
+    from evidence.audit import audit
+    out = build_run(tmp_path)
+    assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf",
+                            "--document", "validation_plan", "--document", "510k_submission"]) == 0
+    assert audit(out, check_code=False) == ([], 14)
+    trace = json.loads((out / "submission" / "traceability.json").read_text())
+    assert set(trace["documents"]) == {"validation_plan", "510k_submission"}
