@@ -15,12 +15,30 @@ from .errors import EvidenceError, MissingRecord
 from .provenance import code_entry, environment, file_entry
 
 SCHEMA_VERSION = "evidence-record/1"
-ESTIMATE_KEYS = ("estimate", "ci_low", "ci_high", "ci_level", "method", "n")
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
     return json.loads((Path(__file__).parent / "record.schema.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def _record_validator():
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
+
+
+@lru_cache(maxsize=1)
+def _estimate_validator():
+    return _record_validator().evolve(schema=schema()["$defs"]["estimate"])
+
+
+def _check(validator, instance) -> None:
+    """Raise the most relevant schema error, as `jsonschema.validate` does."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise error
 
 
 def record_path(out_dir: str | Path, record_id: str) -> Path:
@@ -31,7 +49,7 @@ def validate(record: dict, *, where: str = "") -> None:
     """Schema, estimate shape, and hash. Raises EvidenceError naming the record and field."""
     name = record.get("id", where or "<record>") if isinstance(record, dict) else where
     try:
-        jsonschema.validate(record, schema())
+        _check(_record_validator(), record)
     except jsonschema.ValidationError as e:
         field = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise EvidenceError(f"record {name}: field {field}: {e.message}") from None
@@ -48,11 +66,11 @@ def _check_estimates(node: Any, name: str, path: str) -> None:
     """Any object with a `ci_low` is an estimate and must carry every estimate field as numbers."""
     if isinstance(node, dict):
         if "ci_low" in node or "ci_high" in node:
-            missing = [k for k in ESTIMATE_KEYS if k not in node]
+            missing = [k for k in _estimate_validator().schema["required"] if k not in node]
             if missing:
                 raise EvidenceError(f"record {name}: field {path}: estimate lacks {', '.join(missing)}")
             try:
-                jsonschema.validate(node, schema()["$defs"]["estimate"])
+                _check(_estimate_validator(), node)
             except jsonschema.ValidationError as e:
                 raise EvidenceError(f"record {name}: field {path}: {e.message}") from None
             if not node["ci_low"] <= node["ci_high"]:
