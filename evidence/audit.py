@@ -24,11 +24,13 @@ def run_dirs(out_dir: str | Path) -> list[Path]:
     return dirs
 
 
-def audit_run(run_dir: Path, *, check_code: bool = True,
-              code_hashes: dict[str, str] | None = None) -> tuple[list[str], int]:
+def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, str] | None = None,
+              file_hashes: dict[Path, str] | None = None) -> tuple[list[str], int]:
     """(failure lines, number of records checked) for one run folder; `code_hashes` caches the
-    sha256 of each code file (path relative to the repository) across records and runs."""
+    sha256 of each code file (path relative to the repository) and `file_hashes` that of each
+    dep or out file (resolved path) across records and runs."""
     code_hashes = {} if code_hashes is None else code_hashes
+    file_hashes = {} if file_hashes is None else file_hashes
     failures: list[str] = []
     records: dict[str, dict] = {}
     for path in sorted((run_dir / "evidence").glob("*.json")):
@@ -44,7 +46,7 @@ def audit_run(run_dir: Path, *, check_code: bool = True,
         for kind in ("outs", "deps"):
             entries = record["outs"] if kind == "outs" else record["deps"]["files"]
             for entry in entries:
-                failures += _check_file(rid, kind, entry, run_dir)
+                failures += _check_file(rid, kind, entry, run_dir, file_hashes)
         for dep in record["deps"]["records"]:
             parent = records.get(dep["id"])
             if parent is None:
@@ -69,12 +71,15 @@ def audit_run(run_dir: Path, *, check_code: bool = True,
     return failures, len(records)
 
 
-def _check_file(rid: str, kind: str, entry: dict, run_dir: Path) -> list[str]:
+def _check_file(rid: str, kind: str, entry: dict, run_dir: Path, file_hashes: dict[Path, str]) -> list[str]:
     path = resolve_run_path(entry["path"], run_dir)
     field = f"{kind}[{entry['path']}]"
     if not path.is_file():
         return [f"record {rid}: field {field}: expected {entry['sha256']} found missing file {path}"]
-    found = sha256_file(path)
+    key = path.resolve()
+    found = file_hashes.get(key)
+    if found is None:
+        found = file_hashes[key] = sha256_file(path)
     if found != entry["sha256"]:
         return [f"record {rid}: field {field}: expected {entry['sha256']} found {found}"]
     if path.stat().st_size != entry["size"]:
@@ -89,8 +94,9 @@ def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], i
     if not dirs:
         return [f"run {out_dir}: field evidence: expected a folder of records found none (run `make submission` first)"], 0
     code_hashes: dict[str, str] = {}
+    file_hashes: dict[Path, str] = {}
     for d in dirs:
-        f, n = audit_run(d, check_code=check_code, code_hashes=code_hashes)
+        f, n = audit_run(d, check_code=check_code, code_hashes=code_hashes, file_hashes=file_hashes)
         prefix = "" if d == Path(out_dir) else f"[{d.name}] "
         failures += [prefix + line for line in f]
         total += n

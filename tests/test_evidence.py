@@ -208,6 +208,18 @@ def test_audit_hashes_each_code_file_once(run, monkeypatch):
     assert failures == [] and n == 2 and code and len(code) == len(set(code))
 
 
+def test_audit_hashes_a_file_shared_by_records_once(run, monkeypatch):
+    from evidence import audit as audit_module
+    write_record(run, "eda.second", stage="eda", data={}, dep_records=["eda.example"],
+                 deps=[run / "predictions" / "test.csv"], outs=[run / "figures" / "roc.png"])
+    calls = []
+    real = audit_module.sha256_file
+    monkeypatch.setattr(audit_module, "sha256_file", lambda p: calls.append(str(p)) or real(p))
+    failures, n = audit(run, check_code=False)
+    assert failures == [] and n == 3
+    assert sorted(Path(c).name for c in calls) == ["labels.csv", "roc.png", "test.csv"]
+
+
 def test_params_profile_extends_its_base(tmp_path):
     from evidence.params import load_all, section
 
