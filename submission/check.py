@@ -21,12 +21,10 @@ from .markup import BANNER
 from .render import APPENDIX_HEADING, DATA
 
 NUMBER = re.compile(r"(?<![A-Za-z_\d])\d+(?:[.,]\d+)*")
-# The only numbers a document may print without a trace: the name of the submission type,
-# regulation numbers and the hash algorithm's name. Digits inside a word (F1, ChestX-ray14)
-# are not numbers.
+# The only numbers a document may print without a trace: the name of the submission type and
+# the hash algorithm's name. Digits inside a word (F1, ChestX-ray14) are not numbers.
 ALLOWED = [
     re.compile(r"510\(k\)"),
-    re.compile(r"21 CFR (?:Part )?\d{3}(?:\.\d{1,4})?"),
     re.compile(r"SHA-256"),
 ]
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
@@ -66,6 +64,7 @@ def check(out: str | Path) -> list[str]:
         return [f"{trace_file}: missing (run `make submission` first)"]
     doc = json.loads(trace_file.read_text(encoding="utf-8"))
     checklist = yaml.safe_load((DATA / "required_sections.yml").read_text(encoding="utf-8")) or {}
+    nih_link = yaml.safe_load((DATA / "references.yml").read_text(encoding="utf-8"))["nih_link"]
     failures = []
     for name, entry in sorted(doc.get("documents", {}).items()):
         md_path = folder / entry["markdown"]
@@ -87,7 +86,7 @@ def check(out: str | Path) -> list[str]:
                 failures.append(f"{name}: line {i}: empty table cell: {line.strip()[:100]}")
         if entry.get("synthetic") and BANNER not in md:
             failures.append(f"{name}: synthetic evidence but no banner {BANNER!r}")
-        if entry.get("nih") and "https://nihcc.app.box.com/v/ChestXray-NIHCC" not in md:
+        if entry.get("nih") and nih_link not in md:
             failures.append(f"{name}: NIH data but no link to the NIH download site")
     return failures
 
