@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .record import record_path
 from .store import resolve_pointer
 
 TOLERANCE = 1e-9
@@ -21,7 +22,7 @@ PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
 def _load(out_dir: Path, record_id: str):
-    path = out_dir / "evidence" / f"{record_id}.json"
+    path = record_path(out_dir, record_id)
     if not path.is_file():
         return None
     try:
