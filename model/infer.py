@@ -57,28 +57,40 @@ class LockedDevice:
 
 
 def load_device(out: str | Path) -> LockedDevice:
-    """The model, its preprocessing spec, the locked threshold and the recorded model sha256."""
+    """The model, its preprocessing spec, the locked threshold and the recorded model sha256
+    (model and spec checked against `training.run`, `trained_sha256`)."""
     out = Path(out)
     model_path = out / MODEL_FILE
     if not model_path.is_file() or not (out / SPEC_FILE).is_file():
         raise DeviceError(f"no model in {out}: {model_path} or {out / SPEC_FILE} is missing "
                           "(run `make train` or pass --out to a run folder with a trained model)")
-    store = Store(out)
+    recorded = trained_sha256(out)
     try:
-        outs = store.get("training.run")["outs"]
-        recorded = next((o["sha256"] for o in outs if o["path"] == MODEL_FILE), None)
-        threshold = store.value("validation.threshold", "threshold")
+        threshold = Store(out).value("validation.threshold", "threshold")
     except EvidenceError as e:
         raise DeviceError(str(e)) from None
-    if recorded is None:
-        raise DeviceError(f"record training.run in {out} does not list {MODEL_FILE} in its outs (rerun `make train`)")
-    if sha256_file(model_path) != recorded:
-        raise DeviceError(f"{model_path} does not match the sha256 recorded by training.run "
-                          "(the model changed after training; rerun `make train`)")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise DeviceError(f"record validation.threshold: data.threshold is {threshold!r}, not a number")
     model, spec = _load_model(out)
-    return LockedDevice(model, spec, float(threshold), recorded, model_path, out)
+    return LockedDevice(model, spec, float(threshold), recorded[MODEL_FILE], model_path, out)
+
+
+def trained_sha256(out: str | Path) -> dict[str, str]:
+    """{MODEL_FILE: sha256, SPEC_FILE: sha256} from the outs of the run's `training.run` record;
+    each file is re-hashed and must match, so that neither the model nor its preprocessing changed
+    after training."""
+    out = Path(out)
+    try:
+        recorded = {o["path"]: o["sha256"] for o in Store(out).get("training.run")["outs"]}
+    except EvidenceError as e:
+        raise DeviceError(str(e)) from None
+    for name in (MODEL_FILE, SPEC_FILE):
+        if name not in recorded:
+            raise DeviceError(f"record training.run in {out} does not list {name} in its outs (rerun `make train`)")
+        if sha256_file(out / name) != recorded[name]:
+            raise DeviceError(f"{out / name} does not match the sha256 recorded by training.run "
+                              "(the file changed after training; rerun `make train`)")
+    return {name: recorded[name] for name in (MODEL_FILE, SPEC_FILE)}
 
 
 def _load_model(out: Path):

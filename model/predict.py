@@ -1,6 +1,7 @@
 """Score the validation and test images: `python -m model.predict --out OUT --params PARAMS`.
 
-Uses the best model and its stored preprocessing spec (`model.train.load_model`) and the same
+Uses the best model and its stored preprocessing spec (`model.train.load_model`; both must match the
+sha256 recorded by `training.run`, `model.infer.trained_sha256`) and the same
 tf.data decoding as training, without augmentation. Writes `OUT/predictions/val.csv` and
 `OUT/predictions/test.csv` (`image_id, patient_id, label, score`; score = predicted probability
 of pneumonia) and the record `model.predictions` (docs/records/model.md).
@@ -18,6 +19,7 @@ from evidence.params import section
 from evidence.cli import stage_main
 
 from . import data
+from .infer import MODEL_FILE, SPEC_FILE, DeviceError, trained_sha256
 from .train import DEFAULTS, TRAIN_ERRORS, check_int, load_model
 
 SPLITS = ("val", "test")
@@ -43,8 +45,8 @@ def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
 def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
     batch_size = check_int("batch_size", params.get("batch_size", DEFAULTS["batch_size"]))
-    model_path = out_dir / "models" / "model.keras"
     model, spec = load_model(out_dir)
+    recorded = trained_sha256(out_dir)
     df, info = data.read_cohort(out_dir)
     tables, summary = {}, {}
     for split in SPLITS:
@@ -61,19 +63,18 @@ def run(out_dir: str | Path, params: dict) -> dict:
         path = out_dir / "predictions" / f"{split}.csv"
         evidence.write_text(path, table.to_csv(index=False, float_format="%.8g"))
         paths.append(path)
-    record_data = {**summary, "model_sha256": evidence.sha256_file(model_path),
-                   "preprocessing_sha256": evidence.sha256_file(out_dir / "models" / "preprocessing.json"),
+    record_data = {**summary, "model_sha256": recorded[MODEL_FILE], "preprocessing_sha256": recorded[SPEC_FILE],
                    "score": "predicted probability of pneumonia (sigmoid output)",
                    "n_excluded_without_file": info["n_excluded_without_file"]}
     return evidence.write_record(
         out_dir, "model.predictions", stage="predict", data=record_data, params={"batch_size": batch_size},
-        deps=[model_path, out_dir / "models" / "preprocessing.json", info["manifest"], info["splits"]],
+        deps=[out_dir / MODEL_FILE, out_dir / SPEC_FILE, info["manifest"], info["splits"]],
         dep_records=["training.run"], outs=paths, sources=("model",))
 
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m model.predict", doc=__doc__, errors=TRAIN_ERRORS,
+        argv, prog="python -m model.predict", doc=__doc__, errors=(*TRAIN_ERRORS, DeviceError),
         call=lambda a: run(a.out, section(a.params, "train")),
         summary=lambda record, a: (f"predict: val {record['data']['val']['n_images']} images, "
                                    f"test {record['data']['test']['n_images']} images scored"))

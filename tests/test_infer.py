@@ -115,6 +115,20 @@ def test_tampered_model_is_refused(device_out, tmp_path, capsys):
     assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
 
 
+def test_tampered_spec_is_refused(device_out, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(device_out, out)
+    spec = out / "models" / "preprocessing.json"
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "window_high": 200.0}))  # still a valid spec
+    with pytest.raises(infer.DeviceError, match="preprocessing.json does not match the sha256 recorded by training.run"):
+        infer.load_device(out)
+    assert infer.main(["--out", str(out), str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "preprocessing.json" in err and "make train" in err and "\n" not in err
+
+
 def test_html_index_escapes_header_text():
     from model.clinician import html_index
 
