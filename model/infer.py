@@ -1,12 +1,16 @@
 """Classify DICOM files with the locked device: header checks, decoding, preprocessing, prediction
 at the locked threshold, and the clinician image for every accepted file.
 
-    python -m model.infer [--out OUT] [--no-images] [--secondary-capture] FILE_OR_DIR...
+    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] FILE_OR_DIR...
 
 One JSON line per file on stdout (`file`, `status` accepted|rejected|error, `reasons`,
 `probability`, `prediction`, `threshold`, `model_sha256`, `clinician_image`, header fields),
 then one summary line. Progress goes to stderr. A bad file never stops the batch; the exit code is
 non-zero only when the tool itself cannot run (no model, no locked threshold).
+
+Header checks (`header_rules`): the `checks` of the run's `workflow.dicom` record when OUT has one
+(the rules the workflow check locked; --params is then not read), else the `workflow` section of
+--params, else `model.dicom.DEFAULT_RULES`.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -25,6 +29,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from evidence import Store, EvidenceError, sha256_file
+from evidence.params import ParamsError, load_all
 
 from . import dicom
 
@@ -35,6 +40,7 @@ BATCH = 64
 INTAKE_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 MODEL_FILE = "models/model.keras"
 SPEC_FILE = "models/preprocessing.json"
+WORKFLOW_RECORD = "workflow.dicom"
 
 
 class DeviceError(RuntimeError):
@@ -49,6 +55,8 @@ class LockedDevice:
     model_sha256: str
     model_path: Path
     out: Path
+    rules: dicom.Rules = field(default_factory=lambda: dicom.rules_from(None))
+    rules_source: str = "defaults"
 
     def record_files(self) -> list[Path]:
         """The files that pin this device: model, spec and the two records it came from."""
@@ -56,9 +64,10 @@ class LockedDevice:
         return [self.model_path, self.out / SPEC_FILE, ev / "training.run.json", ev / "validation.threshold.json"]
 
 
-def load_device(out: str | Path) -> LockedDevice:
-    """The model, its preprocessing spec, the locked threshold and the recorded model sha256
-    (model and spec checked against `training.run`, `trained_sha256`)."""
+def load_device(out: str | Path, params_file: str | Path | None = None, *, rules: dict | None = None) -> LockedDevice:
+    """The model, its preprocessing spec, the locked threshold, the recorded model sha256 (model and
+    spec checked against `training.run`, `trained_sha256`) and the header checks: `rules` when given
+    (model.workflow, which writes the record), else `header_rules(out, params_file)`."""
     out = Path(out)
     model_path = out / MODEL_FILE
     if not model_path.is_file() or not (out / SPEC_FILE).is_file():
@@ -71,8 +80,27 @@ def load_device(out: str | Path) -> LockedDevice:
         raise DeviceError(str(e)) from None
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise DeviceError(f"record validation.threshold: data.threshold is {threshold!r}, not a number")
+    rules, source = (dicom.rules_from(rules), "given") if rules is not None else header_rules(out, params_file)
     model, spec = _load_model(out)
-    return LockedDevice(model, spec, float(threshold), recorded[MODEL_FILE], model_path, out)
+    return LockedDevice(model, spec, float(threshold), recorded[MODEL_FILE], model_path, out, rules, source)
+
+
+def header_rules(out: str | Path, params_file: str | Path | None = None) -> tuple[dicom.Rules, str]:
+    """(header-check rules, their source): the `checks` of the run's `workflow.dicom` record when
+    present, else the `workflow` section of `params_file`, else `model.dicom.DEFAULT_RULES`."""
+    store = Store(out)
+    if store.has(WORKFLOW_RECORD):
+        try:
+            checks = store.value(WORKFLOW_RECORD, "checks")
+        except EvidenceError as e:
+            raise DeviceError(f"{e} (rerun `make workflow`)") from None
+        return dicom.rules_from(checks), f"record {WORKFLOW_RECORD}"
+    if params_file is None:
+        return dicom.rules_from(None), "defaults"
+    section = load_all(params_file).get("workflow") or {}
+    if not isinstance(section, dict):
+        raise ParamsError(f"params file {params_file}: section 'workflow' must be a mapping")
+    return dicom.rules_from(section), "params workflow"
 
 
 def trained_sha256(out: str | Path) -> dict[str, str]:
@@ -131,10 +159,11 @@ def image_name(path: Path) -> str:
 def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | None = None, *,
              image_dir: Path | None = None, secondary_capture: bool = False, batch_size: int = BATCH,
              workers: int = INTAKE_WORKERS, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Yield one result dict per file, in order. Files are read and checked on intake threads
-    (`intakes`) while the accepted ones are preprocessed and predicted in batches. Memory: at most
-    two batches of decoded images (the batch being predicted and the one being read)."""
-    rules = dicom.rules_from(rules)
+    """Yield one result dict per file, in order, checked with `rules` (default: the device's).
+    Files are read and checked on intake threads (`intakes`) while the accepted ones are
+    preprocessed and predicted in batches. Memory: at most two batches of decoded images (the
+    batch being predicted and the one being read)."""
+    rules = dicom.rules_from(device.rules if rules is None else rules)
     pending: list[dicom.Intake] = []
     ready = done = 0
     for item in intakes(map(Path, files), rules, ahead=batch_size, workers=workers):
@@ -239,17 +268,14 @@ def summary(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build", help="run folder with the locked model (default build)")
-    parser.add_argument("--params", default=None, help="params file; its workflow section sets the header checks")
+    parser.add_argument("--params", default=None, help="params file; its workflow section sets the header checks "
+                        "when the run has no workflow.dicom record")
     parser.add_argument("--no-images", action="store_true", help="do not write clinician PNGs")
     parser.add_argument("--secondary-capture", action="store_true", help="also write a DICOM Secondary Capture")
     parser.add_argument("inputs", nargs="+", help="DICOM files or folders (searched recursively)")
     args = parser.parse_args(argv)
     try:
-        rules = None
-        if args.params:
-            from evidence.params import section
-            rules = dicom.rules_from(section(args.params, "workflow"))
-        device = load_device(args.out)
+        device = load_device(args.out, args.params)
     except (DeviceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -260,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     image_dir = None if args.no_images else Path(args.out) / "workflow"
     show = (lambda n: print(f"{n}/{len(files)} files", file=sys.stderr, flush=True)) if len(files) > BATCH else None
     rows = []
-    for row in classify(files, device, rules, image_dir=image_dir,
+    for row in classify(files, device, image_dir=image_dir,
                         secondary_capture=args.secondary_capture, progress=show):
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)

@@ -141,14 +141,14 @@ def controls_summary(entries: list[dict]) -> dict:
 def run(out: str | Path, params: dict) -> dict:
     out = Path(out)
     rules = dicom.rules_from(params)
-    device = load_device(out)
+    device = load_device(out, rules=rules)
     store = Store(out)
     files = workflow_files(out, params, store)
     if not files:
         raise WorkflowError("no workflow files: no cohort images, no <data_dir>/dicom and no "
                             "workflow.dicom_dirs (set params workflow.dicom_dirs or demo_dicom_count)")
     origins = dict(files)
-    rows = list(classify([f for f, _ in files], device, rules, image_dir=out / "workflow"))
+    rows = list(classify([f for f, _ in files], device, image_dir=out / "workflow"))
     synthetic = bool(store.get("cohort.manifest")["synthetic"])
     entries, outs = [], []
     for r in rows:

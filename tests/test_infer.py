@@ -129,6 +129,34 @@ def test_tampered_spec_is_refused(device_out, tmp_path, capsys):
     assert err.startswith("error: ") and "preprocessing.json" in err and "make train" in err and "\n" not in err
 
 
+def test_infer_applies_the_header_checks_of_the_workflow_record(device_out, nih_dir, tmp_path, capsys):
+    """A run whose workflow.dicom record allows only PA rejects an AP file, whatever --params says;
+    without the record, --params sets the checks, and without both the defaults apply."""
+    import shutil
+    from model import dicom
+
+    out = tmp_path / "run"
+    shutil.copytree(device_out, out)
+    pa, ap = (str(nih_dir / "dicom" / f"test{i}.dcm") for i in (1, 2))
+    params = tmp_path / "params.yaml"
+    params.write_text("workflow: {allowed_views: [PA]}\n")
+    assert infer.header_rules(out) == ({**dicom.DEFAULT_RULES}, "defaults")
+    rules, source = infer.header_rules(out, params)
+    assert rules["allowed_views"] == ["PA"] and source == "params workflow"
+    assert infer.main(["--out", str(out), "--no-images", "--params", str(params), pa, ap]) == 0
+    assert [r["status"] for r in _lines(capsys)[:2]] == ["accepted", "rejected"]
+
+    write_record(out, "workflow.dicom", stage="model.workflow", data={"checks": rules})
+    params.write_text("workflow: {allowed_views: [AP, PA]}\n")
+    assert infer.header_rules(out, params) == (rules, "record workflow.dicom")
+    for argv in ([], ["--params", str(params)]):
+        assert infer.main(["--out", str(out), "--no-images", *argv, pa, ap]) == 0
+        rows = _lines(capsys)
+        assert [r["status"] for r in rows[:2]] == ["accepted", "rejected"]
+        assert "view AP" in rows[1]["reasons"][0]
+    assert infer.load_device(out, params).rules_source == "record workflow.dicom"
+
+
 def test_html_index_escapes_header_text():
     from model.clinician import html_index
 

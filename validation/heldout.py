@@ -7,8 +7,9 @@ optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order 
 
 1. lock the plan: the `submission.plan` record of OUT and a re-hash of each plan file it lists;
    refuse when they differ; write `heldout.plan_lock` BEFORE the held-out set is read;
-2. load the locked device (model sha256 checked against `training.run`, threshold from
-   `validation.threshold`);
+2. load the locked device (model and preprocessing spec sha256 checked against `training.run`,
+   threshold from `validation.threshold`, header checks from `model.infer.header_rules`: the run's
+   `workflow.dicom` record when present, else the `workflow` section of PARAMS);
 3. read labels.csv, run the device's header checks and inference on every file;
 4. write `heldout.intake`, `heldout.metrics`, `heldout.subgroups`, `heldout.acceptance` (records
    last, into `OUT/heldout/<DIR name>/evidence/`), then render `heldout_report` there.
@@ -136,13 +137,13 @@ def reader_columns(table: pd.DataFrame) -> list[str]:
 
 # ----------------------------------------------------------------------------- intake
 
-def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device, rules: dict) -> tuple[pd.DataFrame, list[dict]]:
+def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device) -> tuple[pd.DataFrame, list[dict]]:
     """Header checks + inference on every file in the folder; (labelled results, files that
     labels.csv does not name)."""
     from model.infer import classify, expand
 
     files = expand([folder], skip=[folder / "labels.csv"])
-    results = {Path(r["file"]).resolve(): r for r in classify(files, device, rules)}
+    results = {Path(r["file"]).resolve(): r for r in classify(files, device)}
     unlabelled = [{"file": p.relative_to(folder.resolve()).as_posix(), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
@@ -230,17 +231,6 @@ def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Pat
 
 # ----------------------------------------------------------------------------- run
 
-def header_rules(out: Path, params_file: str | Path) -> tuple[dict, str]:
-    """The device's locked header checks: from the run's `workflow.dicom` record when present."""
-    from model.dicom import rules_from
-
-    store = Store(out)
-    if store.has("workflow.dicom"):
-        return rules_from(store.data("workflow.dicom")["checks"]), "record workflow.dicom"
-    sections = load_all(params_file)
-    return rules_from(sections.get("workflow") or {}), "params workflow"
-
-
 def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True) -> dict:
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
@@ -249,15 +239,14 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     hout = out / "heldout" / folder.resolve().name
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
 
-    from model.infer import DeviceError, load_device  # 2. the locked device
+    from model.infer import DeviceError, load_device  # 2. the locked device and its header checks
     try:
-        device = load_device(out)
+        device = load_device(out, params_file)
     except DeviceError as e:
         raise HeldoutError(str(e)) from None
-    rules, rules_source = header_rules(out, params_file)
 
     usable, problems, named = read_labels(folder)     # 3. the held-out set
-    df, unlabelled = intake(folder, usable, named, device, rules)
+    df, unlabelled = intake(folder, usable, named, device)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
     accepted = df[df["status"] == "accepted"].copy() if len(df) else df
@@ -275,7 +264,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
                    "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
                    "view": _plain(r.view), "age": _plain(r.age_years), "sex": _plain(r.sex)}
                   for r in df.itertuples()] if len(df) else [],
-        "header_checks": {**rules, "source": rules_source},
+        "header_checks": {**device.rules, "source": device.rules_source},
         "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
                          for r in df.itertuples() if r.status != "accepted"] if len(df) else [],
         "patient_id_source": "labels.csv patient_id" if "patient_id" in usable.columns else
