@@ -194,6 +194,17 @@ def test_labels_csv_problems(locked_run, nih, tmp_path):
     json.dumps(intake, allow_nan=False)
 
 
+def test_reader_column_that_is_not_an_identifier(locked_run, nih, tmp_path):
+    folder = tmp_path / "readers"
+    labels = build_heldout(folder, _heldout_rows(nih).head(8)).rename(columns={"reader_a": "Reader 1"})
+    labels.to_csv(folder / "labels.csv", index=False)
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    heldout.run(locked_run, folder, params, render=False)
+    readers = read_record(locked_run / "heldout" / "readers", "heldout.metrics")["data"]["readers"]
+    assert list(readers) == ["Reader 1"] and readers["Reader 1"]["n_reads"] == len(labels)
+
+
 def labels_file_of(rows: pd.DataFrame, i: int) -> str:
     sub = "site_a" if i % 2 else "site_b/day1"
     return f"{sub}/{Path(rows['image_id'].iloc[i]).stem}.dcm"
@@ -233,12 +244,11 @@ def test_heldout_judges_with_the_method_the_plan_locked(tmp_path):
 
 
 def test_patient_id_taken_from_the_inference_result():
-    from types import SimpleNamespace
-    row = SimpleNamespace(file="a.dcm", row=2)
+    row = {"file": "a.dcm", "row": 2}
     result = {"file": "/no/such/a.dcm", "status": "accepted", "patient_id": "P7"}
     assert heldout._patient_id(row, result) == "P7"
     assert heldout._patient_id(row, {**result, "patient_id": ""}) == "file:a.dcm"
-    assert heldout._patient_id(SimpleNamespace(file="a.dcm", patient_id="L1"), result) == "L1"
+    assert heldout._patient_id({"file": "a.dcm", "patient_id": "L1"}, result) == "L1"
 
 
 def test_reader_metrics_count_each_read():

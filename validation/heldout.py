@@ -137,9 +137,10 @@ def reader_columns(table: pd.DataFrame) -> list[str]:
 
 # ----------------------------------------------------------------------------- intake
 
-def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device) -> tuple[pd.DataFrame, list[dict]]:
-    """Header checks + inference on every file in the folder; (labelled results, files that
-    labels.csv does not name)."""
+def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device,
+           readers: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Header checks + inference on every file in the folder; (labelled results with the `readers`
+    columns, files that labels.csv does not name)."""
     from model.infer import classify, expand
 
     files = expand([folder], skip=[folder / "labels.csv"])
@@ -148,13 +149,12 @@ def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device) -> tupl
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
     rows = []
-    for row in usable.itertuples():
-        r = results[row.path]
-        rows.append({"file": row.file, "label": int(row.label), "status": r["status"], "reasons": r["reasons"],
+    for row in usable.to_dict("records"):
+        r = results[row["path"]]
+        rows.append({"file": row["file"], "label": int(row["label"]), "status": r["status"], "reasons": r["reasons"],
                      "warnings": r["warnings"], "score": r["probability"], "sex": r["sex"], "age_years": r["age"],
                      "view": r["view"], "modality": r["modality"], "body_part": r["body_part"],
-                     "patient_id": _patient_id(row, r), "row": int(row.row),
-                     **{c: getattr(row, c) for c in usable.columns if c.lower().startswith("reader")}})
+                     "patient_id": _patient_id(row, r), "row": int(row["row"]), **{c: row[c] for c in readers}})
     return pd.DataFrame(rows), unlabelled
 
 
@@ -165,13 +165,13 @@ def _plain(value):
     return float(value) if isinstance(value, (float, np.floating)) else value
 
 
-def _patient_id(row, result) -> str:
+def _patient_id(row: dict, result) -> str:
     """labels.csv `patient_id`, else the DICOM PatientID read by the header check, else the file name."""
-    value = getattr(row, "patient_id", "") if hasattr(row, "patient_id") else ""
+    value = row.get("patient_id")
     if value:
         return str(value)
     pid = result.get("patient_id")
-    return str(pid) if pid else f"file:{row.file}"
+    return str(pid) if pid else f"file:{row['file']}"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -246,11 +246,11 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
         raise HeldoutError(str(e)) from None
 
     usable, problems, named = read_labels(folder)     # 3. the held-out set
-    df, unlabelled = intake(folder, usable, named, device)
+    readers = reader_columns(usable)
+    df, unlabelled = intake(folder, usable, named, device, readers)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
     accepted = df[df["status"] == "accepted"].copy() if len(df) else df
-    readers = reader_columns(usable)
 
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
     intake_data = {
