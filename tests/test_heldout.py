@@ -205,6 +205,26 @@ def test_reader_column_that_is_not_an_identifier(locked_run, nih, tmp_path):
     assert list(readers) == ["Reader 1"] and readers["Reader 1"]["n_reads"] == len(labels)
 
 
+def test_rows_naming_files_the_run_skips_are_unknown_files(locked_run, nih, tmp_path):
+    folder = tmp_path / "skipped"
+    rows = _heldout_rows(nih).head(6)
+    labels = build_heldout(folder, rows)
+    shutil.copy(folder / labels["file"][0], folder / ".hid.dcm")
+    (folder / ".hid").mkdir()
+    shutil.copy(folder / labels["file"][0], folder / ".hid" / "a.dcm")
+    for name in (".hid/a.dcm", ".hid.dcm", "labels.csv", "site_a"):
+        labels.loc[len(labels)] = {"file": name, "label": 0, "patient_id": "p", "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    heldout.run(locked_run, folder, params, render=False)
+    intake = read_record(locked_run / "heldout" / "skipped", "heldout.intake")["data"]
+    assert [(q["file"], q["problem"]) for q in intake["label_problems"]] == [
+        (".hid/a.dcm", "unknown_file"), (".hid.dcm", "unknown_file"), ("labels.csv", "unknown_file"),
+        ("site_a", "unknown_file")]
+    assert intake["n_labelled_files"] == len(rows) and intake["unlabelled_files"] == []
+
+
 def labels_file_of(rows: pd.DataFrame, i: int) -> str:
     sub = "site_a" if i % 2 else "site_b/day1"
     return f"{sub}/{Path(rows['image_id'].iloc[i]).stem}.dcm"

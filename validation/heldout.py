@@ -95,9 +95,16 @@ def lock_plan(out: Path, hout: Path) -> tuple[dict, list[Path]]:
 
 # ----------------------------------------------------------------------------- labels
 
-def read_labels(folder: Path) -> tuple[pd.DataFrame, list[dict], set[Path]]:
+def heldout_files(folder: Path) -> list[Path]:
+    """The files the held-out run reads: every file `model.infer.expand` finds, except labels.csv."""
+    from model.infer import expand
+
+    return expand([folder], skip=[folder / "labels.csv"])
+
+
+def read_labels(folder: Path, files: list[Path]) -> tuple[pd.DataFrame, list[dict], set[Path]]:
     """(usable rows: file, path, label, patient_id?, readers...; problems with their rows; every
-    path labels.csv names)."""
+    path labels.csv names). A row naming anything but one of `files` is an unknown file."""
     csv = folder / "labels.csv"
     if not csv.is_file():
         raise HeldoutError(f"{csv}: not found; add labels.csv with columns file,label (file relative to {folder})")
@@ -122,10 +129,12 @@ def read_labels(folder: Path) -> tuple[pd.DataFrame, list[dict], set[Path]]:
         problems.append({"row": int(row.row), "file": row.file, "problem": "bad_label",
                          "detail": f"label {row.label[:40]!r} is not 0 or 1; the row is excluded"})
     table["path"] = [(folder / f).resolve() if f else None for f in table["file"]]
-    unknown = np.array([p is None or not p.is_file() or folder.resolve() not in p.parents for p in table["path"]])
+    known = {f.resolve() for f in files}
+    unknown = np.array([p not in known for p in table["path"]])
     for row in table[unknown & ~dup & ~bad].itertuples():
         problems.append({"row": int(row.row), "file": row.file, "problem": "unknown_file",
-                         "detail": "no such file inside the held-out folder; the row is excluded"})
+                         "detail": "not a file the held-out run reads (none such in the folder, a hidden "
+                                   "path, or labels.csv); the row is excluded"})
     usable = table[~dup & ~bad & ~unknown].copy()
     usable["label"] = usable["label"].astype(int)
     return usable, problems, {p for p in table["path"] if p is not None}
@@ -137,15 +146,14 @@ def reader_columns(table: pd.DataFrame) -> list[str]:
 
 # ----------------------------------------------------------------------------- intake
 
-def intake(folder: Path, usable: pd.DataFrame, named: set[Path], device,
+def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Path], device,
            readers: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """Header checks + inference on every file in the folder; (labelled results with the `readers`
+    """Header checks + inference on `files` (`heldout_files`); (labelled results with the `readers`
     columns, files that labels.csv does not name)."""
-    from model.infer import classify, expand
+    from model.infer import classify
 
-    files = expand([folder], skip=[folder / "labels.csv"])
     results = {Path(r["file"]).resolve(): r for r in classify(files, device)}
-    unlabelled = [{"file": p.relative_to(folder.resolve()).as_posix(), "problem": "no_label",
+    unlabelled = [{"file": Path(r["file"]).relative_to(folder).as_posix(), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
     rows = []
@@ -245,9 +253,10 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     except DeviceError as e:
         raise HeldoutError(str(e)) from None
 
-    usable, problems, named = read_labels(folder)     # 3. the held-out set
+    files = heldout_files(folder)                     # 3. the held-out set
+    usable, problems, named = read_labels(folder, files)
     readers = reader_columns(usable)
-    df, unlabelled = intake(folder, usable, named, device, readers)
+    df, unlabelled = intake(folder, files, usable, named, device, readers)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
     accepted = df[df["status"] == "accepted"].copy() if len(df) else df
