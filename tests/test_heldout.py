@@ -143,6 +143,7 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert str((locked_run / "models" / "model.keras").resolve()) in dep_paths
     sub = read_record(hout, "heldout.subgroups")["data"]["groups"]
     assert sub["sex"]["M"]["n"] + sub["sex"]["F"]["n"] + sub["sex"]["unknown"]["n"] == len(rows)
+    assert set(sub) == {"sex", "age_band", "view"}  # DICOM headers carry no finding labels
 
     report = (hout / "submission" / "heldout_report.md").read_text()
     assert "Held-out Clinical Revalidation Report" in report

@@ -221,9 +221,8 @@ def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]
 def subgroup_data(df: pd.DataFrame, threshold: float, p: dict) -> dict:
     from .subgroups import subgroups
 
-    frame = df.assign(finding_labels="")[["label", "score", "sex", "age_years", "view", "finding_labels"]]
+    frame = df[["label", "score", "sex", "age_years", "view"]]  # DICOM headers carry no finding labels
     groups = subgroups(frame, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
-    groups.pop("finding", None)  # DICOM headers carry no finding labels
     return {"threshold": threshold, "source": "DICOM headers (PatientSex, PatientAge, ViewPosition/PatientPosition)",
             "min_subgroup_n": p["min_subgroup_n"], "groups": groups}
 

@@ -51,7 +51,8 @@ def _findings(column: pd.Series) -> list[str]:
 
 
 def subgroups(df: pd.DataFrame, threshold: float, *, min_n: int, level: float) -> dict:
-    """df: label, score, sex, age_years, view, finding_labels (one row per test image)."""
+    """df: label, score, sex, age_years, view, finding_labels (one row per test image). Without a
+    `finding_labels` column (e.g. DICOM headers) there is no `finding` group."""
     y = df["label"].to_numpy(dtype=int)
     s = df["score"].to_numpy(dtype=float)
 
@@ -62,17 +63,19 @@ def subgroups(df: pd.DataFrame, threshold: float, *, min_n: int, level: float) -
     sex = df["sex"].fillna("").astype(str).str.upper()
     view = df["view"].fillna("").astype(str).str.upper()
     age = pd.to_numeric(df["age_years"], errors="coerce").to_numpy(dtype=float)
-    fl = df["finding_labels"].fillna("").astype(str)
     out = {
         "sex": {"M": g(sex == "M", "male"), "F": g(sex == "F", "female"),
                 "unknown": g(~sex.isin(["M", "F"]), "sex unknown")},
         "age_band": {k: g((age >= lo) & (age < hi), lab) for k, lab, lo, hi in AGE_BANDS},
         "view": {"AP": g(view == "AP", "AP"), "PA": g(view == "PA", "PA"),
                  "unknown": g(~view.isin(["AP", "PA"]), "view unknown")},
-        "finding": {},
     }
     out["age_band"]["unknown"] = g(np.isnan(age), "age unknown")
+    if "finding_labels" not in df.columns:
+        return out
+    fl = df["finding_labels"].fillna("").astype(str)
     sets = fl.str.split("|").apply(lambda xs: {x.strip() for x in xs})
+    out["finding"] = {}
     for f in _findings(fl):
         has = sets.apply(lambda s, f=f: f in s).to_numpy(dtype=bool)
         out["finding"][f] = {"with": g(has, f"with {f}"), "without": g(~has, f"without {f}")}
