@@ -41,6 +41,7 @@ INTAKE_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 MODEL_FILE = "models/model.keras"
 SPEC_FILE = "models/preprocessing.json"
 WORKFLOW_RECORD = "workflow.dicom"
+STATUSES = (dicom.ACCEPTED, dicom.REJECTED, dicom.ERROR)
 
 
 class DeviceError(RuntimeError):
@@ -260,7 +261,8 @@ def _clinician_outputs(item, probability, x, device, image_dir: Path, secondary_
 
 
 def summary(rows: list[dict]) -> dict:
-    counts = {s: sum(r["status"] == s for r in rows) for s in (dicom.ACCEPTED, dicom.REJECTED, dicom.ERROR)}
+    """Files per status and the number flagged (prediction true) of result rows."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     flagged = sum(bool(r.get("prediction")) for r in rows)
     return {"summary": True, "files": len(rows), **counts, "flagged": flagged}
 

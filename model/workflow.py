@@ -22,7 +22,7 @@ from evidence.provenance import relative_to_run
 from evidence.cli import stage_main
 
 from . import dicom
-from .infer import DeviceError, classify, expand, load_device
+from .infer import STATUSES, DeviceError, classify, expand, load_device, summary
 
 RECORD = "workflow.dicom"
 DEFAULT_DEMO_COUNT = 4
@@ -169,13 +169,14 @@ def run(out: str | Path, params: dict) -> dict:
         })
         if r["clinician_image"]:
             outs.append(r["clinician_image"])
-    counts = {s: sum(e["status"] == s for e in entries) for s in (dicom.ACCEPTED, dicom.REJECTED, dicom.ERROR)}
+    tally = summary(rows)
+    counts = {s: tally[s] for s in STATUSES}
     data = {
         "files": entries,
         "n_files": len(entries),
         "counts": counts,
         **counts,
-        "flagged": sum(e["prediction"] is True for e in entries),
+        "flagged": tally["flagged"],
         "checks": {k: rules[k] for k in dicom.DEFAULT_RULES},
         "threshold": device.threshold,
         "model_sha256": device.model_sha256,

@@ -246,7 +246,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     hout = out / "heldout" / folder.resolve().name
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
 
-    from model.infer import DeviceError, load_device  # 2. the locked device and its header checks
+    from model.infer import STATUSES, DeviceError, load_device, summary  # 2. the locked device, its header checks
     try:
         device = load_device(out, params_file)
     except DeviceError as e:
@@ -261,11 +261,12 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     accepted = df[df["status"] == "accepted"].copy() if len(df) else df
 
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
+    tally = summary(df.to_dict("records"))
     intake_data = {
         "folder": str(folder.resolve()), "name": hout.name,
         "n_label_rows": int(len(usable) + len({(q["row"]) for q in problems})),
         "n_labelled_files": int(len(df)),
-        "counts": {s: int((df["status"] == s).sum()) if len(df) else 0 for s in ("accepted", "rejected", "error")},
+        "counts": {s: tally[s] for s in STATUSES},
         "positives_rejected": int(((df["status"] != "accepted") & (df["label"] == 1)).sum()) if len(df) else 0,
         "label_problems": problems, "unlabelled_files": unlabelled,
         "files": [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
