@@ -67,10 +67,11 @@ def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def secondary_capture(png_path: str | Path, out_path: str | Path, source=None) -> Path:
     """A DICOM Secondary Capture (RGB, burned-in annotation) of the clinician PNG, linked to the
     source study (patient and study identifiers copied), written atomically."""
-    import pydicom
     from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from .dicom import save
 
     rgb = np.asarray(Image.open(png_path).convert("RGB"), dtype=np.uint8)
     meta = FileMetaDataset()
@@ -95,9 +96,7 @@ def secondary_capture(png_path: str | Path, out_path: str | Path, source=None) -
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = rgb.tobytes()
-    with atomic.atomic_path(out_path) as tmp:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-    return Path(out_path)
+    return save(ds, out_path)
 
 
 def html_index(rows: list[dict]) -> str:
