@@ -89,11 +89,14 @@ CONTROLS = (
 
 def write_controls(out: Path, source: Path) -> list[tuple[Path, str]]:
     """Negative controls: each a copy of `source` with one header value outside the intended use."""
+    import copy
+
     import pydicom
 
+    original = pydicom.dcmread(source)
     written = []
     for name, change, check in CONTROLS:
-        ds = pydicom.dcmread(source)
+        ds = copy.deepcopy(original)
         for keyword, value in change.items():
             setattr(ds, keyword, value)
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()

@@ -40,6 +40,13 @@ def test_workflow_record(run_dir, tmp_path, nih_dir):
     demo_ids = set(picked.tail(5)["image_id"].str.replace(".png", ""))  # test split preferred
     assert {f["file"].split("/")[-1][:-4] for f in data["files"][:3]} <= demo_ids
     assert data["controls"]["n"] == 4 and data["controls"]["all_rejected_as_expected"] is True
+    import pydicom
+    source = pydicom.dcmread(out / data["files"][0]["file"])
+    controls = [pydicom.dcmread(out / f["file"]) for f in data["files"][3:7]]
+    assert len({c.SOPInstanceUID for c in controls} | {source.SOPInstanceUID}) == 5
+    assert [(c.Modality, c.BodyPartExamined, c.ViewPosition) for c in controls] == [
+        ("CT", "CHEST", source.ViewPosition), ("DX", "SKULL", source.ViewPosition),
+        ("DX", "CHEST", "LL"), ("DX", "CHEST", source.ViewPosition)]
     real = data["files"][7:13]
     assert [f["status"] for f in real] == ["accepted"] * 3 + ["rejected"] * 3
     assert data["files"][-1]["status"] == "error"
