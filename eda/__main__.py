@@ -54,7 +54,7 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
     matrix = dataset.finding_matrix(frame["finding_labels"])
     source = cohort["data"].get("source", {})
 
-    dataset_data, dataset_fig = dataset.describe(frame, matrix=matrix)
+    dataset_data, dataset_fig = dataset.describe(frame, matrix=matrix, level=params["ci_level"])
     pixel_data, pixel_quality, pixel_fig = pixels.analyse(frame, params["pixel_sample_max"], params["pixel_seed"])
     quality_data = quality.assess(frame, cohort["data"].get("quality_findings", []), pixel_quality,
                                   params["max_age_span_years"], matrix)

@@ -151,14 +151,14 @@ def follow_ups(frame: pd.DataFrame) -> dict:
     }
 
 
-def prevalence(frame: pd.DataFrame) -> dict:
+def prevalence(frame: pd.DataFrame, level: float = 0.95) -> dict:
     pos_img = int(frame["pneumonia"].sum())
     per_patient = frame.groupby("patient_id", sort=False)["pneumonia"].max()
     return {
         "pneumonia_images": pos_img,
         "pneumonia_patients": int(per_patient.sum()),
-        "per_image": wilson(pos_img, len(frame)),
-        "per_patient": wilson(int(per_patient.sum()), len(per_patient)),
+        "per_image": wilson(pos_img, len(frame), level),
+        "per_patient": wilson(int(per_patient.sum()), len(per_patient), level),
     }
 
 
@@ -236,7 +236,7 @@ def geometry_summary(frame: pd.DataFrame) -> dict:
     return {"original_size_px": size, "pixel_spacing_mm": spacing}
 
 
-def split_table(frame: pd.DataFrame) -> dict:
+def split_table(frame: pd.DataFrame, level: float = 0.95) -> dict:
     """Per split: images, patients, positives, prevalence, median age, % female, % AP."""
     out = {}
     for name in SPLITS:
@@ -251,7 +251,7 @@ def split_table(frame: pd.DataFrame) -> dict:
             "patients": int(part["patient_id"].nunique()),
             "pneumonia_images": int(part["pneumonia"].sum()),
             "pneumonia_patients": int(part.groupby("patient_id")["pneumonia"].max().sum()),
-            "prevalence": wilson(int(part["pneumonia"].sum()), n),
+            "prevalence": wilson(int(part["pneumonia"].sum()), n, level),
             "median_age_years": float(age.median()) if len(age) else not_estimable("no known ages"),
             "percent_female": 100.0 * float((part["sex"] == "F").mean()),
             "percent_ap": 100.0 * float((part["view"] == "AP").mean()),
@@ -264,9 +264,10 @@ def split_table(frame: pd.DataFrame) -> dict:
 
 
 def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None = None,
-             matrix: pd.DataFrame | None = None) -> tuple[dict, dict]:
+             matrix: pd.DataFrame | None = None, level: float = 0.95) -> tuple[dict, dict]:
     """(`eda.dataset` data, arrays for the figures). Pass `splits=None` when `manifest` already has
-    them joined, and `matrix` when `finding_matrix` of its labels is already computed."""
+    them joined, `matrix` when `finding_matrix` of its labels is already computed, and `level` for
+    the confidence intervals."""
     frame = with_splits(manifest, splits)
     if matrix is None:
         matrix = finding_matrix(frame["finding_labels"])
@@ -276,14 +277,14 @@ def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None = None,
                    "images_with_pixels": int((frame["path"] != "").sum())},
         "images_per_patient": images_per_patient(frame),
         "follow_up": follow_ups(frame),
-        "prevalence": prevalence(frame),
+        "prevalence": prevalence(frame, level),
         "findings": table,
         "pneumonia_as_only_finding": pneumonia_alone(frame, matrix),
         "age_years": age_summary(frame),
         "sex": sex_summary(frame),
         "view": view_summary(frame),
         "geometry": geometry_summary(frame),
-        "splits": split_table(frame),
+        "splits": split_table(frame, level),
     }
     figures = {
         "age_by_class": {"pneumonia": frame.loc[frame["pneumonia"] == 1, "age_years"].dropna().to_numpy(),

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from statsmodels.stats.proportion import proportion_confint
 
 from bench import eda as bench_eda
 from bench.eda import manifest_from_label_file
@@ -99,6 +100,18 @@ def test_cli_bad_params_and_missing_upstream(tmp_path, nih_dir, nih_metadata, ca
     good.write_text("eda:\n  pixel_sample_max: 5\n")
     assert main(["--out", str(tmp_path / "nothing"), "--params", str(good)]) == 1
     assert "cohort.manifest" in capsys.readouterr().err
+
+
+def test_cli_uses_the_configured_ci_level(tmp_path, nih_dir, nih_metadata):
+    out = tmp_path / "run"
+    manifest = make_run(out, nih_dir, nih_metadata, n_patients=3)
+    params = tmp_path / "params.yaml"
+    params.write_text("eda:\n  pixel_sample_max: 5\n  ci_level: 0.9\n")
+    assert main(["--out", str(out), "--params", str(params)]) == 0
+    got = read_record(out, "eda.dataset")["data"]["prevalence"]["per_image"]
+    k, n = int(manifest["pneumonia"].sum()), len(manifest)
+    low, high = proportion_confint(k, n, alpha=0.1, method="wilson")
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high)) and got["ci_level"] == 0.9
 
 
 def test_bench_reports_a_ratio(nih_metadata):

@@ -128,6 +128,16 @@ def test_split_table_hand_computed():
     assert data["age_years"]["unknown"] == 1
 
 
+def test_ci_level_is_used_for_every_interval():
+    frame = dataset.check_manifest(_tiny())
+    data, _ = dataset.describe(frame, level=0.9)
+    got = data["prevalence"]["per_image"]
+    low, high = proportion_confint(2, 6, alpha=0.1, method="wilson")
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high)) and got["ci_level"] == 0.9
+    assert data["prevalence"]["per_patient"]["ci_level"] == 0.9
+    assert data["splits"]["train"]["prevalence"]["ci_level"] == 0.9
+
+
 def test_bad_manifest_messages(tmp_path):
     frame = _tiny().drop(columns=["view"])
     with pytest.raises(dataset.ManifestError, match="missing column.*view"):
