@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from .sources import MANIFEST_COLUMNS
+from .sources import MANIFEST_COLUMNS, NO_FINDING
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
     "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
 )
-NO_FINDING = "No Finding"
 TEXT_COLUMNS = ("image_id", "path", "patient_id", "finding_labels", "sex", "view", "source", "split")
 NUMERIC_COLUMNS = ("age_years", "follow_up", "orig_width", "orig_height", "pixel_spacing")
 SPLITS = ("train", "val", "test")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from eda import cohort
+from eda import cohort, dataset, quality
 from evidence import read_record
 
 
@@ -57,6 +57,17 @@ def test_folder_without_patient_ids(tmp_path):
     assert rec["data"]["source"]["patient_ids_given"] is False
     assert rec["data"]["counts"]["patients"] == 3
     assert any(f["id"] == "no_patient_ids" and f["n_rows"] == 3 for f in rec["data"]["quality_findings"])
+
+
+def test_folder_negatives_are_no_finding(tmp_path):
+    data = _folder(tmp_path, "path,label\na/1.png,1\na/2.png,0\nb/3.jpg,0\n")
+    assert _run(tmp_path, data) == 0
+    m = dataset.read_manifest(tmp_path / "out" / "cohort" / "manifest.csv")
+    assert list(m["finding_labels"]) == ["Pneumonia", "No Finding", "No Finding"]
+    assessed = quality.assess(m, [], None)
+    assert "empty_or_unknown_finding_names" in assessed["checks_without_findings"]
+    findings = {r["finding"]: r["images"] for r in dataset.describe(m)[0]["findings"]}
+    assert findings["No Finding"] == 2 and findings["Pneumonia"] == 1
 
 
 def test_folder_reads_image_headers_including_dicom(tmp_path, nih_dir):

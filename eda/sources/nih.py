@@ -18,7 +18,7 @@ import pandas as pd
 from evidence import sha256_file
 
 from ..images import largest, list_images
-from . import MANIFEST_COLUMNS, SourceError, SourceResult, finding
+from . import MANIFEST_COLUMNS, NO_FINDING, SourceError, SourceResult, finding
 
 LABEL_PATTERNS = ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz", "sample_labels.csv")
 OFFICIAL_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
@@ -138,7 +138,7 @@ def normalise(raw: pd.DataFrame, *, max_age_years: float, path: str | Path) -> t
             findings.append(finding(
                 f"{col}_unrecognised", f"{col} values other than {sorted(allowed)}", ids[bad],
                 "keep", f"image kept, {col} set missing"))
-    labels = raw["Finding Labels"].str.strip().replace("", "No Finding")
+    labels = raw["Finding Labels"].str.strip().replace("", NO_FINDING)
     table = pd.DataFrame({
         "image_id": ids,
         "path": "",
