@@ -75,7 +75,8 @@ def _histograms(hists: dict[str, np.ndarray]) -> dict:
 
 
 def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict, dict]:
-    """(`eda.pixels` data, quality input {problems, converted_to_l, n_checked}, figure arrays)."""
+    """(`eda.pixels` data, quality input, figure arrays). The quality input is {problems, n_checked,
+    converted_to_l, converted_by_luma, transparent}: the image ids of each colour conversion."""
     listed = frame[frame["path"] != ""]
     exists = np.fromiter((os.path.isfile(p) for p in listed["path"]), dtype=bool, count=len(listed))
     problems = [{"image_id": i, "path": p, "problem": "missing", "reason": "file does not exist"}
@@ -85,7 +86,8 @@ def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict
     edges = np.linspace(0.0, 1.0, BINS + 1)
     hist = {k: np.zeros(BINS) for k in ("pneumonia", "no_pneumonia", "AP", "PA")}
     modes, sizes, notes, group_images = Counter(), Counter(), Counter(), Counter()
-    means, sds, labels, converted = [], [], [], []
+    means, sds, labels = [], [], []
+    colour_ids = {"equal_channels": [], "unequal_channels": [], "transparent": []}
     pooled = {"train": [0.0, 0.0, 0], "all": [0.0, 0.0, 0]}
     for row in sample.itertuples(index=False):
         try:
@@ -96,8 +98,8 @@ def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict
         modes[mode] += 1
         sizes[size] += 1
         notes[note] += 1
-        if note in ("equal_channels", "transparent", "unequal_channels"):
-            converted.append(row.image_id)
+        if note in colour_ids:
+            colour_ids[note].append(row.image_id)
         means.append(float(pixels.mean()))
         sds.append(float(pixels.std()))
         labels.append(int(row.pneumonia))
@@ -145,7 +147,9 @@ def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict
         data["normalisation"] = normalisation(pooled)
         data["histograms"]["images"] = {k: group_images[k] for k in hist}
         figure = {"edges": edges, "hist": hist, "images": dict(data["histograms"]["images"])}
-    quality_input = {"problems": problems, "converted_to_l": converted, "n_checked": int(len(sample))}
+    quality_input = {"problems": problems, "n_checked": int(len(sample)),
+                     "converted_to_l": colour_ids["equal_channels"],
+                     "converted_by_luma": colour_ids["unequal_channels"], "transparent": colour_ids["transparent"]}
     return data, quality_input, figure
 
 

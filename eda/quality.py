@@ -101,11 +101,14 @@ def missing_fields(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def from_pixels(frame: pd.DataFrame, problems: list[dict], converted: list[str], n_checked: int) -> list[dict]:
-    """Findings from `eda.pixels`: files listed but missing or unreadable; colour storage converted."""
+def from_pixels(frame: pd.DataFrame, pixel: dict) -> list[dict]:
+    """Findings from `eda.pixels` (its quality input): files listed but missing or unreadable;
+    colour storage converted to grey (equal channels, true colour by luma, transparency)."""
     ids = frame["image_id"]
+    problems, n_checked = pixel["problems"], pixel["n_checked"]
     missing = ids.isin([p["image_id"] for p in problems if p["problem"] == "missing"])
     unreadable = ids.isin([p["image_id"] for p in problems if p["problem"] == "unreadable"])
+    same_as_model = "(eda.pixels; the model preprocessing must do the same)"
     return [
         finding("image_file_missing", "manifest path given but the file does not exist", missing, ids, "exclude",
                 "excluded from pixel statistics; stages that read pixels must skip these rows", "eda.pixels"),
@@ -114,9 +117,18 @@ def from_pixels(frame: pd.DataFrame, problems: list[dict], converted: list[str],
                 unreadable, ids, "exclude",
                 "excluded from pixel statistics; stages that read pixels must skip these rows", "eda.pixels"),
         finding("colour_storage_converted_to_grayscale",
-                "stored as RGB/RGBA with equal colour channels (sampled images); the grey level is kept",
-                ids.isin(converted), ids, "correct",
-                "converted to single-channel L when read (eda.pixels; the model preprocessing must do the same)",
+                "stored as opaque RGB/RGBA with equal colour channels (sampled images); the grey level is kept",
+                ids.isin(pixel["converted_to_l"]), ids, "correct",
+                f"converted to single-channel L when read {same_as_model}", "eda.pixels"),
+        finding("true_colour_converted_by_luma",
+                "stored as opaque RGB/RGBA with unequal colour channels (sampled images); the colour is lost",
+                ids.isin(pixel["converted_by_luma"]), ids, "correct",
+                f"converted to single-channel L by ITU-R 601 luma when read {same_as_model}; "
+                "review that these files are radiographs", "eda.pixels"),
+        finding("transparency_ignored",
+                "stored as RGBA with alpha not fully opaque (sampled images); the alpha channel is ignored",
+                ids.isin(pixel["transparent"]), ids, "correct",
+                f"alpha dropped and the colour channels converted to single-channel L when read {same_as_model}",
                 "eda.pixels"),
     ]
 
@@ -144,7 +156,7 @@ def assess(frame: pd.DataFrame, cohort_findings: list[dict], pixel: dict | None,
     own = (patient_consistency(frame, max_age_span_years) + label_consistency(frame, matrix)
            + missing_fields(frame))
     if pixel is not None:
-        own += from_pixels(frame, pixel["problems"], pixel["converted_to_l"], pixel["n_checked"])
+        own += from_pixels(frame, pixel)
     own = [c for c in own if c["id"] not in REPORTED_BY_COHORT or REPORTED_BY_COHORT[c["id"]] not in cohort_ids]
     checks = from_cohort(cohort_findings) + own
     found = [c for c in checks if c["n_rows"] > 0]

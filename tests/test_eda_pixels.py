@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from bench.eda import manifest_from_label_file
-from eda import pixels
+from eda import pixels, quality
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,28 @@ def test_sixteen_bit_missing_and_unreadable(tmp_path):
     assert data["colour"]["rgb_unequal_channels_converted_by_luma"] == 1
     assert data["per_image_mean_by_class"]["pneumonia"]["mean"] == pytest.approx(0.5)
     assert data["normalisation"]["computed_on"].startswith("all sampled images")
+
+
+def test_colour_conversions_are_separate_quality_findings(tmp_path):
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).save(tmp_path / "red.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "grey.png")
+    Image.fromarray(np.full((8, 8, 4), 90, np.uint8)).save(tmp_path / "clear.png")
+    names = ["red.png", "grey.png", "clear.png"]
+    frame = pd.DataFrame({"image_id": names, "path": [str(tmp_path / n) for n in names], "pneumonia": [0, 0, 1],
+                          "view": ["PA"] * 3, "split": [""] * 3})
+    data, pixel_quality, _ = pixels.analyse(frame, sample_max=10, seed=0)
+    assert data["colour"] == {"grey": 0, "rgb_equal_channels_converted_to_l": 1,
+                              "rgb_unequal_channels_converted_by_luma": 1, "rgba_with_transparency": 1}
+    found = {f["id"]: f for f in quality.from_pixels(frame, pixel_quality)}
+    assert found["colour_storage_converted_to_grayscale"]["example_image_ids"] == ["grey.png"]
+    assert found["true_colour_converted_by_luma"]["example_image_ids"] == ["red.png"]
+    assert "luma" in found["true_colour_converted_by_luma"]["applied"]
+    assert found["transparency_ignored"]["example_image_ids"] == ["clear.png"]
+    grey, _, _, note = pixels.load_gray(str(tmp_path / "red.png"))
+    assert note == "unequal_channels" and grey.mean() == pytest.approx(
+        np.asarray(Image.fromarray(red).convert("L"), float).mean() / 255)
 
 
 def test_no_images_is_not_estimable():

@@ -60,7 +60,7 @@ def test_assess_merges_cohort_and_pixel_findings():
     cohort = [{"id": "age_impossible", "description": "age > 100", "n_rows": 1, "example_image_ids": ["b"],
                "decision": "exclude", "applied": "age set empty", }]
     pixel = {"problems": [{"image_id": "a", "path": "/x/a.png", "problem": "missing", "reason": "gone"}],
-             "converted_to_l": [], "n_checked": 0}
+             "converted_to_l": [], "converted_by_luma": [], "transparent": [], "n_checked": 0}
     data = quality.assess(f, cohort, pixel)
     got = by_id(data["findings"])
     assert got["age_impossible"]["origin"] == "cohort.manifest"
