@@ -82,7 +82,10 @@ def read_splits(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: splits file not found (run `python -m eda.split` first)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{path}: not a readable CSV splits file ({e}); rerun `python -m eda.split`") from None
     missing = [c for c in ("image_id", "patient_id", "split") if c not in frame.columns]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} (rerun `python -m eda.split`)")

@@ -91,6 +91,16 @@ def test_cli_bad_manifest_gives_one_error_line_and_no_record(tmp_path, params, n
     assert not (out / "figures").exists()
 
 
+def test_cli_empty_splits_file_gives_one_error_line(tmp_path, params, nih_dir, nih_metadata, capsys):
+    out = tmp_path / "run"
+    make_run(out, nih_dir, nih_metadata, n_patients=3)
+    (out / "cohort" / "splits.csv").write_text("")
+    assert main(["--out", str(out), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "splits.csv" in err[0] and "eda.split" in err[0]
+    assert not any((out / "evidence" / f"{r}.json").exists() for r in RECORDS)
+
+
 def test_cli_bad_params_and_missing_upstream(tmp_path, nih_dir, nih_metadata, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eda:\n  pixel_sample_max: 0\n")
