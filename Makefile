@@ -69,7 +69,7 @@ $(COHORT): $(OUT)/cohort/source.txt $(P)/cohort.json $(call src,eda evidence) | 
 $(SPLIT): $(COHORT) $(P)/split.json $(call src,eda evidence)
 	$(PY) -m eda.split --out $(OUT) --params $(PARAMS)
 
-$(EDA): $(SPLIT) $(P)/eda.json $(call src,eda evidence)
+$(EDA): $(SPLIT) $(P)/eda.json $(call src,eda model evidence)
 	$(PY) -m eda --out $(OUT) --params $(PARAMS)
 
 $(TRAIN): $(SPLIT) $(P)/train.json $(call src,model evidence)

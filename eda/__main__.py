@@ -71,7 +71,7 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
                                            fig_dir / "eda_pixel_intensity.png")] if pixel_fig else [])
 
     common = {"stage": "eda", "params": params, "deps": [manifest_path, splits_path],
-              "dep_records": DEP_RECORDS, "sources": ("eda",)}
+              "dep_records": DEP_RECORDS, "sources": ("eda", "model")}
     records = {
         "eda.dataset": write_record(out, "eda.dataset", data=dataset_data, outs=dataset_outs, **common),
         "eda.pixels": write_record(out, "eda.pixels", data=pixel_data, outs=pixel_outs, **common),

@@ -5,7 +5,8 @@ import os
 import struct
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 
 
 def list_images(root: str | Path, suffixes: tuple[str, ...] = (".png",)) -> dict[str, list[str]]:
@@ -61,7 +62,7 @@ def header_info(path: str | Path) -> tuple[int, int, float | None]:
     """(width, height, pixel spacing in mm or None) from a PNG, JPEG or DICOM header, without decoding
     pixels. Raises ValueError when the file is not a readable image of those kinds."""
     path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):
+    if path.suffix.lower() in DICOM_SUFFIXES:
         import pydicom
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)

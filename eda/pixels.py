@@ -1,7 +1,8 @@
 """Pixel statistics on the images present (record `eda.pixels`).
 
 A seeded sample of at most `pixel_sample_max` images is read; each is converted to one grey
-channel in [0, 1] (RGB/RGBA with equal channels -> L, 16-bit -> divided by 65535), and the
+channel in [0, 1] (RGB/RGBA with equal channels -> L, 16-bit -> divided by 65535, DICOM -> the
+model's display units 0..255 from `model.dicom.read_pixels`, divided by 255), and the
 image size, storage mode, per-image mean and sd and intensity histograms by class and by view
 are measured. The pooled pixel mean and sd are measured on the training-split images of the
 sample only; they are measurements, not the normalisation the model applies (the model's
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from model.dicom import read_dataset, read_pixels
+
 from .dataset import not_estimable, summary
+from .images import DICOM_SUFFIXES
 
 BINS = 32
 MAX_PROBLEMS_LISTED = 20
@@ -32,7 +37,9 @@ def load_gray(path: str) -> tuple[np.ndarray, str, tuple[int, int], str]:
 
     The colour note is "grey", "equal_channels" (RGB/RGBA with identical colour channels,
     converted to L), "unequal_channels" (converted with ITU-R 601 luma) or "transparent" (RGBA
-    whose alpha is not fully opaque; alpha ignored)."""
+    whose alpha is not fully opaque; alpha ignored). DICOM files are read by `load_dicom`."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return load_dicom(path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -55,6 +62,18 @@ def load_gray(path: str) -> tuple[np.ndarray, str, tuple[int, int], str]:
             raise PixelError(f"{path}: unsupported image mode {mode}")
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
         raise PixelError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from None
+
+
+def load_dicom(path: str) -> tuple[np.ndarray, str, tuple[int, int], str]:
+    """A DICOM file as `load_gray` returns it: the pixels the model sees (`model.dicom.read_pixels`,
+    display units 0..255) divided by 255; the mode is "DICOM <PhotometricInterpretation>"."""
+    try:
+        ds = read_dataset(path)
+        grey = np.asarray(read_pixels(ds), dtype=np.float32) / 255.0
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    except Exception as e:  # pydicom's decoders raise many unrelated types for a bad file
+        raise PixelError(f"{path}: cannot decode DICOM ({e.__class__.__name__}: {e})") from None
+    return grey, f"DICOM {photometric}", (grey.shape[1], grey.shape[0]), "grey"
 
 
 def sample_rows(frame: pd.DataFrame, sample_max: int, seed: int) -> pd.DataFrame:
@@ -165,7 +184,8 @@ def normalisation(pooled: dict) -> dict:
                    "all sampled images (no training split assigned yet; recompute after eda.split)")
     return {
         "method": "pooled_mean_sd_after_scale_to_unit",
-        "scale": "divide by the bit-depth maximum (255 for 8-bit, 65535 for 16-bit) after conversion to L",
+        "scale": ("divide by the bit-depth maximum (255 for 8-bit, 65535 for 16-bit) after conversion to L; "
+                  "DICOM: display units 0..255 (model.dicom.read_pixels) divided by 255"),
         "mean": float(mean), "std": std, "computed_on": computed_on, "pixels": int(n),
         "reason": ("measured; the model's preprocessing spec states the normalisation applied "
                    "(models/preprocessing.json, record training.run)"),

@@ -1,13 +1,17 @@
 """eda.pixels on the real 64 px and 1024 px NIH images and on small files built here."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from bench.eda import manifest_from_label_file
-from eda import pixels, quality
+from eda import cohort, dataset, pixels, quality
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +109,39 @@ def test_colour_conversions_are_separate_quality_findings(tmp_path):
     grey, _, _, note = pixels.load_gray(str(tmp_path / "red.png"))
     assert note == "unequal_channels" and grey.mean() == pytest.approx(
         np.asarray(Image.fromarray(red).convert("L"), float).mean() / 255)
+
+
+def test_dicom_in_a_folder_cohort_is_read_as_the_model_reads_it(tmp_path, nih_dir):
+    from model.dicom import read_pixels
+    dcm = nih_dir / "dicom" / "test1.dcm"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "test1.dcm").symlink_to(dcm)
+    (data_dir / "labels.csv").write_text("path,label\ntest1.dcm,0\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("cohort:\n  nih: {max_age_years: 100}\n")
+    out = tmp_path / "out"
+    assert cohort.main(["--data", str(data_dir), "--out", str(out), "--params", str(params)]) == 0
+    frame = dataset.read_manifest(out / "cohort" / "manifest.csv")
+    data, pixel_quality, _ = pixels.analyse(frame, sample_max=10, seed=0)
+    assert data["images_read"] == 1 and data["images_unreadable"] == 0 and pixel_quality["problems"] == []
+    assert data["modes"] == {"DICOM MONOCHROME2": 1}
+    expected = np.asarray(read_pixels(dcm), np.float64) / 255
+    assert data["per_image_mean"]["mean"] == pytest.approx(expected.mean(), rel=1e-6)
+    assert data["sizes"] == [{"width": expected.shape[1], "height": expected.shape[0], "images": 1}]
+
+
+def test_bad_dicom_is_unreadable(tmp_path):
+    (tmp_path / "x.dcm").write_bytes(b"not a dicom")
+    frame = pd.DataFrame({"image_id": ["x.dcm"], "path": [str(tmp_path / "x.dcm")], "pneumonia": [0],
+                          "view": ["PA"], "split": [""]})
+    data, pixel_quality, _ = pixels.analyse(frame, sample_max=10, seed=0)
+    assert data["images_unreadable"] == 1 and "x.dcm" in pixel_quality["problems"][0]["reason"]
+
+
+def test_eda_does_not_import_tensorflow():
+    code = "import sys, eda.__main__; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_no_images_is_not_estimable():
