@@ -111,7 +111,7 @@ def from_pixels(frame: pd.DataFrame, pixel: dict) -> list[dict]:
     same_as_model = "(eda.pixels; the model preprocessing must do the same)"
     return [
         finding("image_file_missing", "manifest path given but the file does not exist", missing, ids, "exclude",
-                "excluded from pixel statistics; stages that read pixels must skip these rows", "eda.pixels"),
+                "excluded from pixel statistics; eda.split leaves these rows out of splits.csv", "eda.pixels"),
         finding("image_file_unreadable",
                 f"file exists but cannot be decoded as an image (checked on the {n_checked} sampled images)",
                 unreadable, ids, "exclude",

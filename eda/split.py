@@ -4,10 +4,13 @@ Method, in order: the source's `split` column when every row has one; NIH offici
 (`train_val_list.txt`, `test_list.txt`) when present and `use_official_lists` (train_val split
 into train/val by patient, seeded); otherwise a seeded patient-level split by `fractions`,
 stratified so that patients with a positive image are spread over the splits. Writes
-`OUT/cohort/splits.csv` (`image_id, patient_id, split`) and the record `split.patients`.
+`OUT/cohort/splits.csv` (`image_id, patient_id, split`) and the record `split.patients`. Rows
+whose image file is missing (empty path while other rows have one, or a path with no file) are
+left out and counted in the record.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -121,6 +124,10 @@ def run(out_dir: str | Path, params: dict) -> dict:
     if has_pixels.any() and not has_pixels.all():
         left_out["no image file (empty path)"] = int((~has_pixels).sum())
         m = m[has_pixels].reset_index(drop=True)
+    exists = np.fromiter((p == "" or os.path.isfile(p) for p in m["path"]), dtype=bool, count=len(m))
+    if not exists.all():
+        left_out["image file missing (path given, no file)"] = int((~exists).sum())
+        m = m[exists].reset_index(drop=True)
     split, method, list_files, more = choose(m, cohort["data"]["source"], params, seed, fractions)
     left_out.update(more)
     m = m.assign(split=split.fillna(""))

@@ -1,6 +1,8 @@
 """Patient-level split: no patient in two splits, method precedence, official NIH lists, errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +87,19 @@ def _nih_folder(tmp_path, n_patients=40):
     (data / "train_val_list.txt").write_text("\n".join(train_val[:-1]) + "\n")        # one image in no list
     (data / "test_list.txt").write_text("\n".join(test) + "\n")
     return data, set(train_val), set(test)
+
+
+def test_rows_whose_image_file_is_gone_are_left_out(tmp_path):
+    params = _params(tmp_path)
+    _cohort(tmp_path, "demo", params)
+    m = _manifest(tmp_path)
+    gone = m["image_id"].iloc[3]
+    Path(m["path"].iloc[3]).unlink()
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 0
+    s = _splits(tmp_path)
+    assert gone not in set(s["image_id"]) and len(s) == len(m) - 1
+    rec = read_record(tmp_path / "out", "split.patients")
+    assert rec["data"]["rows_left_out"] == [{"reason": "image file missing (path given, no file)", "n": 1}]
 
 
 def test_official_lists(tmp_path):
