@@ -5,7 +5,7 @@ End to end = `model.infer.classify`, the path `python -m model.infer` runs: head
 (`model.preprocess.preprocess_batch`) and prediction, on DICOM files made from the real 1024x1024 NIH images; baseline = prediction
 alone on the same images already preprocessed. The same steps one after the other, without the
 overlap, are timed too, to show where the time goes. Batches of 64 at the model's input size. The model is
-the locked one in `build/` when present, else the `small_cnn` architecture untrained (timing
+the locked one in `build/` when present, else params.yaml's architecture (`small_cnn`) untrained (timing
 only). `python -m bench.inference` prints images/second for both and the ratio (goal <= 1.3).
 """
 from __future__ import annotations
@@ -21,28 +21,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO.parent / "shared" / "data" / "nih" / "images_1024"
-BATCH = 64
 GOAL_RATIO = 1.3
 
 
 def _model_and_spec(out: Path, profile: str | None = None):
-    if profile is not None:  # a params profile's architecture, untrained (timing only)
-        from evidence.params import section
-        from model.architectures import build
-        from model.preprocess import PreprocessingSpec
-        train = section(REPO / profile, "train")
-        from model.architectures import normalisation_for
-        spec = PreprocessingSpec.create(train["image_size"], train["channels"],
-                                        normalisation_for(train["architecture"], train["weights"]))
-        name = f"{train['architecture']} at {train['image_size']} px ({profile}; untrained, timing only)"
-        return build(train["architecture"], "none", spec)[0], spec, name
-    if (out / "models" / "model.keras").is_file():
+    """`profile`'s architecture untrained, else the locked model of `out`, else params.yaml's
+    architecture untrained (timing only)."""
+    if profile is None and (out / "models" / "model.keras").is_file():
         from model.infer import _load_model
         return (*_load_model(out), f"{out / 'models' / 'model.keras'}")
+    from evidence.params import section
     from model.architectures import build
-    from model.preprocess import PreprocessingSpec
-    spec = PreprocessingSpec.create(64, 1)
-    return build("small_cnn", "none", spec)[0], spec, "small_cnn (untrained, 64 px)"
+    from model.train import make_spec
+    train = section(REPO / (profile or "params.yaml"), "train")
+    spec = make_spec(train)
+    name = (f"{train['architecture']} at {spec.image_size} px ({profile or 'params.yaml'}; "
+            "untrained, timing only)")
+    return build(train["architecture"], "none", spec)[0], spec, name
 
 
 def _write_files(folder: Path, n: int, size: int | None = None) -> list[Path]:
@@ -74,7 +69,7 @@ def main(n_images: int = 256, out: str | Path = "build", repeats: int = 2) -> di
 def measure(n_images: int, out: str | Path, repeats: int, profile: str | None = None,
             at_input_size: bool = False) -> dict:
     from model import dicom
-    from model.infer import INTAKE_WORKERS, LockedDevice, classify, predict
+    from model.infer import BATCH, INTAKE_WORKERS, LockedDevice, classify, predict
     from model.preprocess import preprocess_batch
 
     model, spec, model_name = _model_and_spec(Path(out), profile)
