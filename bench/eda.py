@@ -1,5 +1,9 @@
 """Benchmark: the EDA computations on the full NIH label file versus a bare `pandas.read_csv`.
 
+The timed calls are those `python -m eda` makes once the manifest is read (the dataset summary,
+pixels, data quality and ground truth, with params.yaml's `eda` section), on the manifest the NIH
+adapter makes of the label file; no records or figures are written.
+
 `python -m bench.eda [LABEL_FILE]` prints one line; `main()` returns the timings and the ratio
 (goal: the EDA at most 10x the bare read).
 """
@@ -11,19 +15,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from eda import dataset, quality
+from eda import dataset, ground_truth, pixels, quality
+from eda.__main__ import check_params
 from eda.sources import nih
+from evidence.params import section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LABEL_FILE = REPO.parent / "shared" / "data" / "nih" / "metadata" / "Data_Entry_2017_v2020.csv.gz"
 GOAL_RATIO = 10.0
 
 
-def manifest_from_label_file(path: str | Path) -> pd.DataFrame:
-    """The manifest the NIH adapter makes of a label file (any release), with the default
-    `cohort.nih.max_age_years`: no image paths, no splits."""
+def cohort_from_label_file(path: str | Path) -> tuple[pd.DataFrame, list[dict]]:
+    """(manifest, quality findings) the NIH adapter makes of a label file (any release), with the
+    default `cohort.nih.max_age_years`: no image paths, no splits."""
     max_age_years, _ = nih.check_params({})
-    return nih.read_label_file(path, max_age_years=max_age_years)[0]
+    return nih.read_label_file(path, max_age_years=max_age_years)
+
+
+def manifest_from_label_file(path: str | Path) -> pd.DataFrame:
+    return cohort_from_label_file(path)[0]
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -37,13 +47,17 @@ def _best_of(fn, repeats: int) -> float:
 
 def main(label_file: str | Path | None = None, repeats: int = 3) -> dict:
     label_file = Path(label_file or DEFAULT_LABEL_FILE)
-    manifest = manifest_from_label_file(label_file)
+    manifest, cohort_findings = cohort_from_label_file(label_file)
+    params = check_params(section(REPO / "params.yaml", "eda"))
+    source = {"kind": "nih", "data_dir": str(label_file.parent), "label_file": str(label_file)}
 
     def eda() -> None:
         frame = dataset.check_manifest(manifest)
-        dataset.describe(frame, None)
-        quality.patient_consistency(frame)
-        quality.label_consistency(frame)
+        matrix = dataset.finding_matrix(frame["finding_labels"])
+        dataset.describe(frame, matrix=matrix, level=params["ci_level"])
+        _, pixel_quality, _ = pixels.analyse(frame, params["pixel_sample_max"], params["pixel_seed"])
+        quality.assess(frame, cohort_findings, pixel_quality, params["max_age_span_years"], matrix)
+        ground_truth.assess(frame, source, params["ci_level"])
 
     read_s = _best_of(lambda: pd.read_csv(label_file), repeats)
     eda_s = _best_of(eda, repeats)
