@@ -18,14 +18,14 @@ from evidence.cli import stage_main
 
 from . import acceptance, benchmark, calibration, figures, stats, subgroups
 from .predictions import InputError, read_manifest, read_predictions
-from .threshold import check_ci_level, check_params as check_threshold_params
+from .threshold import CI_LEVEL, check_ci_level, check_params as check_threshold_params
 
 PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 BOOT_METRICS = PROPORTIONS + ("f1", "auc")
 DEPS = ["validation.threshold", "model.predictions"]
 
 
-STATISTICS = {"ci_level": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
+STATISTICS = {"ci_level": CI_LEVEL, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
               "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
 
 

@@ -16,6 +16,7 @@ from evidence.params import ParamsError, section
 from evidence.cli import stage_main
 
 from . import stats
+from .threshold import CI_LEVEL, check_ci_level
 
 RECORD_ID = "validation.sample_size"
 KEYS = ("sensitivity", "specificity", "prevalence", "half_width")
@@ -30,10 +31,7 @@ def check_params(p: dict) -> dict:
         value = design.get(key)
         if not isinstance(value, (int, float)) or not 0 < value < 1:
             raise ParamsError(f"params validate.sample_size.{key}: {value!r}; set a number in (0, 1)")
-    level = p.get("ci_level", 0.95)
-    if not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ParamsError(f"params validate.ci_level: {level!r}; set a number in (0, 1), e.g. 0.95")
-    return {**{k: float(design[k]) for k in KEYS}, "ci_level": float(level)}
+    return {**{k: float(design[k]) for k in KEYS}, "ci_level": check_ci_level(p.get("ci_level", CI_LEVEL))}
 
 
 def run(out_dir: str | Path, params: dict) -> dict:

@@ -22,6 +22,7 @@ from .predictions import InputError, read_predictions
 
 RECORD_ID = "validation.threshold"
 RULES = ("max_f1", "youden", "target_sensitivity")
+CI_LEVEL = 0.95
 
 
 def candidate_curve(labels, scores) -> dict[str, np.ndarray]:
@@ -81,7 +82,7 @@ def check_params(p: dict) -> dict:
     if rule == "target_sensitivity" and (not isinstance(target, (int, float)) or not 0 < target <= 1):
         raise ParamsError(f"params validate.target_sensitivity: {target!r}; set a number in (0, 1]")
     return {"threshold_rule": rule, "target_sensitivity": target,
-            "ci_level": check_ci_level(p.get("ci_level", 0.95))}
+            "ci_level": check_ci_level(p.get("ci_level", CI_LEVEL))}
 
 
 def check_ci_level(level, section: str = "validate") -> float:
