@@ -18,7 +18,7 @@ from evidence.cli import stage_main
 
 from . import acceptance, benchmark, calibration, figures, stats, subgroups
 from .predictions import InputError, read_manifest, read_predictions
-from .threshold import CI_LEVEL, check_ci_level, check_params as check_threshold_params
+from .threshold import CI_LEVEL, check_ci_level, check_params as check_threshold_params, operating_point
 
 PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 BOOT_METRICS = PROPORTIONS + ("f1", "auc")
@@ -78,18 +78,15 @@ def locked_threshold(out_dir: Path) -> float:
 
 
 def test_metrics(df, threshold: float, p: dict) -> dict:
-    """The `validation.test` data."""
+    """The `validation.test` data: the operating point with bootstrap, DeLong and prevalence parts."""
     y, s, pid = df["label"].to_numpy(), df["score"].to_numpy(), df["patient_id"].to_numpy()
     level = p["ci_level"]
-    conf = stats.confusion(y, s, threshold)
+    op = operating_point(y, s, pid, threshold, level=level)
+    conf = op["confusion"]
     boot = stats.bootstrap_metrics(y, s, pid, threshold, metrics=BOOT_METRICS,
                                    n_resamples=p["bootstrap_resamples"], level=level,
                                    method=p["bootstrap_method"], seed=p["bootstrap_seed"])
-    metrics = {}
-    for m in PROPORTIONS:
-        num, den = stats.metric_fraction(m, conf["tp"], conf["fp"], conf["tn"], conf["fn"])
-        metrics[m] = {"wilson": stats.proportion_ci(num, den, method="wilson", level=level),
-                      "bootstrap": boot[m]}
+    metrics = {m: {"wilson": op["metrics"][m], "bootstrap": boot[m]} for m in PROPORTIONS}
     metrics["f1"] = {"bootstrap": boot["f1"]}
     metrics["auc"] = {"delong": stats.delong_auc_ci(y, s, level=level), "bootstrap": boot["auc"]}
     point = stats.point_metrics(**conf)
@@ -101,13 +98,13 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
                     "npv": stats.not_estimable("sensitivity or specificity not defined")}
                    for q in p["prevalences"]]
     degenerate = {m: boot[m].get("n_degenerate", None) for m in BOOT_METRICS if stats.is_estimable(boot[m])}
-    n_pos = int(y.sum())
+    n, n_pos = op["n"], op["positives"]
     return {
         "threshold": threshold,
         "decision": "positive when score >= threshold",
         "split": "test",
-        "counts": {"n": int(len(y)), "n_patients": int(len(set(map(str, pid)))), "positives": n_pos,
-                   "negatives": int(len(y) - n_pos), "prevalence": float(n_pos / len(y))},
+        "counts": {"n": n, "n_patients": op["n_patients"], "positives": n_pos,
+                   "negatives": n - n_pos, "prevalence": float(n_pos / n)},
         "confusion": conf,
         "metrics": metrics,
         "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
