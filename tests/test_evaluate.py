@@ -14,7 +14,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from evidence import Store, read_record
 from evidence.audit import audit
-from validation import acceptance, calibration, evaluate, threshold
+from validation import acceptance, benchmark, calibration, evaluate, threshold
 
 from validation_runs import make_run, params_file
 
@@ -133,6 +133,18 @@ def test_benchmark_and_acceptance(run):
         est = t["metrics"][c["metric"]][c["method"]]
         assert c["observed"] == est[c["bound"]] and c["passed"] == (est[c["bound"]] >= c["value"])
     assert a["all_passed"] == all(c["passed"] for c in a["criteria"])
+
+
+def test_benchmark_reference_standard_follows_the_cohort_source(run):
+    b = read_record(run, "validation.benchmark")
+    assert b["data"]["ours"]["reference_standard"] == benchmark.REFERENCE_STANDARDS["demo"]
+    assert "420 ChestX-ray14 images" in b["data"]["comparability"]
+    assert "synthetic demo cohort" in b["data"]["comparability"] and "NIH" not in b["data"]["comparability"]
+    assert [f["path"] for f in b["deps"]["files"]] == ["cohort/manifest.csv"]
+    nih = benchmark.benchmark({}, test_n=10, test_positives=2, source_kinds=["nih", "nih"])
+    assert "text-mined" in nih["ours"]["reference_standard"] and "text-mined" in nih["comparability"]
+    with pytest.raises(ValueError, match="expected one of nih, demo, folder"):
+        benchmark.benchmark({}, test_n=10, test_positives=2, source_kinds=["other"])
 
 
 def test_audit_passes_on_the_run(run):

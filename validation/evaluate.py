@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 
 from evidence import EvidenceError, MissingRecord, Store, write_record
 from evidence.params import ParamsError, section
@@ -143,7 +144,12 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     test = test_metrics(df, threshold, p)
     calib = calibration.calibration(y, s, n_bins=p["calibration_bins"])
     groups = subgroups.subgroups(merged, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
-    bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()))
+    try:
+        sources = pd.read_csv(manifest_path, usecols=["source"], dtype=str, keep_default_na=False)["source"]
+    except ValueError:
+        raise InputError(f"{manifest_path}: no source column (see ARCHITECTURE.md, cohort manifest)") from None
+    bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()),
+                                source_kinds=sources)
     verdict = acceptance.evaluate(p["acceptance"], test["metrics"])
 
     fig = out_dir / "figures"
@@ -171,7 +177,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
               "groups": groups},
         deps=inputs, dep_records=DEPS, outs=[forest_fig], **common)
     written["validation.benchmark"] = write_record(
-        out_dir, "validation.benchmark", data=bench,
+        out_dir, "validation.benchmark", data=bench, deps=[manifest_path],
         dep_records=["validation.test"], **common)
     written["validation.acceptance"] = write_record(
         out_dir, "validation.acceptance", data=verdict, dep_records=["validation.test"], **common)
