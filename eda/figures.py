@@ -17,10 +17,7 @@ CLASS_NAMES = {"pneumonia": "Pneumonia", "no_pneumonia": "No pneumonia"}
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png", metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return atomic.save_figure(fig, path, DPI, bbox_inches="tight")
 
 
 def age_by_class(ages: dict[str, np.ndarray], path: Path) -> Path:

@@ -142,9 +142,7 @@ def _figure(history: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("Training curves")
     fig.tight_layout()
-    with evidence.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    evidence.atomic.save_figure(fig, path, 110)
 
 
 def run(out_dir: str | Path, params: dict) -> dict:

@@ -9,18 +9,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from evidence import atomic_path  # noqa: E402
+from evidence.atomic import save_figure  # noqa: E402
 
 from .threshold import candidate_curve  # noqa: E402
 
-_META = {"Software": None}
-
-
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, metadata=_META)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, 120)
 
 
 def _curve(labels, scores):
