@@ -66,8 +66,7 @@ def label_consistency(frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -
     text = matrix["Pneumonia"].to_numpy()
     n_findings = matrix[list(FINDINGS)].sum(axis=1).to_numpy()
     known = set(FINDINGS) | {NO_FINDING}
-    uniques = pd.Series(frame["finding_labels"].unique())
-    odd = uniques[[bool(set(u.split("|")) - known) for u in uniques]]
+    odd = [u for u in frame["finding_labels"].unique() if isinstance(u, str) and u and set(u.split("|")) - known]
     return [
         finding("pneumonia_flag_disagrees_with_finding_labels",
                 "pneumonia column disagrees with the presence of 'Pneumonia' in finding_labels",
@@ -75,8 +74,9 @@ def label_consistency(frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -
         finding("no_finding_with_findings", "'No Finding' listed together with a finding",
                 matrix[NO_FINDING].to_numpy() & (n_findings > 0), ids, "keep",
                 "kept; the pneumonia label uses only the 'Pneumonia' finding"),
-        finding("empty_or_unknown_finding_names",
-                "finding_labels holds a name that is not one of the 14 NIH findings or 'No Finding'",
+        finding("unknown_finding_names",
+                "finding_labels holds a name that is not one of the 14 NIH findings or 'No Finding' "
+                "(empty: none recorded, as for a folder source, which records pneumonia only)",
                 frame["finding_labels"].isin(odd), ids, "keep",
                 "kept; counted under no known finding in eda.dataset"),
         finding("duplicate_image_id", "image_id appears more than once",

@@ -59,15 +59,17 @@ def test_folder_without_patient_ids(tmp_path):
     assert any(f["id"] == "no_patient_ids" and f["n_rows"] == 3 for f in rec["data"]["quality_findings"])
 
 
-def test_folder_negatives_are_no_finding(tmp_path):
+def test_folder_negatives_have_no_recorded_findings(tmp_path):
+    """A folder's labels.csv records pneumonia only: negatives carry no finding (not 'No Finding')
+    and are not reported as unknown finding names."""
     data = _folder(tmp_path, "path,label\na/1.png,1\na/2.png,0\nb/3.jpg,0\n")
     assert _run(tmp_path, data) == 0
     m = dataset.read_manifest(tmp_path / "out" / "cohort" / "manifest.csv")
-    assert list(m["finding_labels"]) == ["Pneumonia", "No Finding", "No Finding"]
+    assert list(m["finding_labels"].fillna("")) == ["Pneumonia", "", ""]
     assessed = quality.assess(m, [], None)
-    assert "empty_or_unknown_finding_names" in assessed["checks_without_findings"]
+    assert "unknown_finding_names" in assessed["checks_without_findings"]
     findings = {r["finding"]: r["images"] for r in dataset.describe(m)[0]["findings"]}
-    assert findings["No Finding"] == 2 and findings["Pneumonia"] == 1
+    assert findings["No Finding"] == 0 and findings["Pneumonia"] == 1
 
 
 def test_folder_reads_image_headers_including_dicom(tmp_path, nih_dir):

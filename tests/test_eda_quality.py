@@ -50,7 +50,7 @@ def test_label_consistency_hand_built():
     got = by_id(quality.label_consistency(f))
     assert got["pneumonia_flag_disagrees_with_finding_labels"]["example_image_ids"] == ["a"]
     assert got["no_finding_with_findings"]["n_rows"] == 1
-    assert got["empty_or_unknown_finding_names"]["example_image_ids"] == ["c"]
+    assert got["unknown_finding_names"]["example_image_ids"] == ["c"]
     assert got["duplicate_image_id"]["n_rows"] == 2
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from evidence import sha256_file
 
 from ..images import IMAGE_SUFFIXES, header_info
-from . import MANIFEST_COLUMNS, NO_FINDING, SourceError, SourceResult, finding
+from . import MANIFEST_COLUMNS, SourceError, SourceResult, finding
 from .nih import check_params
 
 LABELS = "labels.csv"
@@ -112,7 +112,7 @@ def load(data_dir: str | Path, params: dict) -> SourceResult:
         "path": abs_paths,
         "patient_id": raw["patient_id"] if ids_given else raw["path"],
         "pneumonia": label,
-        "finding_labels": np.where(label == 1, "Pneumonia", NO_FINDING),
+        "finding_labels": np.where(label == 1, "Pneumonia", ""),
         "age_years": age.astype(float),
         "sex": sex,
         "view": view,
