@@ -74,8 +74,9 @@ def update_traceability(folder: Path, rendered: list[Rendered], renderer: Render
     return atomic.write_text(path, text)
 
 
-def plan_data(renderer: Renderer) -> dict:
-    """Acceptance criteria (copied from `validation.acceptance`) and the Buderer sample size."""
+def plan_data(renderer: Renderer, files: list[Path]) -> dict:
+    """Acceptance criteria (copied from `validation.acceptance`), the Buderer sample size and the
+    names of the plan's files as written."""
     store = renderer.store
     if store.has("validation.acceptance"):
         raw = store.data("validation.acceptance").get("criteria", [])
@@ -89,7 +90,7 @@ def plan_data(renderer: Renderer) -> dict:
     else:
         sample = {"estimable": False, "reason": "no validation.sample_size record in this run"}
     return {"acceptance_criteria": criteria, "acceptance_source": source, "sample_size": sample,
-            "documents": [f"{PLAN}.md", f"{PLAN}.html", f"{PLAN}.pdf"]}
+            "documents": [Path(f).name for f in files]}
 
 
 def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pdf: bool = True) -> list[dict]:
@@ -116,7 +117,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     plan = renderer.render(PLAN)
     plan_files = write_document(plan, folder, renderer, pdf=pdf)
     records.append(write_record(
-        out, "submission.plan", stage="submission", params=params, data=plan_data(renderer),
+        out, "submission.plan", stage="submission", params=params, data=plan_data(renderer, plan_files),
         dep_records=plan.records, outs=[chart, *plan_files], sources=("submission", "templates")))
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)

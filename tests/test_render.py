@@ -31,6 +31,8 @@ def test_documents_and_records_written(rendered):
     plan = json.loads((rendered / "evidence" / "submission.plan.json").read_text())
     assert [c["metric"] for c in plan["data"]["acceptance_criteria"]] == ["auc", "sensitivity", "specificity"]
     assert plan["data"]["sample_size"]["estimable"] is False
+    written = sorted(p.name for p in sub.glob("validation_plan*"))
+    assert sorted(plan["data"]["documents"]) == written and not any(n.endswith(".pdf") for n in written)
     docs = json.loads((rendered / "evidence" / "submission.documents.json").read_text())
     outs = {o["path"] for o in docs["outs"]}
     assert "submission/traceability.json" in outs and "submission/510k_submission_auditor.md" in outs
