@@ -28,12 +28,10 @@ NIH_METHOD = {
     "description": (
         "The 14 NIH ChestX-ray14 labels were mined from the radiology reports with natural-language "
         "processing (disease concept detection with negation and uncertainty handling); no radiologist "
-        "reviewed the images to assign them. The authors state the labels are expected to be more than "
-        "90% accurate."
+        "reviewed the images to assign them."
     ),
     "citation": "Wang X et al., ChestX-ray8: Hospital-scale chest X-ray database and benchmarks on "
                 "weakly-supervised classification and localization of common thorax diseases, CVPR 2017",
-    "stated_accuracy": "expected to be >90% accurate",
 }
 EXPERT_CITATION = ("Majkowska A et al., Chest radiograph interpretation with deep learning models: "
                    "assessment with radiologist-adjudicated reference standards and population-adjusted "
