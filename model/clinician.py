@@ -16,8 +16,16 @@ import numpy as np
 
 from evidence import atomic
 
-INTENDED_USE = ("For triage: prioritises the study for radiologist review; not for diagnosis. "
-                "Adults, frontal (AP/PA) chest radiographs only.")
+TRIAGE_ONLY = "For triage: prioritises the study for radiologist review; not for diagnosis."
+
+
+def intended_use(rules: dict) -> str:
+    """The intended-use line, worded from the header-check rules the device applies."""
+    views = "/".join(rules["allowed_views"])
+    parts = "/".join(rules["allowed_body_parts"]).lower()
+    modalities = "/".join(rules["allowed_modalities"])
+    return (f"{TRIAGE_ONLY} Patients aged {rules['min_age_years']:g} to {rules['max_age_years']:g} years, "
+            f"{views} {parts} radiographs ({modalities}) only.")
 
 
 def decision_words(probability: float, threshold: float) -> str:
@@ -27,7 +35,8 @@ def decision_words(probability: float, threshold: float) -> str:
 
 
 def render_png(path: str | Path, pixels: np.ndarray, saliency: np.ndarray, *, probability: float,
-               threshold: float, view: str | None, saliency_method: str, header_lines: list[str] = ()) -> Path:
+               threshold: float, view: str | None, saliency_method: str, intended: str,
+               header_lines: list[str] = ()) -> Path:
     """Write the clinician PNG atomically: image, image with saliency overlay, the words below."""
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -47,7 +56,7 @@ def render_png(path: str | Path, pixels: np.ndarray, saliency: np.ndarray, *, pr
         f"Pneumonia probability {probability:.3f} (operating threshold {threshold:.3f})",
         decision_words(probability, threshold),
         *wrapped,
-        INTENDED_USE,
+        intended,
     ]
     for i, line in enumerate(lines):
         fig.text(0.02, 0.25 - i * 0.045, line, fontsize=9 if i else 11, weight="bold" if i < 2 else "normal",
@@ -99,7 +108,7 @@ def secondary_capture(png_path: str | Path, out_path: str | Path, source=None) -
     return save(ds, out_path)
 
 
-def html_index(rows: list[dict]) -> str:
+def html_index(rows: list[dict], intended: str) -> str:
     """A plain HTML table of a batch (every header-derived value escaped)."""
     esc = lambda v: html.escape("" if v is None else str(v), quote=True)  # noqa: E731
     body = []
@@ -113,5 +122,5 @@ def html_index(rows: list[dict]) -> str:
             esc("" if r.get("prediction") is None else ("flagged" if r["prediction"] else "not flagged")), image,
         )) + "</tr>")
     return ("<!doctype html><meta charset=\"utf-8\"><title>Pneumonia triage results</title>"
-            f"<p>{esc(INTENDED_USE)}</p><table border=\"1\"><tr><th>file</th><th>status</th><th>reasons</th>"
+            f"<p>{esc(intended)}</p><table border=\"1\"><tr><th>file</th><th>status</th><th>reasons</th>"
             "<th>study</th><th>probability</th><th>decision</th><th>image</th></tr>" + "".join(body) + "</table>\n")

@@ -253,7 +253,8 @@ def _clinician_outputs(item, probability, x, device, image_dir: Path, secondary_
         lines.append(f"Patient {who} {('(ID ' + pid + ')') if pid else ''}  Study: {study}".strip())
     png = clinician.render_png(image_dir / f"{name}.png", item.pixels, heat, probability=probability,
                                threshold=device.threshold, view=item.check.view,
-                               saliency_method=f"{method} on {layer}" if layer else method, header_lines=lines)
+                               saliency_method=f"{method} on {layer}" if layer else method,
+                               intended=clinician.intended_use(device.rules), header_lines=lines)
     out = {"clinician_image": str(png), "saliency_method": method, "saliency_layer": layer}
     if secondary_capture:
         out["secondary_capture"] = str(clinician.secondary_capture(png, image_dir / f"{name}_sc.dcm", header))
@@ -294,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)
     if image_dir is not None and any(r["clinician_image"] for r in rows):
         from evidence import atomic
-        from .clinician import html_index
-        atomic.write_text(image_dir / "index.html", html_index(rows))
+        from .clinician import html_index, intended_use
+        atomic.write_text(image_dir / "index.html", html_index(rows, intended_use(device.rules)))
     print(json.dumps(summary(rows)), flush=True)
     return 0
 

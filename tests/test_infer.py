@@ -162,8 +162,8 @@ def test_html_index_escapes_header_text():
 
     page = html_index([{"file": "<b>x.dcm", "status": "accepted", "reasons": [],
                         "study_description": "<script>alert(1)</script> Ünïcødé", "probability": 0.25,
-                        "prediction": False, "clinician_image": None}])
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; Ünïcødé" in page
+                        "prediction": False, "clinician_image": None}], "<i>use</i>")
+    assert "<script>" not in page and "&lt;i&gt;use&lt;/i&gt;" in page and "&lt;script&gt;alert(1)&lt;/script&gt; Ünïcødé" in page
     assert "&lt;b&gt;x.dcm" in page
 
 
@@ -214,3 +214,12 @@ def test_classify_stops_cleanly_when_the_consumer_stops(device_out, nih_dir):
     rows.close()  # the intake threads are cancelled and joined
     assert first["status"] == "accepted"
     assert not [t for t in threading.enumerate() if t.name.startswith("intake")]
+
+
+def test_intended_use_line_follows_the_header_rules():
+    from model.clinician import intended_use
+    from model.dicom import rules_from
+
+    assert intended_use(rules_from(None)).endswith("Patients aged 18 to 100 years, AP/PA chest radiographs (DX/CR) only.")
+    narrow = intended_use(rules_from({"allowed_views": ["PA"], "min_age_years": 21.5, "allowed_modalities": ["CR"]}))
+    assert "aged 21.5 to 100 years, PA chest radiographs (CR) only." in narrow
