@@ -15,8 +15,8 @@ from pathlib import Path
 
 from evidence import atomic, write_record
 from evidence.canonical import sha256_bytes
-from evidence.errors import EvidenceError
-from evidence.params import ParamsError, section
+from evidence.cli import stage_main
+from evidence.params import section
 
 from . import flowchart
 from .filters import FormatError
@@ -131,27 +131,25 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m submission", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="build", help="run folder (default: build)")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--document", action="append", metavar="NAME",
+def _document_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise argparse.ArgumentTypeError(f"{name!r}: use the template's base name, e.g. heldout_report")
+    return name
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--document", action="append", metavar="NAME", type=_document_name,
                         help="render templates/NAME.md.j2 only (repeatable)")
     parser.add_argument("--no-pdf", action="store_true", help="skip the PDF files (quick previews)")
-    args = parser.parse_args(argv)
-    for name in args.document or []:
-        if not re.fullmatch(r"[a-z0-9_]+", name):
-            print(f"error: --document {name!r}: use the template's base name, e.g. heldout_report", file=sys.stderr)
-            return 2
-    try:
-        params = section(args.params, "submission")
-        records = run(args.out, params, documents=args.document, pdf=not args.no_pdf)
-    except (SubmissionError, RenderError, FormatError, EvidenceError, ParamsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for r in records:
-        print(f"submission: wrote record {r['id']} ({len(r['outs'])} files)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(
+        argv, prog="python -m submission", doc=__doc__, add_arguments=_arguments,
+        call=lambda a: run(a.out, section(a.params, "submission"), documents=a.document, pdf=not a.no_pdf),
+        summary=lambda records, a: "\n".join(f"submission: wrote record {r['id']} ({len(r['outs'])} files)"
+                                              for r in records),
+        errors=(SubmissionError, RenderError, FormatError, OSError))
 
 
 if __name__ == "__main__":
