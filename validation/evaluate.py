@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from evidence import EvidenceError, MissingRecord, Store, write_record
 from evidence.params import ParamsError, section
@@ -144,12 +143,8 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     test = test_metrics(df, threshold, p)
     calib = calibration.calibration(y, s, n_bins=p["calibration_bins"])
     groups = subgroups.subgroups(merged, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
-    try:
-        sources = pd.read_csv(manifest_path, usecols=["source"], dtype=str, keep_default_na=False)["source"]
-    except ValueError:
-        raise InputError(f"{manifest_path}: no source column (see ARCHITECTURE.md, cohort manifest)") from None
     bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()),
-                                source_kinds=sources)
+                                source_kinds=manifest["source"])
     verdict = acceptance.evaluate(p["acceptance"], test["metrics"])
 
     fig = out_dir / "figures"

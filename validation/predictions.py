@@ -53,7 +53,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The cohort manifest columns used for subgroups (image_id, sex, age_years, view, finding_labels)."""
+    """The cohort manifest columns used for subgroups (image_id, sex, age_years, view, finding_labels)
+    and for the reference standard (source)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: not found (run `python -m eda.cohort` first, or `make eda`)")
@@ -61,7 +62,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a readable CSV ({e})") from None
-    need = ("image_id", "sex", "age_years", "view", "finding_labels")
+    need = ("image_id", "sex", "age_years", "view", "finding_labels", "source")
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} (see ARCHITECTURE.md, cohort manifest)")
