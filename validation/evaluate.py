@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from evidence import EvidenceError, MissingRecord, Store, write_record
 from evidence.params import ParamsError, section
 from evidence.cli import stage_main
