@@ -56,7 +56,7 @@ def render_png(path: str | Path, pixels: np.ndarray, saliency: np.ndarray, *, pr
         f"Pneumonia probability {probability:.3f} (operating threshold {threshold:.3f})",
         decision_words(probability, threshold),
         *wrapped,
-        intended,
+        *textwrap.wrap(intended, 110),
     ]
     for i, line in enumerate(lines):
         fig.text(0.02, 0.25 - i * 0.045, line, fontsize=9 if i else 11, weight="bold" if i < 2 else "normal",
