@@ -204,16 +204,29 @@ def _flush(pending: list[dicom.Intake], device: LockedDevice, image_dir, seconda
     from .preprocess import preprocess_batch
 
     accepted = [i for i, item in enumerate(pending) if item.pixels is not None]
-    inputs, probs = {}, {}
+    probs, saliency = {}, {}
     if accepted:
         batch = preprocess_batch([pending[i].pixels for i in accepted], device.spec)
-        inputs = dict(zip(accepted, batch))
         probs = dict(zip(accepted, map(float, predict(device.model, batch))))
+        if image_dir is not None:
+            saliency = _saliency(device.model, batch, accepted, probs)
     for i, item in enumerate(pending):
-        yield _result(item, probs.get(i), inputs.get(i), device, image_dir, secondary_capture)
+        yield _result(item, probs.get(i), saliency.get(i), device, image_dir, secondary_capture)
 
 
-def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_capture) -> dict:
+def _saliency(model, batch: np.ndarray, accepted: list[int], probs: dict) -> dict:
+    """{pending index: (map, method, layer)} for the batch (one pass per chunk), or the exception
+    for every index when no map could be made."""
+    from .saliency import saliency_maps
+
+    try:
+        maps, method, layer = saliency_maps(model, batch, [probs[i] for i in accepted])
+    except Exception as e:
+        return {i: e for i in accepted}
+    return {i: (m, method, layer) for i, m in zip(accepted, maps)}
+
+
+def _result(item: dicom.Intake, probability, saliency, device, image_dir, secondary_capture) -> dict:
     check, header = item.check, item.header
     row = {"file": item.file, **check.as_dict(),
            "study_description": dicom.clean_text(header.get("StudyDescription")) if header is not None else None,
@@ -231,19 +244,20 @@ def _result(item: dicom.Intake, probability, x, device, image_dir, secondary_cap
     row["prediction"] = bool(probability >= device.threshold)
     if image_dir is not None:
         try:
-            row.update(_clinician_outputs(item, probability, x, device, image_dir, secondary_capture))
+            row.update(_clinician_outputs(item, probability, saliency, device, image_dir, secondary_capture))
         except Exception as e:
             row["warnings"] = row["warnings"] + [f"clinician image not written: {type(e).__name__}: "
                                                  f"{dicom.clean_text(e, 200)}"]
     return row
 
 
-def _clinician_outputs(item, probability, x, device, image_dir: Path, secondary_capture) -> dict:
+def _clinician_outputs(item, probability, saliency, device, image_dir: Path, secondary_capture) -> dict:
     from . import clinician
-    from .saliency import saliency_map
 
+    if isinstance(saliency, Exception):
+        raise saliency
     header = item.header
-    heat, method, layer = saliency_map(device.model, x, probability=probability)
+    heat, method, layer = saliency
     name = image_name(Path(item.file))
     lines = []
     if header is not None:

@@ -14,6 +14,7 @@ import numpy as np
 
 GRAD_CAM = "grad-cam"
 GRADIENT = "input-gradient"
+CHUNK = 16  # inputs per forward and backward pass: bounds the activations kept for the gradient
 
 
 def probability_of(output):
@@ -65,24 +66,39 @@ def last_conv_layer(model) -> list:
 def saliency_map(model, x: np.ndarray, probability: float | None = None) -> tuple[np.ndarray, str, str | None]:
     """(map (H, W) float32 in 0..1 at the model input size, method, feature layer or None) for one input
     x (H, W, C). `probability` is the model's output for x when already computed (saves a pass)."""
+    maps, method, layer = saliency_maps(model, x[None], None if probability is None else [probability])
+    return maps[0], method, layer
+
+
+def saliency_maps(model, batch: np.ndarray, probabilities=None, *,
+                  chunk: int = CHUNK) -> tuple[list[np.ndarray], str, str | None]:
+    """`saliency_map` for a batch (N, H, W, C) at once: one method and layer for the whole batch,
+    one map per input. Each input's gradient is its own (inference mode: no input affects another's
+    output), so a chunk of inputs shares one forward and one backward pass."""
     import tensorflow as tf
 
-    batch = tf.convert_to_tensor(x[None].astype(np.float32))
+    batch = np.asarray(batch, dtype=np.float32)
     path = last_conv_layer(model)
     if path:
-        if probability is None:
-            probability = float(probability_of(model(batch, training=False))[0])
+        if probabilities is None:
+            probabilities = np.concatenate([probability_of(model(batch[i:i + chunk], training=False)).numpy()
+                                            for i in range(0, len(batch), chunk)])
         try:
-            return _grad_cam(model, path, batch, probability), GRAD_CAM, "/".join(l.name for l in path)
+            maps = [m for i in range(0, len(batch), chunk)
+                    for m in _grad_cam(model, path, tf.convert_to_tensor(batch[i:i + chunk]),
+                                       np.asarray(probabilities[i:i + chunk], dtype=np.float64))]
+            return maps, GRAD_CAM, "/".join(l.name for l in path)
         except Exception:  # a graph this cannot split: fall back to gradients
             pass
-    return _input_gradient(model, batch), GRADIENT, None
+    maps = [m for i in range(0, len(batch), chunk)
+            for m in _input_gradient(model, tf.convert_to_tensor(batch[i:i + chunk]))]
+    return maps, GRADIENT, None
 
 
-def _grad_cam(model, path, batch, probability: float) -> np.ndarray:
+def _grad_cam(model, path, batch, probabilities: np.ndarray) -> list[np.ndarray]:
     """Grad-CAM for a model whose top-level layers form a chain: the layers up to the feature map
     (a sub-model; for a nested base, the base returning its inner map too), then the remaining
-    top-level layers in order. The split must reproduce `probability`."""
+    top-level layers in order. The split must reproduce `probabilities`."""
     import keras
     import tensorflow as tf
 
@@ -102,28 +118,29 @@ def _grad_cam(model, path, batch, probability: float) -> np.ndarray:
             features, y = keras.Model(outer.inputs, [path[1].output, outer.output])(y, training=False)
         for later in head:
             y = later(y, training=False)
-        target = probability_of(y)[0]
-    grads = tape.gradient(target, features)
+        target = probability_of(y)
+        total = tf.reduce_sum(target)
+    grads = tape.gradient(total, features)
     if grads is None:
         raise ValueError("no gradient reaches the convolution")
-    if abs(float(probability) - float(target)) > 1e-4:
+    if np.max(np.abs(probabilities - target.numpy())) > 1e-4:
         raise ValueError("the top-level layers are not a chain (the split does not reproduce the output)")
-    weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, C)
+    weights = tf.reduce_mean(grads, axis=(1, 2))  # (n, C)
     cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[..., None]
-    cam = tf.image.resize(cam, batch.shape[1:3], method="bilinear")[0, ..., 0].numpy()
-    return _unit(cam)
+    cam = tf.image.resize(cam, batch.shape[1:3], method="bilinear")[..., 0].numpy()
+    return [_unit(c) for c in cam]
 
 
-def _input_gradient(model, batch) -> np.ndarray:
+def _input_gradient(model, batch) -> list[np.ndarray]:
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         tape.watch(batch)
-        target = probability_of(model(batch, training=False))[0]
-    grads = tape.gradient(target, batch)
+        total = tf.reduce_sum(probability_of(model(batch, training=False)))
+    grads = tape.gradient(total, batch)
     if grads is None:
-        return np.zeros(batch.shape[1:3], dtype=np.float32)
-    return _unit(tf.reduce_max(tf.abs(grads), axis=-1)[0].numpy())
+        return [np.zeros(batch.shape[1:3], dtype=np.float32) for _ in range(batch.shape[0])]
+    return [_unit(g) for g in tf.reduce_max(tf.abs(grads), axis=-1).numpy()]
 
 
 def _unit(a: np.ndarray) -> np.ndarray:

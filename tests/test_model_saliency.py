@@ -49,3 +49,22 @@ def test_a_model_without_a_learned_feature_map_gets_input_gradients():
                               keras.layers.Dense(1, activation="sigmoid")])
     heat, method, layer = saliency_map(model, _x(16, 1))
     assert method == GRADIENT and layer is None and heat.shape == (16, 16)
+
+
+def test_a_batch_gives_each_input_its_own_map():
+    """saliency_maps over a batch (chunks of 3) equals saliency_map one input at a time, for Grad-CAM
+    and for input gradients."""
+    import keras
+    from model.saliency import saliency_maps
+
+    cnn, _ = arch.build("small_cnn", "none", PreprocessingSpec.create(32, 1))
+    dense = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    for model, size, expected in ((cnn, 32, GRAD_CAM), (dense, 16, GRADIENT)):
+        batch = np.stack([_x(size, 1, seed) for seed in range(7)])
+        maps, method, _ = saliency_maps(model, batch, chunk=3)
+        assert method == expected and len(maps) == 7
+        for x, got in zip(batch, maps):
+            np.testing.assert_allclose(got, saliency_map(model, x)[0], atol=1e-5)
+        if method == GRAD_CAM:  # (a linear model's scaled input gradient is the same for every input)
+            assert not np.allclose(maps[0], maps[1])
