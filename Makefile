@@ -19,19 +19,7 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.installed
 EV := $(OUT)/evidence
 P := $(OUT)/params
-src = $(shell find $(1) -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
-
-COHORT := $(EV)/cohort.manifest.json
-SPLIT := $(EV)/split.patients.json
-EDA := $(EV)/eda.dataset.json
-TRAIN := $(EV)/training.run.json
-PRED := $(EV)/model.predictions.json
-THRESH := $(EV)/validation.threshold.json
-TEST := $(EV)/validation.test.json
-SAMPLE := $(EV)/validation.sample_size.json
-WORKFLOW := $(EV)/workflow.dicom.json
-SUBMISSION := $(OUT)/submission/traceability.json
-TEMPLATES := $(shell find templates submission/data -type f 2>/dev/null)
+MK := $(OUT)/.make/stages.mk
 
 .PHONY: help venv submission eda train validate workflow audit heldout infer test bench clean
 
@@ -46,69 +34,38 @@ $(READY): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# Per-section parameter stamps and the DATA in use, refreshed when make reads this file: each is
-# rewritten only when its value changed, so a stage reruns only when its own section (or DATA) did.
-STAGE_GOALS := $(filter-out help venv test bench clean,$(or $(MAKECMDGOALS),help))
+# Before any stage: validate and stamp the params (OUT/params/<section>.json, rewritten only when a
+# section changed), record DATA, and generate the stage rules (OUT/.make/stages.mk) from the stage
+# table in evidence/stages.py. A stage reruns when its params section, DATA, a record it needs or a
+# code file its records hash changed, and says which.
+STAGE_GOALS := $(filter-out help venv test bench clean audit,$(or $(MAKECMDGOALS),help))
 ifneq ($(STAGE_GOALS),)
 ifneq ($(wildcard $(PY)),)
-$(shell $(PY) -m evidence.params $(PARAMS) $(OUT) 1>&2)
+ifneq ($(shell $(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)" >&2 && echo ok),ok)
+$(error stopped before any stage ran: fix the error above)
 endif
-$(shell mkdir -p $(OUT)/cohort && { [ "$$(cat $(OUT)/cohort/source.txt 2>/dev/null)" = "$(DATA)" ] || echo "$(DATA)" > $(OUT)/cohort/source.txt; })
+endif
+include $(MK)
 endif
 
-$(P)/%.json: | $(READY)
-	$(PY) -m evidence.params $(PARAMS) $(OUT)
+$(MK): | $(READY)
+	@$(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)"
 
-$(OUT)/cohort/source.txt:
-	@mkdir -p $(@D)
-	echo "$(DATA)" > $@
-
-$(COHORT): $(OUT)/cohort/source.txt $(P)/cohort.json $(call src,eda evidence) | $(READY)
-	$(PY) -m eda.cohort --data "$(DATA)" --out $(OUT) --params $(PARAMS)
-
-$(SPLIT): $(COHORT) $(P)/split.json $(call src,eda evidence)
-	$(PY) -m eda.split --out $(OUT) --params $(PARAMS)
-
-$(EDA): $(SPLIT) $(P)/eda.json $(call src,eda model evidence)
-	$(PY) -m eda --out $(OUT) --params $(PARAMS)
-
-$(TRAIN): $(SPLIT) $(P)/train.json $(call src,model evidence)
-	$(PY) -m model.train --out $(OUT) --params $(PARAMS)
-
-$(PRED): $(TRAIN) $(call src,model evidence)
-	$(PY) -m model.predict --out $(OUT) --params $(PARAMS)
-
-$(THRESH): $(PRED) $(P)/validate.json $(call src,validation evidence)
-	$(PY) -m validation.threshold --out $(OUT) --params $(PARAMS)
-
-$(TEST): $(THRESH) $(call src,validation evidence)
-	$(PY) -m validation.evaluate --out $(OUT) --params $(PARAMS)
-
-$(SAMPLE): $(P)/validate.json $(call src,validation evidence) | $(READY)
-	$(PY) -m validation.sample_size --out $(OUT) --params $(PARAMS)
-
-$(WORKFLOW): $(THRESH) $(P)/workflow.json $(call src,model evidence)
-	$(PY) -m model.workflow --out $(OUT) --params $(PARAMS)
-
-$(SUBMISSION): $(EDA) $(TEST) $(SAMPLE) $(WORKFLOW) $(P)/submission.json $(TEMPLATES) $(call src,submission evidence)
-	$(PY) -m submission --out $(OUT) --params $(PARAMS)
-
-submission: $(SUBMISSION) ## build the 510(k) submission and validation plan (Markdown, HTML, PDF)
-eda: $(EDA) ## cohort manifest, patient-level split and dataset evidence
-train: $(TRAIN) ## train the model on the training split
-validate: $(TEST) ## predict, lock the threshold on validation, evaluate the test split
-
-workflow: $(WORKFLOW) ## run the DICOM header checks on the workflow files
+submission: $(STAGE_submission) ## build the 510(k) submission and validation plan (Markdown, HTML, PDF)
+eda: $(STAGE_eda) ## cohort manifest, patient-level split and dataset evidence
+train: $(STAGE_model.train) ## train the model on the training split
+validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validation, evaluate the test split
+workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
 audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies)
 	$(PY) -m evidence audit --out $(OUT)
 	$(PY) -m submission.check --out $(OUT)
 
-heldout: $(SUBMISSION) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
+heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
 	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
 	$(PY) -m validation.heldout --out $(OUT) --heldout "$(HELDOUT)" --params $(PARAMS)
 
-infer: $(THRESH) ## classify DICOM files with the locked model: make infer FILES="a.dcm dir/"
+infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES="a.dcm dir/"
 	@test -n "$(FILES)" || { echo "error: set FILES=<DICOM files or folders>" >&2; exit 2; }
 	@$(PY) -m model.infer --out $(OUT) $(FILES)
 

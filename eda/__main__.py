@@ -70,8 +70,8 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
     pixel_outs = ([figures.pixel_intensity(pixel_fig["edges"], pixel_fig["hist"], pixel_fig["images"],
                                            fig_dir / "eda_pixel_intensity.png")] if pixel_fig else [])
 
-    common = {"stage": "eda", "params": params, "deps": [manifest_path, splits_path],
-              "dep_records": DEP_RECORDS, "sources": ("eda", "model")}
+    common = {"params": params, "deps": [manifest_path, splits_path],
+              "dep_records": DEP_RECORDS}
     records = {
         "eda.dataset": write_record(out, "eda.dataset", data=dataset_data, outs=dataset_outs, **common),
         "eda.pixels": write_record(out, "eda.pixels", data=pixel_data, outs=pixel_outs, **common),

@@ -65,8 +65,8 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
         **result.extra,
     }
     return write_record(
-        out_dir, RECORD_ID, stage="cohort", data=data_, params=params,
-        deps=result.deps, outs=[manifest, *demo_files], sources=("eda",),
+        out_dir, RECORD_ID, data=data_, params=params,
+        deps=result.deps, outs=[manifest, *demo_files],
         synthetic=bool(result.source["synthetic"]),
     )
 

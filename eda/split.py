@@ -147,9 +147,9 @@ def run(out_dir: str | Path, params: dict) -> dict:
               "rows_left_out": [{"reason": k, "n": v} for k, v in left_out.items()]}
     path = out_dir / "cohort" / "splits.csv"
     atomic.write_text(path, kept[["image_id", "patient_id", "split"]].to_csv(index=False, lineterminator="\n"))
-    return write_record(out_dir, RECORD_ID, stage="split", data=splits, params=params,
+    return write_record(out_dir, RECORD_ID, data=splits, params=params,
                         deps=[manifest_path, *list_files], dep_records=["cohort.manifest"],
-                        outs=[path], sources=("eda",))
+                        outs=[path])
 
 
 def main(argv: list[str] | None = None) -> int:

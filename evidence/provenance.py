@@ -38,32 +38,16 @@ def resolve_run_path(stored: str, out_dir: str | Path) -> Path:
     return p if p.is_absolute() else Path(out_dir) / p
 
 
-def source_files(packages: tuple[str, ...]) -> list[Path]:
-    """Every .py/.json/.j2/.css/.yml file of the named top-level folders of this repository."""
-    files: list[Path] = []
-    for pkg in sorted(set(packages)):
-        root = REPO_ROOT / pkg
-        if not root.is_dir():
-            raise ValueError(f"evidence: unknown source package {pkg!r} (no folder {root})")
-        files += sorted(
-            f for f in root.rglob("*")
-            if f.is_file() and f.suffix in {".py", ".json", ".j2", ".css", ".yml"}
-            and "__pycache__" not in f.parts
-        )
-    return files
-
-
-def code_entry(packages: tuple[str, ...]) -> dict:
-    """Git state and {path, sha256, size} of every source file of `packages` (hashed once per process)."""
+def code_entry(files: tuple[Path, ...]) -> dict:
+    """Git state and {path, sha256, size} of each code file (hashed once per process)."""
     commit, dirty = git_state()
-    files = [{"path": path, "sha256": sha, "size": size} for path, sha, size in _code_files(tuple(sorted(set(packages))))]
-    return {"git_commit": commit, "git_dirty": dirty, "files": files}
+    return {"git_commit": commit, "git_dirty": dirty,
+            "files": [{"path": path, "sha256": sha, "size": size} for path, sha, size in _code_files(tuple(files))]}
 
 
 @lru_cache(maxsize=None)
-def _code_files(packages: tuple[str, ...]) -> tuple[tuple[str, str, int], ...]:
-    return tuple((f.relative_to(REPO_ROOT).as_posix(), sha256_file(f), f.stat().st_size)
-                 for f in source_files(packages))
+def _code_files(files: tuple[Path, ...]) -> tuple[tuple[str, str, int], ...]:
+    return tuple((f.relative_to(REPO_ROOT).as_posix(), sha256_file(f), f.stat().st_size) for f in files)
 
 
 @lru_cache(maxsize=1)

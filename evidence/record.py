@@ -13,6 +13,7 @@ from . import atomic
 from .canonical import canonical_json, record_hash
 from .errors import EvidenceError, MissingRecord
 from .provenance import code_entry, environment, file_entry
+from .stages import check_dependency, code_files, stage_of
 
 SCHEMA_VERSION = "evidence-record/1"
 
@@ -102,33 +103,36 @@ def write_record(
     out_dir: str | Path,
     record_id: str,
     *,
-    stage: str,
     data: dict,
     params: dict | None = None,
     deps: Iterable[str | Path] = (),
     dep_records: Iterable[str] = (),
     outs: Iterable[str | Path] = (),
-    sources: tuple[str, ...] = (),
     synthetic: bool | None = None,
 ) -> dict:
     """Write `OUT/evidence/<record_id>.json` atomically and return the record.
 
+    The record's stage and the code it hashes come from the stage table (`evidence.stages`), which
+    must declare `record_id` and every id in `dep_records`.
     deps: input files (hashed); dep_records: ids of records in the same run that this one used;
-    outs: files this stage wrote (hashed); sources: top-level folders whose code produced it
-    (the `evidence` folder is always included). `synthetic` defaults to True when any record
-    this one depends on is synthetic: a synthetic cohort marks everything downstream.
+    outs: files this stage wrote (hashed). `synthetic` defaults to True when any record this one
+    depends on is synthetic: a synthetic cohort marks everything downstream.
     """
+    stage = stage_of(record_id)
+    dep_records = list(dict.fromkeys(dep_records))
+    for dep in dep_records:
+        check_dependency(record_id, dep)
     out_dir = Path(out_dir)
-    parents = [read_record(out_dir, rid) for rid in dict.fromkeys(dep_records)]
+    parents = [read_record(out_dir, rid) for rid in dep_records]
     if synthetic is None:
         synthetic = any(p["synthetic"] for p in parents)
     record = {
         "schema": SCHEMA_VERSION,
         "id": record_id,
-        "stage": stage,
+        "stage": stage.name,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "synthetic": bool(synthetic),
-        "code": code_entry(tuple(sources) + ("evidence",)),
+        "code": code_entry(tuple(code_files(stage))),
         "environment": environment(),
         "params": params or {},
         "deps": {

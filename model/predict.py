@@ -67,9 +67,9 @@ def run(out_dir: str | Path, params: dict) -> dict:
                    "score": "predicted probability of pneumonia (sigmoid output)",
                    "n_excluded_without_file": info["n_excluded_without_file"]}
     return evidence.write_record(
-        out_dir, "model.predictions", stage="predict", data=record_data, params={"batch_size": batch_size},
+        out_dir, "model.predictions", data=record_data, params={"batch_size": batch_size},
         deps=[out_dir / MODEL_FILE, out_dir / SPEC_FILE, info["manifest"], info["splits"]],
-        dep_records=["training.run"], outs=paths, sources=("model",))
+        dep_records=["training.run"], outs=paths)
 
 
 def main(argv: list[str] | None = None) -> int:

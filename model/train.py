@@ -270,9 +270,9 @@ def run(out_dir: str | Path, params: dict) -> dict:
     }
     resolved = {**p, "weights": record_data["weights"]}  # a weights file is named, not its local path
     return evidence.write_record(
-        out_dir, "training.run", stage="train", data=record_data, params=resolved,
+        out_dir, "training.run", data=record_data, params=resolved,
         deps=[info["manifest"], info["splits"]], dep_records=["split.patients"],
-        outs=[model_path, spec_path, figure_path], sources=("model",))
+        outs=[model_path, spec_path, figure_path])
 
 
 def load_model(out_dir: str | Path):

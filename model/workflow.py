@@ -186,8 +186,8 @@ def run(out: str | Path, params: dict) -> dict:
         "origins": {o: sum(e["origin"] == o for e in entries) for o in ORIGINS},
         "controls": controls_summary(entries),
     }
-    return write_record(out, RECORD, stage="model.workflow", data=data, params={**params, **rules},
-                        deps=[f for f, _ in files], outs=outs, sources=("model",),
+    return write_record(out, RECORD, data=data, params={**params, **rules},
+                        deps=[f for f, _ in files], outs=outs,
                         dep_records=["training.run", "validation.threshold", "cohort.manifest"])
 
 

@@ -109,25 +109,25 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         trace = update_traceability(folder, [r for r, _ in done], renderer)
         for rendered, written in done:
             records.append(write_record(
-                out, f"submission.{rendered.name}", stage="submission", params=params,
+                out, f"submission.{rendered.name}", params=params,
                 data={"document": rendered.name, "traces": len(rendered.traces)},
-                dep_records=rendered.records, outs=[chart, *written, trace], sources=("submission", "templates")))
+                dep_records=rendered.records, outs=[chart, *written, trace]))
         return records
 
     plan = renderer.render(PLAN)
     plan_files = write_document(plan, folder, renderer, pdf=pdf)
     records.append(write_record(
-        out, "submission.plan", stage="submission", params=params, data=plan_data(renderer, plan_files),
-        dep_records=plan.records, outs=[chart, *plan_files], sources=("submission", "templates")))
+        out, "submission.plan", params=params, data=plan_data(renderer, plan_files),
+        dep_records=plan.records, outs=[chart, *plan_files]))
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)
     trace = update_traceability(folder, [plan, main_doc], renderer)
     deps = sorted(set(plan.records) | set(main_doc.records) | {"submission.plan"})
     records.append(write_record(
-        out, "submission.documents", stage="submission", params=params,
+        out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],
               "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, outs=[chart, *plan_files, *main_files, trace], sources=("submission", "templates")))
+        dep_records=deps, outs=[chart, *plan_files, *main_files, trace]))
     return records
 
 

@@ -42,8 +42,8 @@ def make_cohort(root: Path, *, n_train=(16, 8), n_val=(6, 4), n_test=(6, 4), siz
     manifest = df.drop(columns="split").assign(source="folder", split="")
     manifest.to_csv(out / "cohort" / "manifest.csv", index=False)
     df[["image_id", "patient_id", "split"]].to_csv(out / "cohort" / "splits.csv", index=False)
-    evidence.write_record(out, "split.patients", stage="split", data={"note": "test fixture"},
-                          deps=[out / "cohort" / "splits.csv"], sources=("model",), synthetic=True)
+    evidence.write_record(out, "split.patients", data={"note": "test fixture"},
+                          deps=[out / "cohort" / "splits.csv"], synthetic=True)
     return out
 
 

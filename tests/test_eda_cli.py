@@ -34,11 +34,11 @@ def make_run(out, nih_dir, nih_metadata, n_patients=40):
     source = {"kind": "nih", "synthetic": False, "data_dir": str(nih_dir), "label_file": str(label_file),
               "label_file_sha256": "0" * 64, "release": "nih-2020", "label_files_found": [label_file.name],
               "official_split_lists": False, "patient_ids_given": True}
-    write_record(out, "cohort.manifest", stage="eda.cohort", sources=("eda",),
+    write_record(out, "cohort.manifest",
                  data={"source": source, "quality_findings": [
                      {"id": "age_impossible", "description": "age above 100 years", "n_rows": 0,
                       "example_image_ids": [], "decision": "exclude", "applied": "age set empty"}]})
-    write_record(out, "split.patients", stage="eda.split", dep_records=["cohort.manifest"], sources=("eda",),
+    write_record(out, "split.patients", dep_records=["cohort.manifest"],
                  data={"method": "test"})
     return manifest
 

@@ -30,10 +30,9 @@ def run(tmp_path):
     fig.write_bytes(b"\x89PNG fake figure bytes")
     src = tmp_path / "labels.csv"
     src.write_text("x,y\n1,2\n")
-    write_record(out, "cohort.manifest", stage="cohort", data={"images": 2}, deps=[src], synthetic=True)
+    write_record(out, "cohort.manifest", data={"images": 2}, deps=[src], synthetic=True)
     write_record(
-        out, "eda.example", stage="eda",
-        data={"sensitivity": {"wilson": _estimate(0.8)}, "zero": 0, "flag": False},
+        out, "eda.dataset", data={"sensitivity": {"wilson": _estimate(0.8)}, "zero": 0, "flag": False},
         params={"ci_level": 0.95}, dep_records=["cohort.manifest"], deps=[pred], outs=[fig],
     )
     return out
@@ -46,7 +45,7 @@ def test_canonical_json_is_sorted_compact_and_rejects_nan():
 
 
 def test_record_hash_is_sha256_of_canonical_body(run):
-    record = json.loads(record_path(run, "eda.example").read_text())
+    record = json.loads(record_path(run, "eda.dataset").read_text())
     body = {k: v for k, v in record.items() if k != "sha256"}
     expected = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                          ensure_ascii=False).encode()).hexdigest()
@@ -54,7 +53,7 @@ def test_record_hash_is_sha256_of_canonical_body(run):
 
 
 def test_provenance_fields_and_synthetic_inheritance(run):
-    record = Store(run).get("eda.example")
+    record = Store(run).get("eda.dataset")
     assert record["synthetic"] is True  # inherited from the synthetic cohort record
     assert record["deps"]["records"][0]["id"] == "cohort.manifest"
     assert [f["path"] for f in record["deps"]["files"]] == ["predictions/test.csv"]
@@ -66,11 +65,11 @@ def test_provenance_fields_and_synthetic_inheritance(run):
 
 def test_store_lookup_returns_value_pointer_and_hash(run):
     store = Store(run)
-    value, pointer, sha = store.lookup("eda.example", "sensitivity.wilson.estimate")
+    value, pointer, sha = store.lookup("eda.dataset", "sensitivity.wilson.estimate")
     assert value == 0.8 and pointer == "/data/sensitivity/wilson/estimate"
-    assert sha == store.get("eda.example")["sha256"]
-    with pytest.raises(MissingValue, match=r"eda.example.*/data/sensitivity/bootstrap"):
-        store.value("eda.example", "sensitivity.bootstrap.estimate")
+    assert sha == store.get("eda.dataset")["sha256"]
+    with pytest.raises(MissingValue, match=r"eda.dataset.*/data/sensitivity/bootstrap"):
+        store.value("eda.dataset", "sensitivity.bootstrap.estimate")
     with pytest.raises(MissingRecord, match="validation.nothing"):
         store.value("validation.nothing", "x")
 
@@ -84,20 +83,20 @@ def test_store_lookup_returns_value_pointer_and_hash(run):
 ])
 def test_invalid_data_is_refused_and_nothing_is_written(tmp_path, bad, match):
     with pytest.raises(EvidenceError, match=match):
-        write_record(tmp_path, "validation.bad", stage="eda", data=bad)
-    assert not record_path(tmp_path, "validation.bad").exists()
+        write_record(tmp_path, "validation.test", data=bad)
+    assert not record_path(tmp_path, "validation.test").exists()
     assert not list((tmp_path / "evidence").glob("*")) if (tmp_path / "evidence").exists() else True
 
 
 def test_unknown_top_level_key_and_bad_id_are_rejected(run):
-    path = record_path(run, "eda.example")
+    path = record_path(run, "eda.dataset")
     record = json.loads(path.read_text())
     record["extra"] = 1
     path.write_text(json.dumps(record))
     with pytest.raises(EvidenceError, match="Additional properties"):
-        Store(run).get("eda.example")
-    with pytest.raises(EvidenceError, match="field id"):
-        write_record(run, "NoDots", stage="x", data={})
+        Store(run).get("eda.dataset")
+    with pytest.raises(EvidenceError, match="no stage declares it"):
+        write_record(run, "NoDots", data={})
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -117,13 +116,13 @@ def test_audit_passes_on_untouched_run(run):
 
 
 def test_audit_names_a_changed_evidence_value(run):
-    path = record_path(run, "eda.example")
+    path = record_path(run, "eda.dataset")
     record = json.loads(path.read_text())
     record["data"]["sensitivity"]["wilson"]["estimate"] = 0.81
     path.write_text(json.dumps(record))
     failures, _ = audit(run)
     assert len(failures) == 1
-    assert failures[0].startswith("record eda.example: field sha256: expected ")
+    assert failures[0].startswith("record eda.dataset: field sha256: expected ")
 
 
 @pytest.mark.parametrize("rel, field", [
@@ -136,13 +135,13 @@ def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
     failures, _ = audit(run)
-    assert len(failures) == 1 and f"record eda.example: field {field}: expected" in failures[0]
+    assert len(failures) == 1 and f"record eda.dataset: field {field}: expected" in failures[0]
 
 
 def test_audit_names_a_replaced_parent_record(run, tmp_path):
     src = tmp_path / "labels.csv"
     src.write_text("x,y\n1,3\n")
-    write_record(run, "cohort.manifest", stage="cohort", data={"images": 3}, deps=[src], synthetic=True)
+    write_record(run, "cohort.manifest", data={"images": 3}, deps=[src], synthetic=True)
     failures, _ = audit(run)
     assert any("field deps.records[cohort.manifest]" in f for f in failures)
 
@@ -155,7 +154,7 @@ def test_audit_cli_exit_codes(run):
     bad = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
                          capture_output=True, text=True)
     assert bad.returncode == 1
-    assert "FAIL record eda.example: field outs[figures/roc.png]" in bad.stdout
+    assert "FAIL record eda.dataset: field outs[figures/roc.png]" in bad.stdout
 
 
 def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
@@ -181,9 +180,9 @@ def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
 
 
 def test_audit_names_a_record_copied_over_another_name(run):
-    record_path(run, "eda.copy").write_text(record_path(run, "eda.example").read_text())
+    record_path(run, "eda.copy").write_text(record_path(run, "eda.dataset").read_text())
     failures, _ = audit(run)
-    assert failures == ["record eda.copy: field id: expected eda.copy found eda.example"]
+    assert failures == ["record eda.copy: field id: expected eda.copy found eda.dataset"]
 
 
 def test_code_files_hashed_once_per_process(monkeypatch):
@@ -192,8 +191,10 @@ def test_code_files_hashed_once_per_process(monkeypatch):
     real = provenance.sha256_file
     monkeypatch.setattr(provenance, "sha256_file", lambda p: calls.append(p) or real(p))
     provenance._code_files.cache_clear()
-    first = provenance.code_entry(("evidence",))
-    assert provenance.code_entry(("evidence",)) == first
+    from evidence.stages import by_name, code_files
+    files = tuple(code_files(by_name("eda.split")))
+    first = provenance.code_entry(files)
+    assert provenance.code_entry(files) == first
     assert len(calls) == len(first["files"]) == len(set(calls))
     provenance._code_files.cache_clear()
 
@@ -210,7 +211,7 @@ def test_audit_hashes_each_code_file_once(run, monkeypatch):
 
 def test_audit_hashes_a_file_shared_by_records_once(run, monkeypatch):
     from evidence import audit as audit_module
-    write_record(run, "eda.second", stage="eda", data={}, dep_records=["eda.example"],
+    write_record(run, "eda.quality", data={}, dep_records=["eda.dataset"],
                  deps=[run / "predictions" / "test.csv"], outs=[run / "figures" / "roc.png"])
     calls = []
     real = audit_module.sha256_file

@@ -29,7 +29,7 @@ def _pixels(path: str) -> np.ndarray:
 def _lock_plan(out: Path) -> None:
     for suffix in (".md", ".pdf"):
         atomic.write_text(out / "submission" / f"validation_plan{suffix}", f"locked plan {suffix}\n")
-    write_record(out, "submission.plan", stage="submission", dep_records=["validation.threshold"],
+    write_record(out, "submission.plan", dep_records=["validation.threshold"],
                  data={"acceptance_criteria": CRITERIA},
                  outs=[out / "submission" / "validation_plan.md", out / "submission" / "validation_plan.pdf"])
 
@@ -53,10 +53,10 @@ def locked_run(tmp_path_factory, nih):
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.fit(x, y, epochs=2, batch_size=32, verbose=0, class_weight={0: 1.0, 1: float(len(y) / max(1, y.sum()))})
     model.save(out / "models" / "model.keras")
-    write_record(out, "training.run", stage="model.train", data={"architecture": "tiny", "n_train": int(len(y))},
+    write_record(out, "training.run", data={"architecture": "tiny", "n_train": int(len(y))},
                  outs=[out / "models" / "model.keras", out / "models" / "preprocessing.json"],
                  dep_records=["cohort.manifest"])
-    write_record(out, "validation.threshold", stage="validation.threshold", data={"threshold": 0.5},
+    write_record(out, "validation.threshold", data={"threshold": 0.5},
                  dep_records=["training.run"])
     _lock_plan(out)
     return out

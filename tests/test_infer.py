@@ -36,11 +36,11 @@ def make_device(out: Path, *, threshold: float = 0.5, synthetic: bool = False, s
     models.mkdir(parents=True, exist_ok=True)
     model.save(models / "model.keras")
     (models / "preprocessing.json").write_text(PreprocessingSpec.create(64, 1).to_json())
-    write_record(out, "cohort.manifest", stage="eda.cohort", synthetic=synthetic,
+    write_record(out, "cohort.manifest", synthetic=synthetic,
                  data={"source": {"kind": "demo" if synthetic else "nih", "data_dir": str(data_dir or out / "no_data")}})
-    write_record(out, "training.run", stage="model.train", data={"architecture": "tiny"},
+    write_record(out, "training.run", data={"architecture": "tiny"},
                  outs=[models / "model.keras", models / "preprocessing.json"], dep_records=["cohort.manifest"])
-    write_record(out, "validation.threshold", stage="validation.threshold", data={"threshold": threshold},
+    write_record(out, "validation.threshold", data={"threshold": threshold},
                  dep_records=["training.run"])
     return out
 
@@ -146,7 +146,7 @@ def test_infer_applies_the_header_checks_of_the_workflow_record(device_out, nih_
     assert infer.main(["--out", str(out), "--no-images", "--params", str(params), pa, ap]) == 0
     assert [r["status"] for r in _lines(capsys)[:2]] == ["accepted", "rejected"]
 
-    write_record(out, "workflow.dicom", stage="model.workflow", data={"checks": rules})
+    write_record(out, "workflow.dicom", data={"checks": rules})
     params.write_text("workflow: {allowed_views: [AP, PA]}\n")
     assert infer.header_rules(out, params) == (rules, "record workflow.dicom")
     for argv in ([], ["--params", str(params)]):

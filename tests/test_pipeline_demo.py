@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -128,3 +129,66 @@ def test_audit_fails_and_names_what_was_changed(build_copy, demo_params, target)
     proc = make("audit", f"OUT={build_copy}", f"PARAMS={demo_params}", check=False)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
+
+
+def test_records_of_a_run_are_those_the_stage_table_declares(demo_build):
+    from evidence.stages import code_files, out_declared, run_records, stage_of
+
+    store = Store(demo_build)
+    assert sorted(store.ids()) == sorted(run_records())
+    for rid in run_records():
+        record, stage = store.get(rid), stage_of(rid)
+        assert record["stage"] == stage.name
+        assert [f["path"] for f in record["code"]["files"]] == [
+            f.relative_to(REPO).as_posix() for f in code_files(stage)], rid
+        undeclared = [o["path"] for o in record["outs"] if not out_declared(stage, o["path"])]
+        assert undeclared == [], f"{rid} writes files its stage does not declare: {undeclared}"
+
+
+@pytest.fixture()
+def repo_copy(demo_build, tmp_path) -> tuple[Path, Path]:
+    """A copy of the checkout (tracked files, modification times kept, the same .venv) and of the
+    demo run, so that a test can edit code files without touching the checkout."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    repo = tmp_path / "repo"
+    for name in listed:
+        if (REPO / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    (repo / ".venv").symlink_to((REPO / ".venv").resolve())
+    out = tmp_path / "build"
+    shutil.copytree(demo_build, out)
+    return repo, out
+
+
+def _reran(proc) -> list[str]:
+    return re.findall(r"^\[([\w.]+)\] rerun: (.*)$", proc.stdout, re.M)
+
+
+def test_editing_a_yml_file_reruns_exactly_the_stages_that_hash_it(repo_copy, demo_params):
+    from evidence.stages import hashed_by
+
+    repo, out = repo_copy
+    assert [s.name for s in hashed_by("validation/published_benchmarks.yml")] == ["validation.evaluate"]
+    with (repo / "validation" / "published_benchmarks.yml").open("a") as f:
+        f.write("# a reviewer's note\n")
+    proc = make("submission", f"OUT={out}", f"PARAMS={demo_params}", cwd=repo)
+    assert _reran(proc) == [
+        ("validation.evaluate", "code changed: validation/published_benchmarks.yml"),
+        ("submission", "record validation.acceptance, validation.benchmark, validation.calibration, "
+                       "validation.subgroups, validation.test changed")]
+    assert "OK" in make("audit", f"OUT={out}", cwd=repo).stdout
+
+
+def test_editing_a_json_schema_reruns_every_stage(repo_copy, demo_params):
+    from evidence.stages import STAGES, hashed_by
+
+    repo, out = repo_copy
+    in_run = [s.name for s in STAGES if s.in_run]
+    assert [s.name for s in hashed_by("evidence/record.schema.json") if s.in_run] == in_run
+    schema = repo / "evidence" / "record.schema.json"
+    schema.write_text(schema.read_text() + "\n")
+    dry = make("-n", "submission", f"OUT={out}", f"PARAMS={demo_params}", cwd=repo)
+    ran = re.findall(r"-m evidence\.make why (\S+) ", dry.stdout)
+    assert sorted(ran) == sorted(in_run)

@@ -39,7 +39,7 @@ def _rewrite(out: Path, record_id: str, change) -> None:
     rec = read_record(out, record_id)
     data = json.loads(json.dumps(rec["data"]))
     change(data)
-    write_record(out, record_id, stage=rec["stage"], data=data, params=rec["params"],
+    write_record(out, record_id, data=data, params=rec["params"],
                  dep_records=[r["id"] for r in rec["deps"]["records"]], synthetic=rec["synthetic"])
 
 

@@ -85,7 +85,7 @@ def test_synthetic_banner_and_flowchart(rendered):
 
 def test_missing_pointer_is_an_error_naming_record_and_pointer(tmp_path):
     out = build_run(tmp_path)
-    write_record(out, "validation.calibration", stage="validation.evaluate", data={"n": 3})
+    write_record(out, "validation.calibration", data={"n": 3})
     with pytest.raises(RenderError, match=r"validation\.calibration.*brier_score"):
         Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
 
@@ -147,9 +147,9 @@ def test_plan_keeps_each_criterion_method(rendered):
 def _rewrite(out, record_id, **changes):
     from evidence import read_record
     old = read_record(out, record_id)
-    write_record(out, record_id, stage=old["stage"], params=changes.get("params", old["params"]),
+    write_record(out, record_id, params=changes.get("params", old["params"]),
                  data=changes.get("data", old["data"]), dep_records=[d["id"] for d in old["deps"]["records"]],
-                 outs=[out / o["path"] for o in old["outs"]], sources=("evidence",))
+                 outs=[out / o["path"] for o in old["outs"]])
 
 
 def test_age_design_numbers_and_lowest_prevalence_come_from_evidence(tmp_path):
@@ -209,10 +209,10 @@ def test_filter_error_on_a_falsy_value_names_record_and_pointer(tmp_path, value)
 
 def test_keys_from_items_are_escaped_and_traced(tmp_path):
     out = build_run(tmp_path)
-    write_record(out, "heldout.readers", stage="heldout", data={"readers": {"reader_2*": 0.81}}, sources=("evidence",))
+    write_record(out, "heldout.metrics", data={"readers": {"reader_2*": 0.81}})
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "one.md.j2").write_text(
-        '{% for name, v in ev("heldout.readers", "readers").items() %}| {{ name }} | {{ v | num }} |\n{% endfor %}')
+        '{% for name, v in ev("heldout.metrics", "readers").items() %}| {{ name }} | {{ v | num }} |\n{% endfor %}')
     r = Renderer(out, templates=tmp_path / "t").render("one")
     assert r.plain == "| reader\\_2\\* | 0.810 |\n"
     assert untraced_numbers(r.plain, r.traces) == []

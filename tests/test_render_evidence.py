@@ -33,16 +33,16 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
               study_description: str = "No Finding") -> Path:
     """Write every record the submission templates cite; return the run folder."""
     out = Path(out)
-    ws = dict(sources=("evidence",))
-    write_record(out, "cohort.manifest", stage="eda.cohort", synthetic=synthetic,
+    ws: dict = {}
+    write_record(out, "cohort.manifest", synthetic=synthetic,
                  data={"source": {"kind": source, "synthetic": synthetic}, "n_images": 960, "n_patients": 240}, **ws)
-    write_record(out, "split.patients", stage="eda.split", dep_records=["cohort.manifest"],
+    write_record(out, "split.patients", dep_records=["cohort.manifest"],
                  data={"method": "patient-level random split (seeded)",
                        "leakage": {"patients_in_more_than_one_split": 0}}, **ws)
     split = lambda n, p, pos: {"images": n, "patients": p, "pneumonia_images": pos,  # noqa: E731
                                "pneumonia_patients": pos // 2, "prevalence": _est(pos / n, 0.2, 0.3, n=n),
                                "median_age_years": 47.0, "percent_female": 44.2, "percent_ap": 38.5}
-    write_record(out, "eda.dataset", stage="eda", dep_records=["split.patients"], data={
+    write_record(out, "eda.dataset", dep_records=["split.patients"], data={
         "splits": {"train": split(672, 168, 168), "val": split(144, 36, 36), "test": split(144, 36, 36)},
         "findings": [{"finding": "Effusion", "images": 51, "with_pneumonia": 12},
                      {"finding": "Infiltration", "images": 80, "with_pneumonia": 30}]}, **ws)
@@ -52,13 +52,13 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                 "matched_images": 120, "pneumonia": agreement,
                 "caveats": ["Airspace opacity is not the same finding as pneumonia."]}
                if source == "nih" else {"estimable": False, "reason": "no expert labels for a demo cohort"})
-    write_record(out, "eda.ground_truth", stage="eda", dep_records=["split.patients"], data={
+    write_record(out, "eda.ground_truth", dep_records=["split.patients"], data={
         "source_kind": source,
         "labelling": {"method": "text-mined report labels",
                       "description": "labels text-mined from the radiology reports (NIH natural-language processing)."},
         "label_quality": quality}, **ws)
     curves = _png(out / "figures" / "training_curves.png")
-    write_record(out, "training.run", stage="model.train", dep_records=["split.patients"], outs=[curves],
+    write_record(out, "training.run", dep_records=["split.patients"], outs=[curves],
                  params={"architecture": "small_cnn", "weights": "none", "image_size": 64, "channels": 1,
                          "batch_size": 32, "epochs": 12, "learning_rate": 0.001, "optimizer": "adam",
                          "early_stopping_patience": 4, "balance": "class_weight", "horizontal_flip": False,
@@ -82,7 +82,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                        "best_epoch": 5, "best_val_auc": 0.66, "seed": 7,
                        "history": [{"epoch": 1, "phase": "train", "loss": 0.7, "auc": 0.6, "val_loss": 0.71,
                                     "val_auc": 0.58}]}, **ws)
-    write_record(out, "validation.threshold", stage="validation.threshold", dep_records=["training.run"],
+    write_record(out, "validation.threshold", dep_records=["training.run"],
                  data={"threshold": 0.4321, "rule": "max_f1", "decision": "positive when score >= threshold",
                        "split": "val"}, **ws)
     roc, pr = _png(out / "figures" / "roc_test.png"), _png(out / "figures" / "pr_test.png")
@@ -93,7 +93,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     metrics["f1"] = {"bootstrap": _est(0.6383, 0.52, 0.74, method="cluster-bootstrap-percentile")}
     metrics["auc"] = {"delong": _est(0.8412, 0.77, 0.91, method="delong"),
                       "bootstrap": _est(0.8412, 0.76, 0.91, method="cluster-bootstrap-percentile")}
-    write_record(out, "validation.test", stage="validation.evaluate", dep_records=["validation.threshold"],
+    write_record(out, "validation.test", dep_records=["validation.threshold"],
                  outs=[roc, pr], data={
                      "threshold": 0.4321, "decision": "positive when score >= threshold", "split": "test",
                      "counts": {"n": 144, "n_patients": 36, "positives": 36, "negatives": 108, "prevalence": 0.25},
@@ -104,7 +104,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                      "ppv_npv_at_prevalence": [{"prevalence": 0.013, "ppv": 0.0408, "npv": 0.9969},
                                                {"prevalence": 0.2, "ppv": 0.4455, "npv": 0.9468}]}, **ws)
     forest = _png(out / "figures" / "forest_test.png")
-    write_record(out, "validation.subgroups", stage="validation.evaluate", dep_records=["validation.test"],
+    write_record(out, "validation.subgroups", dep_records=["validation.test"],
                  outs=[forest], data={
                      "threshold": 0.4321, "min_subgroup_n": 10, "ci_method": "wilson", "ci_level": 0.95,
                      "age_bands": [{"key": "18_39", "label": "18-39 years"}, {"key": "40_64", "label": "40-64 years"}],
@@ -115,23 +115,23 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                          "view": {"AP": _group("AP", 56, 18, _est(0.83, 0.61, 0.94, n=18), _est(0.71, 0.55, 0.83, n=38))},
                          "finding": {}}}, **ws)
     rel = _png(out / "figures" / "reliability_test.png")
-    write_record(out, "validation.calibration", stage="validation.evaluate", dep_records=["validation.test"],
+    write_record(out, "validation.calibration", dep_records=["validation.test"],
                  outs=[rel], data={"n": 144, "brier_score": 0.1623, "ece": 0.0712,
                                    "ece_bins": {"count": 10, "scheme": "equal-width"}}, **ws)
-    write_record(out, "validation.benchmark", stage="validation.evaluate", dep_records=["validation.test"], data={
+    write_record(out, "validation.benchmark", dep_records=["validation.test"], data={
         "published": {"citation": "Rajpurkar et al., CheXNet, arXiv:1711.05225 (2017)", "url": "https://arxiv.org/abs/1711.05225",
                       "test_set": "420 NIH images read by 4 radiologists", "metric": "F1",
                       "values": {"radiologist average": _est(0.387, 0.330, 0.442, method="bootstrap", n=420),
                                  "CheXNet": _est(0.435, 0.387, 0.481, method="bootstrap", n=420)}},
         "ours": {"f1": _est(0.6383, 0.52, 0.74, method="cluster-bootstrap-percentile", n=144)},
         "comparable": False, "comparability": "different test sets and reference standards."}, **ws)
-    write_record(out, "validation.acceptance", stage="validation.evaluate", dep_records=["validation.test"], data={
+    write_record(out, "validation.acceptance", dep_records=["validation.test"], data={
         "criteria": [
             {"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">=", "value": 0.7, "observed": 0.77, "passed": True},
             {"metric": "sensitivity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.6, "observed": 0.7533, "passed": True},
             {"metric": "specificity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.7, "observed": 0.6607, "passed": False}],
         "all_passed": False}, **ws)
-    write_record(out, "workflow.dicom", stage="model.workflow", dep_records=["validation.threshold"],
+    write_record(out, "workflow.dicom", dep_records=["validation.threshold"],
                  params={"allowed_modalities": ["DX", "CR"], "allowed_body_parts": ["CHEST"],
                          "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100},
                  data={"n_files": 2, "accepted": 1, "rejected": 1, "files": [

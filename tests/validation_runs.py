@@ -48,7 +48,7 @@ def make_run(tmp: Path, *, seed: int = 0, n_val: int = 80, n_test: int = 120, wr
     })
     manifest.to_csv(out / "cohort" / "manifest.csv", index=False)
     if write_upstream:
-        write_record(out, "model.predictions", stage="model.predict", synthetic=True,
+        write_record(out, "model.predictions", synthetic=True,
                      data={"files": ["predictions/val.csv", "predictions/test.csv"]},
                      outs=[out / "predictions" / "val.csv", out / "predictions" / "test.csv"])
     return out

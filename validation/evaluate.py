@@ -158,7 +158,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     forest_fig = figures.forest(_forest_rows(groups), fig / "forest_test.png", level=p["ci_level"])
 
     inputs = [test_path, manifest_path]
-    common = dict(stage="validation.evaluate", params=params, sources=("validation",))
+    common = dict(params=params)
     written = {}
     written["validation.test"] = write_record(out_dir, "validation.test", data=test, deps=inputs,
                                               dep_records=DEPS, outs=test_figs, **common)

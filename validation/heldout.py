@@ -34,7 +34,6 @@ from evidence.cli import stage_main
 
 PLAN_RECORD = "submission.plan"
 PLAN_PREFIX = "submission/validation_plan"
-STAGE = "validation.heldout"
 REPORT = "heldout_report"
 
 
@@ -88,8 +87,7 @@ def lock_plan(out: Path, hout: Path) -> tuple[dict, list[Path]]:
     data = {"plan_record": PLAN_RECORD, "plan_record_sha256": plan["sha256"], "plan_files": checked,
             "acceptance_criteria": criteria, "run_folder": str(out.resolve()),
             "statement": "the plan files were re-hashed and matched the locked plan before the held-out set was read"}
-    record = write_record(hout, "heldout.plan_lock", stage=STAGE, data=data, deps=[*paths, plan_json],
-                          sources=("validation",), synthetic=bool(plan["synthetic"]))
+    record = write_record(hout, "heldout.plan_lock", data=data, deps=[*paths, plan_json], synthetic=bool(plan["synthetic"]))
     return record, [*paths, plan_json]
 
 
@@ -291,7 +289,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     verdict["plan_record_sha256"] = lock["data"]["plan_record_sha256"]
 
     params = {**p, "params_section": params_source}   # 4. records, last
-    common = dict(stage=STAGE, params=params, sources=("validation", "model"), synthetic=synthetic)
+    common = dict(params=params, synthetic=synthetic)
     records = {"heldout.plan_lock": lock}
     records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data,
                                              deps=[*files_dep, *device_deps], dep_records=["heldout.plan_lock"], **common)

@@ -39,8 +39,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
     result = stats.buderer_sample_size(design["sensitivity"], design["specificity"], design["prevalence"],
                                        design["half_width"], level=design["ci_level"])
     data = {"design": design, **result}
-    return write_record(out_dir, RECORD_ID, stage="validation.sample_size", data=data, params=params,
-                        sources=("validation",), synthetic=False)
+    return write_record(out_dir, RECORD_ID, data=data, params=params, synthetic=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,8 +106,8 @@ def run(out_dir: str | Path, params: dict) -> dict:
     if p["threshold_rule"] == "target_sensitivity":
         data["target_sensitivity"] = float(p["target_sensitivity"])
     data["validation"] = operating_point(y, s, df["patient_id"], t, level=p["ci_level"])
-    return write_record(out_dir, RECORD_ID, stage="validation.threshold", data=data, params=params,
-                        deps=[val_path], dep_records=["model.predictions"], sources=("validation",))
+    return write_record(out_dir, RECORD_ID, data=data, params=params,
+                        deps=[val_path], dep_records=["model.predictions"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,194 @@
+"""The pipeline, declared once: every stage, the records it writes and reads, its params section,
+the code it hashes and the files it writes.
+
+Everything else is derived from this table:
+- `write_record` takes a record's stage and the code it hashes from here (`stage_of`, `code_files`)
+  and refuses a record that no stage declares or a dependency the stage does not declare;
+- the Makefile's stage rules are generated from here (`python -m evidence.stages prepare`, which
+  writes `OUT/.make/stages.mk`): every file a record hashes is a prerequisite of that record;
+- ARCHITECTURE.md's record table is generated from here, and a test fails when it differs.
+
+A record id ending in `.*` declares a family (`submission.*`: one record per rendered document);
+`*` among a stage's needs means any record of the folder it reads.
+File patterns are relative to the repository root (`**` matches any folder depth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from .errors import EvidenceError
+from .provenance import REPO_ROOT
+
+#: code every stage runs: the evidence layer and the schemas that check its records and params.
+COMMON_SOURCES = ("evidence",)
+COMMON_FILES = ("evidence/*.json",)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                       # also the `stage` field of its records and the module it runs
+    records: tuple[str, ...]        # record ids, in the order the stage writes them
+    needs: tuple[str, ...] = ()     # records of other stages it reads
+    params: str | None = None       # its params.yaml section
+    sources: tuple[str, ...] = ()   # top-level folders whose Python code it runs
+    files: tuple[str, ...] = ()     # non-Python files it reads as code (facts, templates, schemas)
+    outs: tuple[str, ...] = ()      # files it writes besides its records, relative to the run folder
+    args: str = ""                  # command-line arguments besides --out and --params
+    inputs: tuple[str, ...] = ()    # run-folder files besides records that it reads
+    in_run: bool = True             # part of `make submission` (False: run on demand, elsewhere)
+    doc: str = ""                   # what else it depends on, in words
+    runs: str = ""                  # the module it runs, when not its name
+
+    @property
+    def module(self) -> str:
+        return self.runs or self.name
+
+    @property
+    def command(self) -> str:
+        extra = f" {self.args}" if self.args else ""
+        return f"python -m {self.module}{extra} --out OUT --params PARAMS"
+
+    @property
+    def code_sources(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.sources, *COMMON_SOURCES)))
+
+    @property
+    def code_patterns(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*COMMON_FILES, *self.files)))
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("eda.cohort", ("cohort.manifest",), params="cohort", sources=("eda",),
+          args='--data DATA', inputs=("cohort/source.txt",), outs=("cohort/manifest.csv", "demo/**"),
+          doc="the data source files"),
+    Stage("eda.split", ("split.patients",), needs=("cohort.manifest",), params="split", sources=("eda",),
+          outs=("cohort/splits.csv",)),
+    Stage("eda", ("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth"),
+          needs=("cohort.manifest", "split.patients"), params="eda", sources=("eda", "model"),
+          outs=("figures/eda_*.png",)),
+    Stage("model.train", ("training.run",), needs=("split.patients",), params="train", sources=("model",),
+          outs=("models/model.keras", "models/preprocessing.json", "figures/training_*.png")),
+    Stage("model.predict", ("model.predictions",), needs=("training.run",), params="train", sources=("model",),
+          outs=("predictions/val.csv", "predictions/test.csv")),
+    Stage("validation.threshold", ("validation.threshold",), needs=("model.predictions",), params="validate",
+          sources=("validation",), doc="(the val split only)"),
+    Stage("validation.evaluate",
+          ("validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
+           "validation.acceptance"),
+          needs=("validation.threshold", "model.predictions"), params="validate", sources=("validation",),
+          files=("validation/published_benchmarks.yml",), outs=("figures/*_test.png",)),
+    Stage("validation.sample_size", ("validation.sample_size",), params="validate", sources=("validation",),
+          doc="(params only: the held-out design)"),
+    Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
+          params="workflow", sources=("model",), outs=("workflow/**",)),
+    Stage("submission", ("submission.plan", "submission.documents"),
+          needs=("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "training.run",
+                 "model.predictions", "validation.threshold", "validation.test", "validation.calibration",
+                 "validation.subgroups", "validation.benchmark", "validation.acceptance",
+                 "validation.sample_size", "workflow.dicom"),
+          params="submission", sources=("submission",),
+          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
+          outs=("submission/**",)),
+    Stage("validation.heldout",
+          ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
+          params="heldout", sources=("validation", "model"), args="--heldout DIR", in_run=False,
+          outs=("figures/roc_heldout.png",),
+          doc="the locked model, threshold and plan files (records in `OUT/heldout/<name>/evidence/`)"),
+    Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
+          sources=("submission",), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
+          args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
+          doc="the records of the folder it renders (e.g. a held-out report in `OUT/heldout/<name>`)"),
+)
+
+
+def by_name(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise EvidenceError(f"stage {name!r} is not declared in evidence/stages.py "
+                        f"(stages: {', '.join(s.name for s in STAGES)})")
+
+
+def stage_of(record_id: str) -> Stage:
+    """The stage that writes `record_id` (an exact id wins over a family such as `submission.*`)."""
+    for exact in (True, False):
+        for stage in STAGES:
+            if any(_matches(record_id, r, exact) for r in stage.records):
+                return stage
+    raise EvidenceError(f"record {record_id}: no stage declares it; add it to a stage in evidence/stages.py")
+
+
+def _matches(record_id: str, declared: str, exact: bool) -> bool:
+    if exact:
+        return record_id == declared
+    return declared == "*" or (declared.endswith(".*") and record_id.startswith(declared[:-1]))
+
+
+def run_records() -> tuple[str, ...]:
+    """Every record a complete run folder holds, in pipeline order."""
+    return tuple(r for s in STAGES if s.in_run for r in s.records)
+
+
+def upstream(stage: Stage) -> set[str]:
+    """Records `stage` may depend on: its needs, their stages' needs, and so on."""
+    seen: set[str] = set()
+    todo = list(stage.needs)
+    while todo:
+        rid = todo.pop()
+        if rid in seen:
+            continue
+        seen.add(rid)
+        if not rid.endswith("*"):
+            todo.extend(stage_of(rid).needs)
+    return seen
+
+
+def check_dependency(record_id: str, dep_id: str) -> None:
+    """A record may depend on records upstream of its stage, or written earlier by its own stage."""
+    stage = stage_of(record_id)
+    allowed = upstream(stage) | set(stage.records)
+    if dep_id in allowed or any(_matches(dep_id, a, False) for a in allowed):
+        return
+    raise EvidenceError(f"record {record_id}: depends on {dep_id}, which stage {stage.name} does not declare "
+                        f"(declare it under `needs` of {stage.name} in evidence/stages.py)")
+
+
+def code_files(stage: Stage, root: Path = REPO_ROOT) -> list[Path]:
+    """Every file whose content is the stage's code: the .py files of its source folders and the
+    non-Python files its patterns name, sorted and without repeats."""
+    files: set[Path] = set()
+    for pkg in stage.code_sources:
+        folder = root / pkg
+        if not folder.is_dir():
+            raise EvidenceError(f"stage {stage.name}: source folder {pkg!r} not found under {root}")
+        files.update(f for f in folder.rglob("*.py") if "__pycache__" not in f.parts)
+    for pattern in stage.code_patterns:
+        found = [f for f in root.glob(pattern) if f.is_file()]
+        if not found:
+            raise EvidenceError(f"stage {stage.name}: file pattern {pattern!r} matches no file under {root}")
+        files.update(found)
+    return sorted(files)
+
+
+def hashed_by(path: str) -> list[Stage]:
+    """The stages whose records hash the repository file `path` (relative to the repository root)."""
+    return [s for s in STAGES if any(f.relative_to(REPO_ROOT).as_posix() == path for f in code_files(s))]
+
+
+def out_declared(stage: Stage, relpath: str) -> bool:
+    """Is `relpath` (relative to the run folder) among the files `stage` declares it writes?"""
+    return any(fnmatchcase(relpath, pattern.replace("**", "*")) for pattern in stage.outs)
+
+
+def markdown() -> str:
+    """ARCHITECTURE.md's record table (between its `stages:begin`/`stages:end` markers)."""
+    rows = ["| records | stage (command) | params | depends on | in the run |", "|---|---|---|---|---|"]
+    for s in STAGES:
+        records = ", ".join(f"`{r}`" for r in s.records)
+        needs = ", ".join(f"`{r}`" for r in s.needs if r != "*")
+        depends = "; ".join(x for x in (needs, s.doc) if x) or "(nothing)"
+        rows.append(f"| {records} | `{s.name}`: `{s.command}` | `{s.params}` | {depends} | "
+                    f"{'yes' if s.in_run else 'on demand'} |")
+    return "\n".join(rows) + "\n"
