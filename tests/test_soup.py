@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from evidence.errors import EvidenceError
 from evidence.provenance import environment, runtime_closure
@@ -46,6 +49,16 @@ def test_test_lock_repeats_every_runtime_pin():
     test = locked_pins(REPO / "requirements" / "test.txt")
     assert {name: test.get(name) for name in runtime} == runtime
     assert set(TEST_ONLY) <= set(test) and not set(TEST_ONLY) & set(runtime)
+
+
+@pytest.mark.parametrize("lock, extra", [("runtime.txt", None), ("test.txt", "test")])
+def test_lock_pins_every_requirement_of_pyproject_within_its_range(lock, extra):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])]
+    pins = locked_pins(REPO / "requirements" / lock)
+    stale = [str(r) for r in wanted
+             if canonicalize_name(r.name) not in pins or pins[canonicalize_name(r.name)] not in r.specifier]
+    assert stale == [], f"requirements/{lock} does not satisfy {stale}: run make lock"
 
 
 def test_closure_evaluates_markers_follows_requested_extras_and_skips_the_roots_extras():
