@@ -21,24 +21,37 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv submission eda train validate workflow audit heldout infer test bench clean
+.PHONY: help venv lock submission eda train validate workflow audit heldout infer test bench clean
 
 help: ## list the described targets
 	@echo "usage: make TARGET [OUT=build] [DATA=demo|<folder>] [PARAMS=params.yaml]"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-venv: $(READY) ## create .venv and install the project into it
+venv: $(READY) ## create .venv and install the hashed lock requirements/test.txt and the project into it
 
-$(READY): pyproject.toml
+# The lock holds every package with its sha256 (setuptools included, so the project's own build
+# uses the locked one too); the project itself is then installed without resolving anything.
+$(READY): requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check --require-hashes -r requirements/test.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# Lock files for Python 3.11 on Linux x86_64, resolved against PyPI; a tool used here only (not a
+# dependency of the project). The command each file was made with is the comment at its top.
+UV ?= uv
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from pyproject.toml (needs uv)
+	@command -v $(UV) >/dev/null || { echo "error: make lock needs uv: pip install uv (in any venv but .venv), or set UV=<path to uv>" >&2; exit 2; }
+	$(UV) pip compile pyproject.toml --generate-hashes $(LOCK_TARGET) --output-file requirements/runtime.txt
+	$(UV) pip compile pyproject.toml --extra test --constraint requirements/runtime.txt --generate-hashes $(LOCK_TARGET) --output-file requirements/test.txt
 
 # Before any stage: validate and stamp the params (OUT/params/<section>.json, rewritten only when a
 # section changed), record DATA, and generate the stage rules (OUT/.make/stages.mk) from the stage
 # table in evidence/stages.py. A stage reruns when its params section, DATA, a record it needs or a
 # code file its records hash changed, and says which.
-STAGE_GOALS := $(filter-out help venv test bench clean audit,$(or $(MAKECMDGOALS),help))
+STAGE_GOALS := $(filter-out help venv lock test bench clean audit,$(or $(MAKECMDGOALS),help))
 ifneq ($(STAGE_GOALS),)
 ifneq ($(wildcard $(PY)),)
 ifneq ($(shell $(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)" >&2 && echo ok),ok)

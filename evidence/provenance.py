@@ -12,8 +12,15 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from .canonical import sha256_file
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+from .canonical import sha256_file
+from .errors import EvidenceError
+
+# The folder that holds the project's top-level packages (evidence, eda, ..., templates): the
+# checkout, or site-packages when the project is installed from a wheel. Source files and package
+# data are found relative to it, and recorded relative to it, the same way in both cases.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,31 +59,80 @@ def _code_files(files: tuple[Path, ...]) -> tuple[tuple[str, str, int], ...]:
 
 @lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the repository, or (None, None) outside a git checkout."""
+    """(commit, dirty) of the checkout that REPO_ROOT is, or (None, None) when it is not the top
+    of a git checkout (an installed wheel, even one inside a checkout's .venv)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args],
+                              capture_output=True, text=True, check=True, timeout=10).stdout
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout
-        return commit, bool(status.strip())
+        if Path(git("rev-parse", "--show-toplevel").strip()).resolve() != REPO_ROOT:
+            return None, None
+        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no").strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
 
 
 @lru_cache(maxsize=1)
 def environment() -> dict:
-    """Python, platform and every installed distribution with its version (the SOUP list)."""
-    packages: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata.get("Name")
-        if name:
-            packages[name.lower()] = dist.version
+    """Python, platform, the device's third-party packages and every installed one.
+
+    `runtime_packages` is the SOUP list: what the project needs at run time (its requirements and
+    theirs, transitively), read from the installed distributions' metadata. `installed_packages`
+    is everything in the interpreter's environment, test tools included, to reproduce the run.
+    """
+    installed = installed_distributions()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": dict(sorted(packages.items())),
+        "runtime_packages": runtime_closure(project_distribution(), installed),
+        "installed_packages": {name: dist.version for name, dist in sorted(installed.items())},
     }
+
+
+def installed_distributions() -> dict[str, importlib.metadata.Distribution]:
+    """{normalized name: distribution}; where a name is installed twice, the one Python imports
+    (first on sys.path) wins."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            found.setdefault(canonicalize_name(name), dist)
+    return found
+
+
+def project_distribution() -> str:
+    """The installed distribution that provides this package (the project's name in pyproject.toml)."""
+    names = set(importlib.metadata.packages_distributions().get(__package__, []))
+    if len(names) != 1:
+        raise EvidenceError(
+            f"evidence: cannot tell which installed distribution provides the {__package__!r} package "
+            f"(found {sorted(names) or 'none'}); install the project: pip install --no-deps -e ."
+        )
+    return canonicalize_name(names.pop())
+
+
+def runtime_closure(root: str, installed: dict[str, importlib.metadata.Distribution]) -> dict[str, str]:
+    """{name: version} of every distribution `root` requires at run time, transitively, `root`
+    excluded. Environment markers are evaluated for this interpreter; `root`'s own extras (tests)
+    are not followed, an extra that a requirement asks for (e.g. fonttools[woff]) is."""
+    closure: dict[str, str] = {}
+    pending = [(canonicalize_name(root), frozenset())]
+    seen: set[tuple[str, frozenset]] = set()
+    while pending:
+        name, extras = pending.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        dist = installed.get(name)
+        if dist is None:
+            raise EvidenceError(
+                f"evidence: {name} is required at run time but not installed; "
+                f"install the lock: pip install --require-hashes -r requirements/runtime.txt"
+            )
+        if name != root:
+            closure[name] = dist.version
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                pending.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return dict(sorted(closure.items()))

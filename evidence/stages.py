@@ -88,7 +88,7 @@ STAGES: tuple[Stage, ...] = (
                  "model.predictions", "validation.threshold", "validation.test", "validation.calibration",
                  "validation.subgroups", "validation.benchmark", "validation.acceptance",
                  "validation.sample_size", "workflow.dicom"),
-          params="submission", sources=("submission",),
+          params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
           outs=("submission/**",)),
     Stage("validation.heldout",
@@ -97,7 +97,7 @@ STAGES: tuple[Stage, ...] = (
           outs=("figures/roc_heldout.png",),
           doc="the locked model, threshold and plan files (records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
-          sources=("submission",), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
+          sources=("submission", "templates"), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
           doc="the records of the folder it renders (e.g. a held-out report in `OUT/heldout/<name>`)"),
 )

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from evidence.provenance import REPO_ROOT
+
 BANNER = "DEMONSTRATION \u2014 synthetic data, not a regulatory submission"
-CSS = Path(__file__).resolve().parent.parent / "templates" / "pdf.css"
+CSS = REPO_ROOT / "templates" / "pdf.css"
 
 
 def _parser() -> MarkdownIt:
@@ -65,7 +66,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
     toc_html = "\n".join(
         f'<li class="toc-{tag}"><a href="#{anchor}">{esc(text)}</a></li>' for tag, anchor, text in toc)
     banner = f'<div class="banner">{esc(BANNER)}</div>\n' if synthetic else ""
-    css = CSS.read_text(encoding="utf-8") if CSS.is_file() else ""
+    css = CSS.read_text(encoding="utf-8")
     edition_line = f'<p class="edition">{esc(edition)}</p>' if edition else ""
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -19,12 +19,12 @@ import yaml
 from evidence import Store
 from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
+from evidence.provenance import REPO_ROOT
 
 from . import filters
 from .markup import BANNER
 
-REPO = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO / "templates"
+TEMPLATES = REPO_ROOT / "templates"
 DATA = Path(__file__).resolve().parent / "data"
 APPENDIX_HEADING = "Appendix: traceability of every number"
 _MARK = re.compile(r"\x02(\d+)\x03")
@@ -151,7 +151,7 @@ def load_facts() -> dict[str, tuple[dict, str, str]]:
     facts = {}
     for path in sorted(DATA.glob("*.yml")):
         facts[path.stem] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {},
-                            path.relative_to(REPO).as_posix(), sha256_file(path))
+                            path.relative_to(REPO_ROOT).as_posix(), sha256_file(path))
     return facts
 
 

@@ -59,7 +59,7 @@ def test_provenance_fields_and_synthetic_inheritance(run):
     assert [f["path"] for f in record["deps"]["files"]] == ["predictions/test.csv"]
     assert record["outs"][0]["path"] == "figures/roc.png" and record["outs"][0]["size"] == 22
     assert any(f["path"].startswith("evidence/") for f in record["code"]["files"])
-    assert "jsonschema" in record["environment"]["packages"]
+    assert "jsonschema" in record["environment"]["runtime_packages"]
     assert record["data"]["zero"] == 0 and record["data"]["flag"] is False  # falsy values kept
 
 
