@@ -18,6 +18,7 @@ import pandas as pd
 from eda import dataset, ground_truth, pixels, quality
 from eda.__main__ import check_params
 from eda.sources import nih
+from evidence.manifest import check_manifest
 from evidence.params import section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ def main(label_file: str | Path | None = None, repeats: int = 3) -> dict:
     source = {"kind": "nih", "data_dir": str(label_file.parent), "label_file": str(label_file)}
 
     def eda() -> None:
-        frame = dataset.check_manifest(manifest)
+        frame = check_manifest(manifest)
         matrix = dataset.finding_matrix(frame["finding_labels"])
         dataset.describe(frame, matrix=matrix, level=params["ci_level"])
         _, pixel_quality, _ = pixels.analyse(frame, params["pixel_sample_max"], params["pixel_seed"])

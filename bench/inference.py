@@ -27,9 +27,11 @@ GOAL_RATIO = 1.3
 def _model_and_spec(out: Path, profile: str | None = None):
     """`profile`'s architecture untrained, else the locked model of `out`, else params.yaml's
     architecture untrained (timing only)."""
-    if profile is None and (out / "models" / "model.keras").is_file():
+    from evidence import layout
+
+    if profile is None and layout.model_file(out).is_file():
         from model.infer import _load_model
-        return (*_load_model(out), f"{out / 'models' / 'model.keras'}")
+        return (*_load_model(out), f"{layout.model_file(out)}")
     from evidence.params import section
     from model.architectures import build
     from model.train import make_spec

@@ -68,7 +68,7 @@ def stage(module: str, *args: str) -> float:
 def main() -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from evidence import Store
+    from evidence import Store, layout
 
     if not NPZ.is_file():
         raise FileNotFoundError(f"{NPZ} not found (the shared data folder must sit beside the repository)")
@@ -89,7 +89,7 @@ def main() -> dict:
 
         import pandas as pd
 
-        test = pd.read_csv(Path(out) / "predictions" / "test.csv")
+        test = pd.read_csv(layout.predictions(out, "test"))
         file_auc = float(roc_auc_score(test["label"], test["score"]))
         store = Store(out)
         training = store.data("training.run")

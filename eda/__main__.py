@@ -12,12 +12,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from evidence import read_record, write_record  # noqa: E402
+from evidence import layout, read_record, write_record  # noqa: E402
 from evidence.params import ParamsError, section  # noqa: E402
 from evidence.cli import stage_main
+from evidence.manifest import ManifestError, read_manifest, read_splits  # noqa: E402
 
 from . import dataset, figures, ground_truth, pixels, quality  # noqa: E402
-from .dataset import ManifestError  # noqa: E402
 
 DEP_RECORDS = ("cohort.manifest", "split.patients")
 DEFAULTS = {"pixel_seed": 0, "max_age_span_years": quality.DEFAULT_MAX_AGE_SPAN_YEARS, "ci_level": 0.95}
@@ -47,9 +47,9 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
     params = check_params(params)
     cohort = read_record(out, "cohort.manifest")
     read_record(out, "split.patients")
-    manifest_path, splits_path = out / "cohort" / "manifest.csv", out / "cohort" / "splits.csv"
-    manifest = dataset.read_manifest(manifest_path)
-    splits = dataset.read_splits(splits_path)
+    manifest_path, splits_path = layout.manifest(out), layout.splits(out)
+    manifest = read_manifest(manifest_path)
+    splits = read_splits(splits_path)
     frame = dataset.with_splits(manifest, splits)
     matrix = dataset.finding_matrix(frame["finding_labels"])
     source = cohort["data"].get("source", {})
@@ -60,7 +60,7 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
                                   params["max_age_span_years"], matrix)
     truth_data, truth_files = ground_truth.assess(manifest, source, params["ci_level"])
 
-    fig_dir = out / "figures"
+    fig_dir = layout.figures(out)
     dataset_outs = [
         figures.age_by_class(dataset_fig["age_by_class"], fig_dir / "eda_age_by_class.png"),
         figures.view_by_class(dataset_fig["view_by_class"], fig_dir / "eda_view_by_class.png"),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m eda", doc=__doc__, errors=(ManifestError, OSError),
         call=lambda a: run(a.out, section(a.params, "eda")),
-        summary=lambda records, a: (f"eda: {len(records)} records in {Path(a.out) / 'evidence'}; "
+        summary=lambda records, a: (f"eda: {len(records)} records in {layout.evidence(a.out)}; "
                                     f"{len(records['eda.quality']['data']['findings'])} data-quality findings"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evidence import atomic, write_record
+from evidence import atomic, layout, write_record
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -26,7 +26,7 @@ def load_source(data: str, out_dir: str | Path, params: dict) -> tuple[SourceRes
     nih_params = params.get("nih") or {}
     if data == "demo":
         demo.generate(out_dir, params.get("demo") or {})
-        folder_ = (Path(out_dir) / "demo").resolve()
+        folder_ = layout.demo(out_dir).resolve()
         result = nih.load(folder_, nih_params, label_file=folder_ / demo.LABELS, kind="demo", release="demo")
         return result, [folder_ / demo.LABELS, folder_ / demo.STAMP]
     path = Path(data)
@@ -56,7 +56,7 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
     m = result.manifest
     if m.empty:
         raise SourceError(f"data source {result.source['label_file']}: no images listed; add rows to the label file")
-    manifest = out_dir / "cohort" / "manifest.csv"
+    manifest = layout.manifest(out_dir)
     atomic.write_text(manifest, m.to_csv(index=False, lineterminator="\n"))
     data_ = {
         "source": result.source,
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(record: dict, args) -> str:
     c = record["data"]["counts"]
     return (f"cohort: {c['images']} images, {c['patients']} patients, {c['pneumonia_images']} pneumonia images "
-            f"({record['data']['source']['kind']}) -> {Path(args.out) / 'cohort' / 'manifest.csv'}")
+            f"({record['data']['source']['kind']}) -> {layout.manifest(args.out)}")
 
 
 if __name__ == "__main__":

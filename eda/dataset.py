@@ -6,90 +6,23 @@ Databases section of the submission reports.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from .sources import MANIFEST_COLUMNS, NO_FINDING
+from evidence.manifest import SPLITS
+
+from .sources import NO_FINDING
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
     "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
 )
-TEXT_COLUMNS = ("image_id", "path", "patient_id", "finding_labels", "sex", "view", "source", "split")
-NUMERIC_COLUMNS = ("age_years", "follow_up", "orig_width", "orig_height", "pixel_spacing")
-SPLITS = ("train", "val", "test")
 IMAGES_PER_PATIENT_BINS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, None))
-
-
-class ManifestError(ValueError):
-    """A manifest or split file that does not follow the contract; the message names the fix."""
 
 
 def not_estimable(reason: str) -> dict:
     return {"estimable": False, "reason": reason}
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The manifest with typed columns; raises ManifestError naming the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found (run `python -m eda.cohort` first)")
-    try:
-        frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
-                            na_values={c: [""] for c in NUMERIC_COLUMNS})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{path}: not a readable CSV manifest ({e}); rerun `python -m eda.cohort`") from None
-    return check_manifest(frame, where=str(path))
-
-
-def check_manifest(frame: pd.DataFrame, *, where: str = "manifest") -> pd.DataFrame:
-    """Validate columns and types of a manifest frame; return it with canonical dtypes."""
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ManifestError(f"{where}: missing column(s) {', '.join(missing)} "
-                            "(the manifest must follow ARCHITECTURE.md; rerun `python -m eda.cohort`)")
-    frame = frame.copy()
-    for c in TEXT_COLUMNS:
-        if frame[c].isna().any() or not pd.api.types.is_string_dtype(frame[c]):
-            frame[c] = frame[c].fillna("").astype(str)
-    for c in NUMERIC_COLUMNS:
-        if pd.api.types.is_numeric_dtype(frame[c]):
-            frame[c] = frame[c].astype(float)
-            continue
-        values = pd.to_numeric(frame[c], errors="coerce")
-        bad = values.isna() & frame[c].notna() & (frame[c].astype(str) != "")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ManifestError(f"{where}: row {row + 2}: column {c} has non-numeric value "
-                                f"{frame[c].iloc[row]!r} (expected a number or empty)")
-        frame[c] = values.astype(float)
-    label = pd.to_numeric(frame["pneumonia"], errors="coerce")
-    bad = ~label.isin([0, 1])
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ManifestError(f"{where}: row {row + 2}: column pneumonia is {frame['pneumonia'].iloc[row]!r} "
-                            "(expected 0 or 1)")
-    frame["pneumonia"] = label.astype(int)
-    if frame.empty:
-        raise ManifestError(f"{where}: the manifest has no rows (check the data source)")
-    return frame
-
-
-def read_splits(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: splits file not found (run `python -m eda.split` first)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{path}: not a readable CSV splits file ({e}); rerun `python -m eda.split`") from None
-    missing = [c for c in ("image_id", "patient_id", "split") if c not in frame.columns]
-    if missing:
-        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} (rerun `python -m eda.split`)")
-    return frame
 
 
 def with_splits(manifest: pd.DataFrame, splits: pd.DataFrame | None) -> pd.DataFrame:

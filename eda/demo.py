@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
-from evidence import atomic, sha256_file
+from evidence import atomic, layout, sha256_file
 
 GENERATOR = "eda.demo/1"
 LABELS = "labels.csv"
@@ -184,7 +184,7 @@ def generate(out_dir: str | Path, params: dict) -> dict:
     """Write `OUT/demo/labels.csv`, `OUT/demo/images/*.png` and `OUT/demo/demo.json` unless they are
     already up to date for these settings; return the stamp."""
     s = settings(params)
-    folder = Path(out_dir) / "demo"
+    folder = layout.demo(out_dir)
     if _up_to_date(folder, s):
         return json.loads((folder / STAMP).read_text())
     meta = metadata(s)

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from evidence import atomic  # noqa: E402
+from model.figures import save_figure  # noqa: E402
 
 DPI = 200
 CLASS_COLOURS = {"pneumonia": "#b2182b", "no_pneumonia": "#2166ac", "AP": "#d95f02", "PA": "#1b9e77"}
@@ -17,7 +17,7 @@ CLASS_NAMES = {"pneumonia": "Pneumonia", "no_pneumonia": "No pneumonia"}
 
 
 def _save(fig, path: Path) -> Path:
-    return atomic.save_figure(fig, path, DPI, bbox_inches="tight")
+    return save_figure(fig, path, DPI, bbox_inches="tight")
 
 
 def age_by_class(ages: dict[str, np.ndarray], path: Path) -> Path:

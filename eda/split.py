@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import atomic, read_record, write_record
+from evidence import atomic, layout, read_record, write_record
 from evidence.params import section
 from evidence.cli import stage_main
-
-from .dataset import ManifestError, read_manifest
+from evidence.manifest import SPLITS, ManifestError, read_manifest
 
 RECORD_ID = "split.patients"
-SPLITS = ("train", "val", "test")
 
 
 class SplitError(ValueError):
@@ -117,7 +115,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
     seed, fractions = check_params(params)
     cohort = read_record(out_dir, "cohort.manifest")
-    manifest_path = out_dir / "cohort" / "manifest.csv"
+    manifest_path = layout.manifest(out_dir)
     m = read_manifest(manifest_path)
     left_out: dict[str, int] = {}
     has_pixels = m["path"] != ""
@@ -145,7 +143,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
               "leakage": {"patients_in_more_than_one_split": int(len(leaking)), "passed": len(leaking) == 0},
               "rows_split": int(len(kept)),
               "rows_left_out": [{"reason": k, "n": v} for k, v in left_out.items()]}
-    path = out_dir / "cohort" / "splits.csv"
+    path = layout.splits(out_dir)
     atomic.write_text(path, kept[["image_id", "patient_id", "split"]].to_csv(index=False, lineterminator="\n"))
     return write_record(out_dir, RECORD_ID, data=splits, params=params,
                         deps=[manifest_path, *list_files], dep_records=["cohort.manifest"],

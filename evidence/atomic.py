@@ -38,13 +38,3 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
-
-def save_figure(fig, path: str | Path, dpi: int, **savefig_kw) -> Path:
-    """A matplotlib figure as PNG, atomically, without the library version in its metadata (so the
-    bytes depend on the figure alone), then closed."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None}, **savefig_kw)
-    plt.close(fig)
-    return Path(path)

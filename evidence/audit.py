@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import layout
 from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
@@ -17,10 +18,10 @@ from .record import read_record
 
 def run_dirs(out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
-    dirs = [out_dir] if (out_dir / "evidence").is_dir() else []
-    heldout = out_dir / "heldout"
+    dirs = [out_dir] if layout.evidence(out_dir).is_dir() else []
+    heldout = layout.heldout_root(out_dir)
     if heldout.is_dir():
-        dirs += sorted(p for p in heldout.iterdir() if (p / "evidence").is_dir())
+        dirs += sorted(p for p in heldout.iterdir() if layout.evidence(p).is_dir())
     return dirs
 
 
@@ -33,7 +34,7 @@ def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, 
     file_hashes = {} if file_hashes is None else file_hashes
     failures: list[str] = []
     records: dict[str, dict] = {}
-    for path in sorted((run_dir / "evidence").glob("*.json")):
+    for path in sorted(layout.evidence(run_dir).glob("*.json")):
         rid = path.stem
         try:
             record = read_record(run_dir, rid)

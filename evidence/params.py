@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import atomic
+from . import atomic, layout
 
 
 class ParamsError(ValueError):
@@ -71,7 +71,7 @@ def stamp(path: str | Path, out_dir: str | Path) -> list[str]:
     """Write changed per-section stamp files; return the sections that changed."""
     changed = []
     for name, value in load_all(path).items():
-        target = Path(out_dir) / "params" / f"{name}.json"
+        target = layout.params_stamp(out_dir, name)
         text = json.dumps(value, sort_keys=True, indent=2) + "\n"
         if not target.is_file() or target.read_text() != text:
             atomic.write_text(target, text)

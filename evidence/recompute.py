@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layout
 from .record import record_path
 from .store import resolve_pointer
 
 TOLERANCE = 1e-9
-PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
 def _load(out_dir: Path, record_id: str):
@@ -100,23 +100,35 @@ def check(out_dir) -> list[str]:
     if data.get("threshold") != threshold:
         failures.append(f"record validation.test: field data.threshold: expected {threshold!r} "
                         f"(validation.threshold) found {data.get('threshold')!r}")
-    path = out_dir / "predictions" / "test.csv"
+    path, dep = layout.predictions(out_dir, "test"), layout.predictions("", "test").as_posix()
     if not path.is_file():
-        return failures + [f"record validation.test: field deps[predictions/test.csv]: expected a file found missing file {path}"]
+        return failures + [f"record validation.test: field deps[{dep}]: expected a file found missing file {path}"]
     try:
         y, s = _read_test(path)
     except (KeyError, ValueError, csv.Error) as e:
-        return failures + [f"record validation.test: field deps[predictions/test.csv]: expected label and score columns found unreadable file ({e})"]
+        return failures + [f"record validation.test: field deps[{dep}]: expected label and score columns found unreadable file ({e})"]
     exp = expected_metrics(y, s, float(threshold))
     rid = "validation.test"
     for k, v in exp["confusion"].items():
         failures += _compare(rid, data, f"confusion.{k}", v)
     failures += _compare(rid, data, "counts.n", exp["n"])
     failures += _compare(rid, data, "counts.positives", exp["positives"])
-    for m in PROPORTIONS:
-        for method in ("wilson", "bootstrap"):
-            failures += _compare(rid, data, f"metrics.{m}.{method}.estimate", exp["values"][m])
-    failures += _compare(rid, data, "metrics.f1.bootstrap.estimate", exp["values"]["f1"])
-    for method in ("delong", "bootstrap"):
-        failures += _compare(rid, data, f"metrics.auc.{method}.estimate", exp["values"]["auc"])
+    failures += _compare_metrics(rid, data, exp["values"])
+    return failures
+
+
+def _compare_metrics(record_id: str, data: dict, expected: dict) -> list[str]:
+    """Every interval method the record reports for every metric against the recomputed value.
+    The metric names are those of the record (a metric this module cannot recompute fails) and
+    of the recomputation (a metric the record lacks fails)."""
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    failures = [f"record {record_id}: field data.metrics.{m}: expected one of {', '.join(expected)} "
+                "found a metric the audit cannot recompute" for m in metrics if m not in expected]
+    for m, value in expected.items():
+        methods = metrics.get(m)
+        if not isinstance(methods, dict) or not methods:
+            failures.append(f"record {record_id}: field data.metrics.{m}: expected {value!r} found missing field")
+            continue
+        for method in methods:
+            failures += _compare(record_id, data, f"metrics.{m}.{method}.estimate", value)
     return failures

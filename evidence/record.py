@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import jsonschema
 
-from . import atomic
+from . import atomic, layout
 from .canonical import canonical_json, record_hash
 from .errors import EvidenceError, MissingRecord
 from .provenance import code_entry, environment, file_entry
@@ -43,7 +43,7 @@ def _check(validator, instance) -> None:
 
 
 def record_path(out_dir: str | Path, record_id: str) -> Path:
-    return Path(out_dir) / "evidence" / f"{record_id}.json"
+    return layout.record(out_dir, record_id)
 
 
 def validate(record: dict, *, where: str = "") -> None:

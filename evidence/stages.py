@@ -77,7 +77,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("validation.evaluate",
           ("validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
            "validation.acceptance"),
-          needs=("validation.threshold", "model.predictions"), params="validate", sources=("validation",),
+          needs=("validation.threshold", "model.predictions"), params="validate", sources=("validation", "model"),
           files=("validation/published_benchmarks.yml",), outs=("figures/*_test.png",)),
     Stage("validation.sample_size", ("validation.sample_size",), params="validate", sources=("validation",),
           doc="(params only: the held-out design)"),

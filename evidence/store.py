@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .errors import MissingRecord, MissingValue
 from .record import read_record, record_path
 
@@ -41,7 +42,7 @@ class Store:
         self._cache: dict[str, dict] = {}
 
     def ids(self) -> list[str]:
-        folder = self.out_dir / "evidence"
+        folder = layout.evidence(self.out_dir)
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
     def has(self, record_id: str) -> bool:

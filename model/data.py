@@ -14,59 +14,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evidence import layout
+from evidence.manifest import read_manifest, read_splits
+
 from . import images
 from .preprocess import PreprocessingSpec, normalise, to_unit
 
 KINDS = ("png", "jpeg", "dicom")
 BALANCE = ("class_weight", "undersample", "none")
 MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "pneumonia")
-SPLITS_COLUMNS = ("image_id", "split")
 
 
 class DataError(ValueError):
     """Bad cohort input; the message names the file, row, split or parameter."""
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path} not found (run the stage that writes it: eda.cohort / eda.split)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"{path} is not a readable CSV: {e}") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (see ARCHITECTURE.md)")
-    return df
-
-
 def read_cohort(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """Manifest joined with splits: image_id, patient_id, path, label (int), split, kind.
 
-    Images without a file (empty `path`) are excluded and counted in the returned info.
+    Images without a file (empty `path`) are excluded and counted in the returned info. Bad
+    files raise `evidence.manifest.ManifestError` naming the file, row and column.
     """
-    out_dir = Path(out_dir)
-    manifest_path, splits_path = out_dir / "cohort" / "manifest.csv", out_dir / "cohort" / "splits.csv"
-    manifest = _read_csv(manifest_path, MANIFEST_COLUMNS)
-    splits = _read_csv(splits_path, SPLITS_COLUMNS)
-    bad = ~manifest["pneumonia"].isin(["0", "1"])
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise DataError(f"{manifest_path} row {row}: pneumonia must be 0 or 1, got "
-                        f"{manifest['pneumonia'].iloc[row - 2]!r}")
-    bad = ~splits["split"].isin(["train", "val", "test"])
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise DataError(f"{splits_path} row {row}: split must be train, val or test, got "
-                        f"{splits['split'].iloc[row - 2]!r}")
-    if splits["image_id"].duplicated().any():
-        dup = splits.loc[splits["image_id"].duplicated(), "image_id"].iloc[0]
-        raise DataError(f"{splits_path}: image_id {dup!r} appears more than once")
-    df = manifest[list(MANIFEST_COLUMNS)].merge(splits[["image_id", "split"]], on="image_id", how="inner")
+    manifest_path, splits_path = layout.manifest(out_dir), layout.splits(out_dir)
+    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
+    splits = read_splits(splits_path)
+    df = manifest.merge(splits[["image_id", "split"]], on="image_id", how="inner")
     n_without_file = int((df["path"] == "").sum())
-    df = df[df["path"] != ""].copy()
-    df["label"] = df["pneumonia"].astype(int)
-    df = df.drop(columns="pneumonia")
+    df = df[df["path"] != ""].rename(columns={"pneumonia": "label"})
     df["kind"] = [images.kind_of(p) for p in df["path"]]
     info = {"manifest": manifest_path, "splits": splits_path,
             "n_manifest": int(len(manifest)), "n_split_assigned": int(len(splits)),

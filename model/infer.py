@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from evidence import Store, EvidenceError, sha256_file
+from evidence import Store, EvidenceError, layout, sha256_file
 from evidence.params import ParamsError, load_all
 
 from . import dicom
@@ -38,8 +38,9 @@ BATCH = 64
 # one thread measured faster than 2 or 4 (`make bench BENCH=inference`); pydicom's parsing holds
 # the GIL, so more than a few threads would not help.
 INTAKE_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
-MODEL_FILE = "models/model.keras"
-SPEC_FILE = "models/preprocessing.json"
+# The model and spec paths relative to the run folder, as `training.run` lists them in its outs.
+MODEL_FILE = layout.model_file("").as_posix()
+SPEC_FILE = layout.preprocessing_spec("").as_posix()
 WORKFLOW_RECORD = "workflow.dicom"
 STATUSES = (dicom.ACCEPTED, dicom.REJECTED, dicom.ERROR)
 
@@ -61,8 +62,8 @@ class LockedDevice:
 
     def record_files(self) -> list[Path]:
         """The files that pin this device: model, spec and the two records it came from."""
-        ev = self.out / "evidence"
-        return [self.model_path, self.out / SPEC_FILE, ev / "training.run.json", ev / "validation.threshold.json"]
+        return [self.model_path, layout.preprocessing_spec(self.out), layout.record(self.out, "training.run"),
+                layout.record(self.out, "validation.threshold")]
 
 
 def load_device(out: str | Path, params_file: str | Path | None = None, *, rules: dict | None = None) -> LockedDevice:

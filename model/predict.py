@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import evidence
+from evidence import layout
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -22,7 +23,7 @@ from . import data
 from .infer import MODEL_FILE, SPEC_FILE, DeviceError, trained_sha256
 from .train import DEFAULTS, TRAIN_ERRORS, check_int, load_model
 
-SPLITS = ("val", "test")
+SPLITS = layout.PREDICTED_SPLITS
 
 
 def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
@@ -60,7 +61,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
                           "score_mean": float(scores.mean())}
     paths = []
     for split, table in tables.items():
-        path = out_dir / "predictions" / f"{split}.csv"
+        path = layout.predictions(out_dir, split)
         evidence.write_text(path, table.to_csv(index=False, float_format="%.8g"))
         paths.append(path)
     record_data = {**summary, "model_sha256": recorded[MODEL_FILE], "preprocessing_sha256": recorded[SPEC_FILE],

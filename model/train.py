@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 
 import evidence
+from evidence import layout
+from evidence.manifest import ManifestError
 from evidence.params import ParamsError, section
 from evidence.cli import stage_main
 
 from . import architectures, data
 from .architectures import ArchitectureError
+from .figures import save_figure
 from .images import ImageError
 from .preprocess import PreprocessingSpec, SpecError, load_spec
 
@@ -36,7 +39,7 @@ DEFAULTS = {
     "fine_tune": {"frozen_epochs": 0, "unfreeze_from": None, "fine_tune_learning_rate": 0.0001},
     "seed": 7, "cache": "memory",
 }
-TRAIN_ERRORS = (data.DataError, ParamsError, ArchitectureError, SpecError, ImageError,
+TRAIN_ERRORS = (data.DataError, ManifestError, ParamsError, ArchitectureError, SpecError, ImageError,
                 evidence.EvidenceError, OSError)
 
 
@@ -142,7 +145,7 @@ def _figure(history: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("Training curves")
     fig.tight_layout()
-    evidence.atomic.save_figure(fig, path, 110)
+    save_figure(fig, path, 110)
 
 
 def run(out_dir: str | Path, params: dict) -> dict:
@@ -178,9 +181,9 @@ def run(out_dir: str | Path, params: dict) -> dict:
         horizontal_flip=bool(p["horizontal_flip"]), seed=p["seed"], cache=p["cache"])
     val_ds = data.eval_dataset(val_rows, spec, p["batch_size"], cache=p["cache"])
 
-    models_dir = out_dir / "models"
-    models_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = models_dir / ".checkpoint.keras"
+    model_path, spec_path = layout.model_file(out_dir), layout.preprocessing_spec(out_dir)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = model_path.with_name(".checkpoint.keras")
     checkpoint = keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_auc", mode="max",
                                                  save_best_only=True, verbose=0)
     progress = StderrProgress(p["epochs"])
@@ -221,10 +224,9 @@ def run(out_dir: str | Path, params: dict) -> dict:
     if not checkpoint_path.is_file():
         raise data.DataError("validation AUC never improved (not finite in every epoch); check the val split labels")
     best = keras.models.load_model(checkpoint_path, compile=False)
-    model_path, spec_path = models_dir / "model.keras", models_dir / "preprocessing.json"
     os.replace(checkpoint_path, model_path)
     evidence.write_text(spec_path, spec.to_json())
-    figure_path = out_dir / "figures" / "training_curves.png"
+    figure_path = layout.figures(out_dir) / "training_curves.png"
     _figure(history, figure_path)
 
     val_aucs = [h["val_auc"] if isinstance(h.get("val_auc"), float) else -1.0 for h in history]
@@ -279,11 +281,10 @@ def load_model(out_dir: str | Path):
     """(keras model, PreprocessingSpec) from `OUT/models/model.keras` and `OUT/models/preprocessing.json`."""
     import keras
 
-    models_dir = Path(out_dir) / "models"
-    model_path = models_dir / "model.keras"
+    model_path = layout.model_file(out_dir)
     if not model_path.is_file():
         raise data.DataError(f"model file not found: {model_path} (run `python -m model.train --out {out_dir}`)")
-    spec = load_spec(models_dir / "preprocessing.json")
+    spec = load_spec(layout.preprocessing_spec(out_dir))
     try:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as e:
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, prog="python -m model.train", doc=__doc__, errors=TRAIN_ERRORS,
         call=lambda a: run(a.out, section(a.params, "train")),
         summary=lambda record, a: (f"train: best epoch {record['data']['best_epoch']} val AUC "
-                                   f"{record['data']['best_val_auc']} -> {Path(a.out) / 'models' / 'model.keras'}"))
+                                   f"{record['data']['best_val_auc']} -> {layout.model_file(a.out)}"))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, Store, write_record
+from evidence import EvidenceError, Store, layout, write_record
 from evidence.params import section
 from evidence.provenance import relative_to_run
 from evidence.cli import stage_main
+from evidence.manifest import read_manifest
 
 from . import dicom
 from .infer import STATUSES, DeviceError, classify, expand, load_device, summary
@@ -38,12 +39,12 @@ def not_classified(status: str) -> dict:
 
 def pick_demo_images(out: Path, count: int) -> pd.DataFrame:
     """Up to `count` cohort images with a file, test split first, both labels when possible."""
-    manifest = out / "cohort" / "manifest.csv"
+    manifest = layout.manifest(out)
     if count <= 0 or not manifest.is_file():
         return pd.DataFrame()
-    table = pd.read_csv(manifest, dtype={"image_id": str, "patient_id": str, "path": str})
-    table = table[table["path"].notna() & (table["path"].astype(str) != "")]
-    test = out / "predictions" / "test.csv"
+    table = read_manifest(manifest, ("path", "patient_id", "pneumonia", "age_years", "sex", "view", "finding_labels"))
+    table = table[table["path"] != ""]
+    test = layout.predictions(out, "test")
     if test.is_file():
         ids = set(pd.read_csv(test, dtype={"image_id": str})["image_id"])
         preferred = table[table["image_id"].isin(ids)]
@@ -60,7 +61,7 @@ def write_demo_dicoms(out: Path, picks: pd.DataFrame, synthetic: bool) -> list[P
     """One DX DICOM per picked image, header from the manifest row (age, sex, view)."""
     from .images import load_pixels
 
-    folder = out / "workflow" / "dicom"
+    folder = layout.workflow_dicom(out)
     written = []
     for row in picks.itertuples(index=False):
         pixels = np.clip(np.rint(load_pixels(row.path)), 0, 255).astype(np.uint8)
@@ -100,7 +101,7 @@ def write_controls(out: Path, source: Path) -> list[tuple[Path, str]]:
         for keyword, value in change.items():
             setattr(ds, keyword, value)
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-        written.append((dicom.save(ds, out / "workflow" / "dicom" / f"{name}.dcm"), check))
+        written.append((dicom.save(ds, layout.workflow_dicom(out) / f"{name}.dcm"), check))
     return written
 
 
@@ -135,7 +136,7 @@ def controls_summary(entries: list[dict]) -> dict:
         if e["origin"] != "control":
             continue
         check = expected[Path(e["file"]).name]
-        ok = e["status"] == "rejected" and any(r.startswith(check) for r in e["reasons"])
+        ok = e["status"] == dicom.REJECTED and any(r.startswith(check) for r in e["reasons"])
         rows.append({"file": e["file"], "targets": check, "rejected_as_expected": ok})
     return {"n": len(rows), "all_rejected_as_expected": all(r["rejected_as_expected"] for r in rows),
             "files": rows}
@@ -151,7 +152,7 @@ def run(out: str | Path, params: dict) -> dict:
         raise WorkflowError("no workflow files: no cohort images, no <data_dir>/dicom and no "
                             "workflow.dicom_dirs (set params workflow.dicom_dirs or demo_dicom_count)")
     origins = dict(files)
-    rows = list(classify([f for f, _ in files], device, image_dir=out / "workflow"))
+    rows = list(classify([f for f, _ in files], device, image_dir=layout.workflow(out)))
     synthetic = bool(store.get("cohort.manifest")["synthetic"])
     entries, outs = [], []
     for r in rows:

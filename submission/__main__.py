@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from evidence import atomic, write_record
+from evidence import atomic, layout, write_record
 from evidence.canonical import sha256_bytes
 from evidence.cli import stage_main
 from evidence.params import section
@@ -53,7 +53,7 @@ def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf:
 
 def update_traceability(folder: Path, rendered: list[Rendered], renderer: Renderer) -> Path:
     """Merge the traces of the documents rendered now into traceability.json."""
-    path = folder / "traceability.json"
+    path = folder / layout.TRACEABILITY
     doc = {"documents": {}}
     if path.is_file():
         try:
@@ -95,9 +95,9 @@ def plan_data(renderer: Renderer, files: list[Path]) -> dict:
 
 def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pdf: bool = True) -> list[dict]:
     out = Path(out)
-    folder = out / "submission"
-    if not (out / "evidence").is_dir():
-        raise SubmissionError(f"no evidence folder at {out / 'evidence'} (run the stages first: make validate workflow)")
+    folder = layout.submission(out)
+    if not layout.evidence(out).is_dir():
+        raise SubmissionError(f"no evidence folder at {layout.evidence(out)} (run the stages first: make validate workflow)")
     chart = flowchart.draw(folder / FLOWCHART)
     renderer = Renderer(out, extra_figures={"flowchart": chart})
     records = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from evidence import layout
 from evidence.canonical import sha256_bytes
 
 from .markup import BANNER
@@ -58,8 +59,8 @@ def required_sections(markdown: str, headings: list[str]) -> list[str]:
 
 
 def check(out: str | Path) -> list[str]:
-    folder = Path(out) / "submission"
-    trace_file = folder / "traceability.json"
+    folder = layout.submission(out)
+    trace_file = layout.traceability(out)
     if not trace_file.is_file():
         return [f"{trace_file}: missing (run `make submission` first)"]
     doc = json.loads(trace_file.read_text(encoding="utf-8"))

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from evidence import Store
+from evidence import Store, layout
 from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
 from evidence.provenance import REPO_ROOT
@@ -27,7 +27,18 @@ from .markup import BANNER
 TEMPLATES = REPO_ROOT / "templates"
 DATA = Path(__file__).resolve().parent / "data"
 APPENDIX_HEADING = "Appendix: traceability of every number"
-_MARK = re.compile(r"\x02(\d+)\x03")
+# Tracing markers. During the one rendering pass, `Renderer._finalize` prints every traced value
+# as the placeholder MARK_OPEN + n + MARK_CLOSE, n being the decimal index of (text, trace) in
+# `Renderer._marks`; the template global `traceability_appendix()` prints APPENDIX_MARK, because
+# the appendix can only be written once every value is known. STX and ETX are control characters
+# that document text does not hold, so a placeholder is never confused with text. Only
+# `Renderer.render` parses them (`_MARK`), right after the pass: each placeholder becomes the
+# value's text (plain edition) or the text and its reference `\[record_id@sha256[:8]\]` (auditor
+# edition, numbers only), and APPENDIX_MARK the appendix table. No rendered document holds a
+# marker; `submission.check` reads `traceability.json`, not markers.
+MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
+APPENDIX_MARK = f"{MARK_OPEN}APPENDIX{MARK_CLOSE}"
+_MARK = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
 
 
 class RenderError(Exception):
@@ -172,7 +183,7 @@ class Renderer:
                  submission_dir: Path | None = None, extra_figures: dict[str, Path] | None = None):
         self.out_dir = Path(out_dir)
         self.store = Store(self.out_dir)
-        self.submission_dir = submission_dir or self.out_dir / "submission"
+        self.submission_dir = submission_dir or layout.submission(self.out_dir)
         self.facts = load_facts()
         self.extra_figures = extra_figures or {}
         self.env = TracingEnvironment(
@@ -187,7 +198,7 @@ class Renderer:
         self.env.globals.update(
             ev=self.ev, fact=self.fact, has=self.has, figure=self.figure,
             records=self.records, synthetic=self.synthetic, nih_source=self.nih_source,
-            traceability_appendix=lambda: "\x02APPENDIX\x03", banner=BANNER,
+            traceability_appendix=lambda: APPENDIX_MARK, banner=BANNER,
         )
         self._marks: list[tuple[str, Traced | None]] = []
         self._figures: list[dict] = []
@@ -289,7 +300,7 @@ class Renderer:
         else:
             return str(obj)
         self._marks.append((text, trace))
-        return f"\x02{len(self._marks) - 1}\x03"
+        return f"{MARK_OPEN}{len(self._marks) - 1}{MARK_CLOSE}"
 
     def render(self, name: str) -> Rendered:
         self._marks, self._figures, self._used, self._listed = [], [], {}, None
@@ -315,8 +326,8 @@ class Renderer:
         plain = _MARK.sub(lambda m: self._marks[int(m.group(1))][0], raw)
         auditor = _MARK.sub(lambda m: _with_reference(*self._marks[int(m.group(1))]), raw)
         appendix = appendix_table(traces)
-        plain = plain.replace("\x02APPENDIX\x03", appendix)
-        auditor = auditor.replace("\x02APPENDIX\x03", appendix)
+        plain = plain.replace(APPENDIX_MARK, appendix)
+        auditor = auditor.replace(APPENDIX_MARK, appendix)
         return Rendered(name, plain, auditor, traces, list(self._figures), sorted(self._used))
 
 

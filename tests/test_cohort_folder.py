@@ -8,6 +8,7 @@ from PIL import Image
 
 from eda import cohort, dataset, quality
 from evidence import read_record
+from evidence.manifest import read_manifest
 
 
 def _params(tmp_path):
@@ -64,7 +65,7 @@ def test_folder_negatives_have_no_recorded_findings(tmp_path):
     and are not reported as unknown finding names."""
     data = _folder(tmp_path, "path,label\na/1.png,1\na/2.png,0\nb/3.jpg,0\n")
     assert _run(tmp_path, data) == 0
-    m = dataset.read_manifest(tmp_path / "out" / "cohort" / "manifest.csv")
+    m = read_manifest(tmp_path / "out" / "cohort" / "manifest.csv")
     assert list(m["finding_labels"].fillna("")) == ["Pneumonia", "", ""]
     assessed = quality.assess(m, [], None)
     assert "unknown_finding_names" in assessed["checks_without_findings"]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import evidence
+from evidence.manifest import ManifestError
 from model import data
 from model.images import load_pixels
 from model.preprocess import PreprocessingSpec, preprocess
@@ -145,7 +146,7 @@ def test_bad_label_names_manifest_row(cohort):
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     df.loc[4, "pneumonia"] = "yes"
     df.to_csv(path, index=False)
-    with pytest.raises(data.DataError, match=r"manifest.csv row 6: pneumonia must be 0 or 1"):
+    with pytest.raises(ManifestError, match=r"manifest.csv: row 6: column pneumonia is 'yes' \(expected 0 or 1\)"):
         data.read_cohort(cohort)
 
 

@@ -8,6 +8,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from bench.eda import manifest_from_label_file
 from eda import dataset
+from evidence.manifest import ManifestError, check_manifest, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def raw(label_file):
 
 @pytest.fixture(scope="module")
 def described(label_file):
-    manifest = dataset.check_manifest(manifest_from_label_file(label_file))
+    manifest = check_manifest(manifest_from_label_file(label_file))
     return dataset.describe(manifest, None)[0]
 
 
@@ -115,7 +116,7 @@ def _tiny() -> pd.DataFrame:
 def test_split_table_hand_computed():
     frame = _tiny()
     splits = frame[["image_id", "patient_id", "split"]]
-    data, _ = dataset.describe(dataset.check_manifest(frame.assign(split="")), splits)
+    data, _ = dataset.describe(check_manifest(frame.assign(split="")), splits)
     train, test, val = (data["splits"][k] for k in ("train", "test", "val"))
     assert (train["images"], train["patients"], train["pneumonia_images"]) == (3, 2, 1)
     assert train["median_age_years"] == 31.0
@@ -129,7 +130,7 @@ def test_split_table_hand_computed():
 
 
 def test_ci_level_is_used_for_every_interval():
-    frame = dataset.check_manifest(_tiny())
+    frame = check_manifest(_tiny())
     data, _ = dataset.describe(frame, level=0.9)
     got = data["prevalence"]["per_image"]
     low, high = proportion_confint(2, 6, alpha=0.1, method="wilson")
@@ -140,14 +141,14 @@ def test_ci_level_is_used_for_every_interval():
 
 def test_bad_manifest_messages(tmp_path):
     frame = _tiny().drop(columns=["view"])
-    with pytest.raises(dataset.ManifestError, match="missing column.*view"):
-        dataset.check_manifest(frame)
+    with pytest.raises(ManifestError, match="missing column.*view"):
+        check_manifest(frame)
     bad = _tiny().astype({"age_years": object})
     bad.loc[2, "age_years"] = "060Y"
-    with pytest.raises(dataset.ManifestError, match="row 4: column age_years"):
-        dataset.check_manifest(bad)
-    with pytest.raises(dataset.ManifestError, match="not found"):
-        dataset.read_manifest(tmp_path / "none.csv")
+    with pytest.raises(ManifestError, match="row 4: column age_years"):
+        check_manifest(bad)
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(tmp_path / "none.csv")
 
 
 def test_summary_single_value_has_no_sd():

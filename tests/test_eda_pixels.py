@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from bench.eda import manifest_from_label_file
-from eda import cohort, dataset, pixels, quality
+from eda import cohort, pixels, quality
+from evidence.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_dicom_in_a_folder_cohort_is_read_as_the_model_reads_it(tmp_path, nih_di
     params.write_text("cohort:\n  nih: {max_age_years: 100}\n")
     out = tmp_path / "out"
     assert cohort.main(["--data", str(data_dir), "--out", str(out), "--params", str(params)]) == 0
-    frame = dataset.read_manifest(out / "cohort" / "manifest.csv")
+    frame = read_manifest(out / "cohort" / "manifest.csv")
     data, pixel_quality, _ = pixels.analyse(frame, sample_max=10, seed=0)
     assert data["images_read"] == 1 and data["images_unreadable"] == 0 and pixel_quality["problems"] == []
     assert data["modes"] == {"DICOM MONOCHROME2": 1}

@@ -274,16 +274,3 @@ def test_params_stamps_resolve_the_profile(tmp_path):
     stamp(root / "params_nih_gpu.yaml", tmp_path)
     assert {p.stem for p in (tmp_path / "params").glob("*.json")} == set(load_all(root / "params.yaml"))
     assert json.loads((tmp_path / "params" / "train.json").read_text())["architecture"] == "densenet121"
-
-
-def test_save_figure_leaves_out_the_library_version(tmp_path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from evidence.atomic import save_figure
-
-    fig, ax = plt.subplots()
-    ax.plot([0, 1], [0, 1])
-    data = save_figure(fig, tmp_path / "f.png", 50).read_bytes()
-    assert data.startswith(b"\x89PNG") and b"matplotlib" not in data.lower()
-    assert not plt.get_fignums() and not list(tmp_path.glob(".*"))

@@ -1,7 +1,7 @@
 """Acceptance criteria: hand-written in params `validate.acceptance`, judged against metrics.
 
 A criterion is ``{metric, bound, op, value}`` with optional ``method``:
-    metric: sensitivity | specificity | ppv | npv | accuracy | f1 | auc
+    metric: one of `validation.stats.ALL_METRICS`
     bound:  estimate | ci_low | ci_high
     op:     >= | > | <= | <
     method: which estimate of the metric to judge (default: the patient-cluster bootstrap,
@@ -10,6 +10,8 @@ A criterion is ``{metric, bound, op, value}`` with optional ``method``:
 from __future__ import annotations
 
 import operator
+
+from .stats import ALL_METRICS
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 BOUNDS = ("estimate", "ci_low", "ci_high")
@@ -32,6 +34,8 @@ def check_criteria(criteria) -> list[dict]:
         missing = [k for k in ("metric", "bound", "op", "value") if k not in c]
         if missing:
             raise CriteriaError(f"{where} lacks {', '.join(missing)}")
+        if c["metric"] not in ALL_METRICS:
+            raise CriteriaError(f"{where}: metric {c['metric']!r} unknown; use one of {', '.join(ALL_METRICS)}")
         if c["bound"] not in BOUNDS:
             raise CriteriaError(f"{where}: bound {c['bound']!r} unknown; use one of {', '.join(BOUNDS)}")
         if c["op"] not in OPS:

@@ -11,17 +11,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from evidence import EvidenceError, MissingRecord, Store, write_record
+from evidence import EvidenceError, MissingRecord, Store, layout, write_record
 from evidence.params import ParamsError, section
 from evidence.cli import stage_main
+from evidence.manifest import read_manifest
 
 from . import acceptance, benchmark, calibration, figures, stats, subgroups
-from .predictions import InputError, read_manifest, read_predictions
+from .predictions import InputError, read_predictions
 from .threshold import CI_LEVEL, check_ci_level, check_params as check_threshold_params, operating_point
 
-PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
-BOOT_METRICS = PROPORTIONS + ("f1", "auc")
 DEPS = ["validation.threshold", "model.predictions"]
+#: The manifest columns of the subgroups (sex, age, view, findings) and the reference standard (source).
+MANIFEST_COLUMNS = ("sex", "age_years", "view", "finding_labels", "source")
 
 
 STATISTICS = {"ci_level": CI_LEVEL, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
@@ -82,10 +83,10 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
     level = p["ci_level"]
     op = operating_point(y, s, pid, threshold, level=level)
     conf = op["confusion"]
-    boot = stats.bootstrap_metrics(y, s, pid, threshold, metrics=BOOT_METRICS,
+    boot = stats.bootstrap_metrics(y, s, pid, threshold, metrics=stats.ALL_METRICS,
                                    n_resamples=p["bootstrap_resamples"], level=level,
                                    method=p["bootstrap_method"], seed=p["bootstrap_seed"])
-    metrics = {m: {"wilson": op["metrics"][m], "bootstrap": boot[m]} for m in PROPORTIONS}
+    metrics = {m: {"wilson": op["metrics"][m], "bootstrap": boot[m]} for m in stats.PROPORTION_METRICS}
     metrics["f1"] = {"bootstrap": boot["f1"]}
     metrics["auc"] = {"delong": stats.delong_auc_ci(y, s, level=level), "bootstrap": boot["auc"]}
     point = stats.point_metrics(**conf)
@@ -96,7 +97,7 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
         at_prev = [{"prevalence": q, "ppv": stats.not_estimable("sensitivity or specificity not defined"),
                     "npv": stats.not_estimable("sensitivity or specificity not defined")}
                    for q in p["prevalences"]]
-    degenerate = {m: boot[m].get("n_degenerate", None) for m in BOOT_METRICS if stats.is_estimable(boot[m])}
+    degenerate = {m: boot[m].get("n_degenerate", None) for m in stats.ALL_METRICS if stats.is_estimable(boot[m])}
     n, n_pos = op["n"], op["positives"]
     return {
         "threshold": threshold,
@@ -127,10 +128,9 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     out_dir = Path(out_dir)
     p = check_params(params)
     threshold = locked_threshold(out_dir)
-    test_path = out_dir / "predictions" / "test.csv"
-    manifest_path = out_dir / "cohort" / "manifest.csv"
+    test_path, manifest_path = layout.predictions(out_dir, "test"), layout.manifest(out_dir)
     df = read_predictions(test_path)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
     merged = df.merge(manifest, on="image_id", how="left", indicator=True)
     missing = merged["_merge"] != "both"
     if missing.any():
@@ -146,7 +146,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
                                 source_kinds=manifest["source"])
     verdict = acceptance.evaluate(p["acceptance"], test["metrics"])
 
-    fig = out_dir / "figures"
+    fig = layout.figures(out_dir)
     wilson = {k: test["metrics"][k]["wilson"] for k in ("sensitivity", "specificity", "ppv")}
     roc_point = {k: (w["estimate"] if stats.is_estimable(w) else None) for k, w in wilson.items()}
     auc = test["metrics"]["auc"]["delong"]

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from evidence.atomic import save_figure  # noqa: E402
+from model.figures import save_figure  # noqa: E402
 
 from .threshold import candidate_curve  # noqa: E402
 

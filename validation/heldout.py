@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, Store, record_path, sha256_file, write_record
+from evidence import EvidenceError, Store, layout, record_path, sha256_file, write_record
 from evidence.params import ParamsError, load_all
 from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
@@ -207,8 +207,7 @@ def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]
         reason = "no accepted labelled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
         data = {"estimable": False, "reason": reason, "threshold": threshold,
                 "counts": {"n": int(len(df)), "positives": n_pos, "negatives": int(len(df) - n_pos)},
-                "metrics": {m: stats.not_estimable(reason) for m in
-                            ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1", "auc")}}
+                "metrics": {m: stats.not_estimable(reason) for m in stats.ALL_METRICS}}
     else:
         data = {"estimable": True, **test_metrics(df, threshold, p)}
         data["split"] = "heldout"
@@ -241,9 +240,10 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     if not folder.is_dir():
         raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
     p, params_source = heldout_params(params_file)
-    hout = out / "heldout" / folder.resolve().name
+    hout = layout.heldout(out, folder.resolve().name)
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
 
+    from model.dicom import ACCEPTED
     from model.infer import STATUSES, DeviceError, load_device, summary  # 2. the locked device, its header checks
     try:
         device = load_device(out, params_file)
@@ -256,7 +256,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     df, unlabelled = intake(folder, files, usable, named, device, readers)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
-    accepted = df[df["status"] == "accepted"].copy() if len(df) else df
+    accepted = df[df["status"] == ACCEPTED].copy() if len(df) else df
 
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
     tally = summary(df.to_dict("records"))
@@ -265,7 +265,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
         "n_label_rows": int(len(usable) + len({(q["row"]) for q in problems})),
         "n_labelled_files": int(len(df)),
         "counts": {s: tally[s] for s in STATUSES},
-        "positives_rejected": int(((df["status"] != "accepted") & (df["label"] == 1)).sum()) if len(df) else 0,
+        "positives_rejected": int(((df["status"] != ACCEPTED) & (df["label"] == 1)).sum()) if len(df) else 0,
         "label_problems": problems, "unlabelled_files": unlabelled,
         "files": [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
                    "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
@@ -273,7 +273,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
                   for r in df.itertuples()] if len(df) else [],
         "header_checks": {**device.rules, "source": device.rules_source},
         "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
-                         for r in df.itertuples() if r.status != "accepted"] if len(df) else [],
+                         for r in df.itertuples() if r.status != ACCEPTED] if len(df) else [],
         "patient_id_source": "labels.csv patient_id" if "patient_id" in usable.columns else
                              "DICOM PatientID (file name when absent)",
         "threshold": device.threshold, "model_sha256": device.model_sha256,
@@ -293,7 +293,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     records = {"heldout.plan_lock": lock}
     records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data,
                                              deps=[*files_dep, *device_deps], dep_records=["heldout.plan_lock"], **common)
-    figures = [roc_figure(accepted, device.threshold, hout / "figures" / "roc_heldout.png", hout.name)] \
+    figures = [roc_figure(accepted, device.threshold, layout.figures(hout) / "roc_heldout.png", hout.name)] \
         if metrics["estimable"] else []
     records["heldout.metrics"] = write_record(hout, "heldout.metrics", data=metrics, deps=device_deps,
                                               outs=figures, dep_records=["heldout.intake"], **common)
@@ -331,7 +331,7 @@ def _arguments(parser) -> None:
 def _summary(records: dict, args) -> str:
     verdict = records["heldout.acceptance"]["data"]
     counts = records["heldout.intake"]["data"]["counts"]
-    return (f"heldout: {counts['accepted']} accepted, {counts['rejected']} rejected, {counts['error']} error; "
+    return (f"heldout: {', '.join(f'{n} {status}' for status, n in counts.items())}; "
             f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
 
 

@@ -1,4 +1,4 @@
-"""Read and validate prediction files (`image_id, patient_id, label, score`) and the manifest."""
+"""Read and validate prediction files (`image_id, patient_id, label, score`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,21 +51,3 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     out["score"] = score.astype(float)
     return out
 
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The cohort manifest columns used for subgroups (image_id, sex, age_years, view, finding_labels)
-    and for the reference standard (source)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: not found (run `python -m eda.cohort` first, or `make eda`)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a readable CSV ({e})") from None
-    need = ("image_id", "sex", "age_years", "view", "finding_labels", "source")
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)} (see ARCHITECTURE.md, cohort manifest)")
-    df = df[list(need)].drop_duplicates("image_id")
-    df["age_years"] = pd.to_numeric(df["age_years"], errors="coerce")
-    return df

@@ -32,7 +32,10 @@ PROPORTION_METHODS = {
     "jeffreys": "jeffreys",
     "agresti-coull": "agresti_coull",
 }
-COUNT_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")
+#: The metric names, declared once: proportions (Wilson and bootstrap intervals), count metrics
+#: (from the confusion matrix), all metrics (an acceptance criterion may name any of them).
+PROPORTION_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+COUNT_METRICS = PROPORTION_METRICS + ("f1",)
 ALL_METRICS = COUNT_METRICS + ("auc",)
 BOOTSTRAP_METHODS = ("percentile", "bca")
 _CHUNK_CELLS = 4_000_000  # resamples x columns per vectorised block (bounds memory to ~100 MB)
@@ -338,7 +341,7 @@ def _denominator_n(metric: str, conf: dict, n_images: int) -> int:
 
 
 def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
-                      metrics: Iterable[str] = ("sensitivity", "specificity", "ppv", "npv", "f1", "auc"),
+                      metrics: Iterable[str] = ALL_METRICS,
                       n_resamples: int = 10000, level: float = 0.95, method: str = "percentile",
                       seed: int = 0) -> dict:
     """Patient-cluster bootstrap of metrics at `threshold` (score >= threshold is positive).
@@ -402,7 +405,7 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
         ci, why = _bca_interval(vals, point[m], jack[m], alpha)
         if ci is not None:
             out[m] = _estimate(point[m], ci[0], ci[1], level, "cluster-bootstrap-bca", n, **extra)
-        elif m in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        elif m in PROPORTION_METRICS:
             num, den = metric_fraction(m, conf["tp"], conf["fp"], conf["tn"], conf["fn"])
             cp = proportion_ci(num, den, method="clopper-pearson", level=level)
             out[m] = {**cp, **extra, "fallback": f"BCa degenerate ({why}); exact Clopper-Pearson interval"}

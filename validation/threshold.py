@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evidence import write_record
+from evidence import layout, write_record
 from evidence.params import ParamsError, section
 from evidence.cli import stage_main
 
@@ -66,7 +66,7 @@ def operating_point(labels, scores, patient_ids, threshold: float, *, level: flo
     conf = stats.confusion(labels, scores, threshold)
     tp, fp, tn, fn = conf["tp"], conf["fp"], conf["tn"], conf["fn"]
     metrics = {}
-    for m in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+    for m in stats.PROPORTION_METRICS:
         num, den = stats.metric_fraction(m, tp, fp, tn, fn)
         metrics[m] = stats.proportion_ci(num, den, method="wilson", level=level)
     metrics["f1"] = stats.point_metrics(tp, fp, tn, fn)["f1"]
@@ -94,7 +94,7 @@ def check_ci_level(level, section: str = "validate") -> float:
 def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
     p = check_params(params)
-    val_path = out_dir / "predictions" / "val.csv"
+    val_path = layout.predictions(out_dir, "val")
     df = read_predictions(val_path)
     y, s = df["label"].to_numpy(), df["score"].to_numpy()
     if y.sum() == 0 or y.sum() == len(y):

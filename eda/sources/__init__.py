@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from evidence import manifest
+
 NO_FINDING = "No Finding"
-MANIFEST_COLUMNS = [
-    "image_id", "path", "patient_id", "pneumonia", "finding_labels", "age_years", "sex", "view",
-    "follow_up", "source", "split", "orig_width", "orig_height", "pixel_spacing",
-]
+MANIFEST_COLUMNS = list(manifest.COLUMNS)
 
 
 class SourceError(ValueError):

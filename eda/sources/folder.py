@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from evidence import sha256_file
+from evidence.manifest import SPLITS
 
 from ..images import IMAGE_SUFFIXES, header_info
 from . import MANIFEST_COLUMNS, SourceError, SourceResult, finding
@@ -16,7 +17,6 @@ from .nih import check_params
 
 LABELS = "labels.csv"
 REQUIRED = ("path", "label")
-SPLITS = ("train", "val", "test")
 SEX = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F"}
 
 

@@ -1,0 +1,86 @@
+"""The run folder (`OUT`): every path a stage reads or writes below it, declared once.
+
+ARCHITECTURE.md, "Run folder", lists the same paths; `tests/test_layout.py` ties the two.
+A held-out run folder (`heldout(out, name)`) has the same layout for its own evidence,
+figures and submission.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PREDICTED_SPLITS = ("val", "test")
+TRACEABILITY = "traceability.json"  # in a submission folder
+
+
+def params_stamp(out: str | Path, section: str) -> Path:
+    return Path(out) / "params" / f"{section}.json"
+
+
+def data_source(out: str | Path) -> Path:
+    return Path(out) / "cohort" / "source.txt"
+
+
+def demo(out: str | Path) -> Path:
+    return Path(out) / "demo"
+
+
+def manifest(out: str | Path) -> Path:
+    return Path(out) / "cohort" / "manifest.csv"
+
+
+def splits(out: str | Path) -> Path:
+    return Path(out) / "cohort" / "splits.csv"
+
+
+def evidence(out: str | Path) -> Path:
+    return Path(out) / "evidence"
+
+
+def record(out: str | Path, record_id: str) -> Path:
+    return evidence(out) / f"{record_id}.json"
+
+
+def figures(out: str | Path) -> Path:
+    return Path(out) / "figures"
+
+
+def models(out: str | Path) -> Path:
+    return Path(out) / "models"
+
+
+def model_file(out: str | Path) -> Path:
+    return models(out) / "model.keras"
+
+
+def preprocessing_spec(out: str | Path) -> Path:
+    return models(out) / "preprocessing.json"
+
+
+def predictions(out: str | Path, split: str) -> Path:
+    if split not in PREDICTED_SPLITS:
+        raise ValueError(f"predictions exist for the splits {', '.join(PREDICTED_SPLITS)}, not {split!r}")
+    return Path(out) / "predictions" / f"{split}.csv"
+
+
+def workflow(out: str | Path) -> Path:
+    return Path(out) / "workflow"
+
+
+def workflow_dicom(out: str | Path) -> Path:
+    return workflow(out) / "dicom"
+
+
+def submission(out: str | Path) -> Path:
+    return Path(out) / "submission"
+
+
+def traceability(out: str | Path) -> Path:
+    return submission(out) / TRACEABILITY
+
+
+def heldout_root(out: str | Path) -> Path:
+    return Path(out) / "heldout"
+
+
+def heldout(out: str | Path, name: str) -> Path:
+    return heldout_root(out) / name
