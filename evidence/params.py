@@ -184,6 +184,9 @@ _TYPE_WORDS = {"array": "a list", "object": "a mapping", "string": "text", "inte
                "number": "a number", "boolean": "true or false", "null": "null"}
 
 
+_PLURAL = {"string": "text values", "integer": "integers", "number": "numbers", "object": "mappings"}
+
+
 def _range(s: dict) -> str:
     """'in (0, 1)', '>= 1', 'from 2 to 100' ... for a numeric schema; '' without bounds."""
     lo = next(((s[k], k == "minimum") for k in ("minimum", "exclusiveMinimum") if k in s), None)
@@ -342,8 +345,9 @@ def _allowed_text(s: dict) -> str:
     if "anyOf" in s:
         return " or ".join(_allowed_text(alt) if "enum" in alt else alt["description"] for alt in s["anyOf"])
     if s.get("type") == "array":
+        item = _resolve(s["items"])
         least = f", at least {s['minItems']}" if s.get("minItems") else ""
-        return f"list of {_allowed_text(s['items'])}{least}"
+        return " ".join(filter(None, ["list of", _PLURAL[item["type"]], _range(item)])) + least
     return _expected(s) if "type" in s else ""
 
 

@@ -92,6 +92,29 @@ def test_every_parameter_is_described_and_every_mapping_closed():
             assert node.get("additionalProperties") is False, f"{where} allows unknown keys"
 
 
+def test_every_keyword_the_schema_uses_has_its_own_message():
+    """A keyword added to the schema without a message in evidence.params would fall back to
+    jsonschema's wording; this lists the keywords the messages are written for."""
+    def keywords(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                if key not in ("properties", "$defs", "examples", "enum"):
+                    yield from keywords(value)
+                elif key in ("properties", "$defs"):
+                    for sub in value.values():
+                        yield from keywords(sub)
+        elif isinstance(node, list):
+            for item in node:
+                yield from keywords(item)
+
+    annotations = {"$schema", "$id", "title", "description", "examples", "properties", "$defs", "$ref", "items"}
+    messages = {"type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "required",
+                "additionalProperties", "minItems", "uniqueItems", "minLength", "anyOf", "pattern"}
+    used = set(keywords(P.schema())) - annotations
+    assert {"additionalProperties", "anyOf", "required", "exclusiveMaximum"} <= used <= messages
+
+
 @pytest.mark.parametrize("dotted, constant", [
     ("train.architecture", "model.architectures:ARCHITECTURES"),
     ("train.optimizer", "model.train:OPTIMIZERS"),
@@ -201,6 +224,7 @@ BAD_VALUES = [
     (lambda p: p["train"].update(batch_size=True), "train.batch_size must be an integer >= 1 (got true)"),
     (lambda p: p["train"].update(batch_size="8"), "train.batch_size must be an integer >= 1 (got '8')"),
     (lambda p: p["train"].update(seed=1.5), "train.seed must be an integer >= 0 (got 1.5)"),
+    (lambda p: p["train"].update(learning_rate=0), "train.learning_rate must be a number > 0 (got 0)"),
     (lambda p: p["train"].update(channels=2), "train.channels 2 is not one of 1, 3"),
     (lambda p: p["train"].update(optimizer="adagrad"),
      "train.optimizer 'adagrad' is not one of adam, adamw, sgd, rmsprop"),
