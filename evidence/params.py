@@ -220,7 +220,7 @@ def _suggest(value, choices) -> str:
 
 
 def _extra_keys(e) -> list:
-    return sorted(set(e.instance) - set(e.schema.get("properties", {})))
+    return sorted(set(e.instance) - set(e.schema.get("properties", {})), key=str)
 
 
 def _message(e) -> str:
@@ -229,7 +229,7 @@ def _message(e) -> str:
         key, known = _extra_keys(e)[0], list(s.get("properties", {}))
         if not where:
             return f"{key} is not a params section{_suggest(key, known) or ' (sections: ' + ', '.join(known) + ')'}"
-        name = dotted(list(e.absolute_path) + [key])
+        name = f"{where}.{key}"
         hint = _suggest(key, known) or (f" (parameters of {where}: {', '.join(known)})" if known
                                         else f" ({where} takes no parameters: {where}: {{}})")
         return f"{name} is not a parameter{hint}"
