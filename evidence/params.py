@@ -235,8 +235,11 @@ def _message(e) -> str:
         return f"{name} is not a parameter{hint}"
     if kind == "type":
         return f"{where} must be {_expected(s)} (got {_show(value)}){_example(s)}"
+    because = f" ({s['description']})" if "then" in e.schema_path else ""
     if kind == "enum":
-        return f"{where} {value!r} is not one of {', '.join(map(str, s['enum']))}{_suggest(value, s['enum'])}"
+        return f"{where} {value!r} is not one of {', '.join(map(str, s['enum']))}{_suggest(value, s['enum'])}{because}"
+    if kind == "const":
+        return f"{where} must be {_flow(s['const'])} (got {_show(value)}){because}"
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"{where} must be {_expected(s)} (got {_show(value)})"
     if kind == "required":

@@ -108,8 +108,9 @@ def test_every_keyword_the_schema_uses_has_its_own_message():
             for item in node:
                 yield from keywords(item)
 
-    annotations = {"$schema", "$id", "title", "description", "examples", "properties", "$defs", "$ref", "items"}
-    messages = {"type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "required",
+    annotations = {"$schema", "$id", "title", "description", "examples", "properties", "$defs", "$ref", "items",
+                   "allOf", "if", "then"}
+    messages = {"type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "required",
                 "additionalProperties", "minItems", "uniqueItems", "minLength", "anyOf", "pattern"}
     used = set(keywords(P.schema())) - annotations
     assert {"additionalProperties", "anyOf", "required", "exclusiveMaximum"} <= used <= messages
@@ -133,6 +134,28 @@ def test_schema_enums_equal_the_code_constants(dotted, constant):
 
     module, name = constant.split(":")
     assert allowed(dotted) == list(getattr(importlib.import_module(module), name))
+
+
+def test_acceptance_methods_allowed_per_metric_are_those_validation_reports():
+    """Each (metric, method) pair the schema accepts is reported by validation.evaluate, and no other."""
+    import numpy as np
+    import pandas as pd
+    from validation import evaluate
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"label": np.tile([0, 1], 30), "score": rng.random(60), "patient_id": np.arange(60) // 2})
+    p = {**evaluate.STATISTICS, "bootstrap_resamples": 100}
+    reported = {(m, method) for m, by in evaluate.test_metrics(df, 0.5, p)["metrics"].items() for method in by}
+    accepted = set()
+    for metric in allowed("validate.acceptance.metric"):
+        for method in allowed("validate.acceptance.method"):
+            try:
+                check({"validate": {"acceptance": [{"metric": metric, "bound": "estimate", "op": ">=",
+                                                    "value": 0.5, "method": method}]}})
+                accepted.add((metric, method))
+            except ParamsError:
+                pass
+    assert accepted == reported and ("auc", "delong") in accepted and ("f1", "wilson") not in accepted
 
 
 def test_weights_keywords_equal_the_code_and_other_values_must_look_like_paths():
@@ -194,6 +217,11 @@ BAD_VALUES = [
     (lambda p: p["validate"]["acceptance"][1].update(metric="aucc"),
      "validate.acceptance[1].metric 'aucc' is not one of sensitivity, specificity, ppv, npv, accuracy, f1, auc "
      "(did you mean auc?)"),
+    (lambda p: p["validate"]["acceptance"][1].update(method="delong"),
+     "validate.acceptance[1].metric must be auc (got 'sensitivity') (delong intervals are reported for auc only)"),
+    (lambda p: p["validate"]["acceptance"][0].update(method="wilson"),
+     "validate.acceptance[0].metric 'auc' is not one of sensitivity, specificity, ppv, npv, accuracy (wilson "
+     "intervals are reported for the proportions only)"),
     (lambda p: p["validate"]["acceptance"][0].pop("value"),
      "validate.acceptance[0] lacks value (set metric, bound, op, value)"),
     (lambda p: p["validate"].update(acceptance=[]),
