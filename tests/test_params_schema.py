@@ -198,9 +198,11 @@ def test_the_typos_from_the_bug_report(tmp_path, section, key, real):
 
 def test_a_key_of_a_section_without_parameters_and_a_far_typo(tmp_path):
     file = write(tmp_path, changed(lambda p: p["submission"].update(device_facts="submission/data/device.yml")))
-    assert error(file) == f"{file}: submission.device_facts is not a parameter (submission takes no parameters: submission: {{}})"
+    assert error(file) == (f"{file}: submission.device_facts is not a parameter "
+                           "(submission takes no parameters: submission: {})")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
-    assert error(file) == f"{file}: split.zzz is not a parameter (parameters of split: seed, fractions, use_official_lists)"
+    assert error(file) == (f"{file}: split.zzz is not a parameter "
+                           "(parameters of split: seed, fractions, use_official_lists)")
 
 
 # ----------------------------------------------------------------------------- values
@@ -279,7 +281,8 @@ BAD_VALUES = [
     (lambda p: p["split"].update(use_official_lists="yes please"),
      "split.use_official_lists must be true or false (got 'yes please')"),
     (lambda p: p["eda"].update(pixel_sample_max=0), "eda.pixel_sample_max must be an integer >= 1 (got 0)"),
-    (lambda p: p["cohort"]["demo"].update(n_patients=5), "cohort.demo.n_patients must be an integer from 10 to 100000 (got 5)"),
+    (lambda p: p["cohort"]["demo"].update(n_patients=5),
+     "cohort.demo.n_patients must be an integer from 10 to 100000 (got 5)"),
     (lambda p: p["cohort"]["nih"].update(label_file_preference="sample_labels.csv"),
      "cohort.nih.label_file_preference must be a list (got 'sample_labels.csv'), e.g. "
      "[Data_Entry_2017_v2020.csv.gz, sample_labels.csv]"),
@@ -318,7 +321,8 @@ BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\
 
 
 @pytest.mark.parametrize("text, message", [
-    ("split:\n  seed: 2024-06-01\n", 'line 2: seed: 2024-06-01 is read as a date; quote it ("2024-06-01") to keep it as text'),
+    ("split:\n  seed: 2024-06-01\n",
+     'line 2: seed: 2024-06-01 is read as a date; quote it ("2024-06-01") to keep it as text'),
     ("workflow:\n  dicom_dirs: [2024-06-01 10:00:00]\n", "line 2: 2024-06-01 10:00:00 is read as a date"),
     ("train: !!python/object:os.system {}\n", "line 1: the tag !!python/object:os.system is not allowed"),
     ("train: {epochs: !foo 3}\n", "line 1: the tag !foo is not allowed"),
