@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARCHITECTURES = ("small_cnn", "vgg16", "resnet50", "densenet121")
 WEIGHTS = ("none", "imagenet", "<path to a weights file>")
 # The ImageNet normalisation each base was trained with (see model.preprocess.NORMALISATIONS).
 NORMALISATION = {"small_cnn": "unit", "vgg16": "caffe", "resnet50": "caffe", "densenet121": "torch"}
+ARCHITECTURES = tuple(NORMALISATION)
 _APPLICATION = {"vgg16": "VGG16", "resnet50": "ResNet50", "densenet121": "DenseNet121"}
 _WEIGHT_FILES = {
     "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -30,10 +30,8 @@ class ArchitectureError(ValueError):
 
 
 def check(architecture: str, weights) -> str:
-    """Validate the pair; return the weights value normalised to 'none', 'imagenet' or a path."""
-    if architecture not in ARCHITECTURES:
-        raise ArchitectureError(f"train.architecture: unknown value {architecture!r} "
-                                f"(allowed: {', '.join(ARCHITECTURES)})")
+    """Check the weights for the architecture (a name evidence.params allows); return the weights
+    value normalised to 'none', 'imagenet' or the path of an existing file."""
     w = "none" if weights in (None, "none", "None", False) else str(weights)
     if w == "none":
         return w

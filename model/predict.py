@@ -21,7 +21,7 @@ from evidence.cli import stage_main
 
 from . import data
 from .infer import MODEL_FILE, SPEC_FILE, DeviceError, trained_sha256
-from .train import DEFAULTS, TRAIN_ERRORS, check_int, load_model
+from .train import DEFAULTS, TRAIN_ERRORS, load_model
 
 SPLITS = layout.PREDICTED_SPLITS
 
@@ -45,7 +45,7 @@ def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
 
 def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
-    batch_size = check_int("batch_size", params.get("batch_size", DEFAULTS["batch_size"]))
+    batch_size = params.get("batch_size", DEFAULTS["batch_size"])
     model, spec = load_model(out_dir)
     recorded = trained_sha256(out_dir)
     df, info = data.read_cohort(out_dir)

@@ -28,7 +28,13 @@ from .figures import save_figure
 from .images import ImageError
 from .preprocess import PreprocessingSpec, SpecError, load_spec
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: train.optimizer: name -> builder(keras, learning_rate) of the Keras optimizer.
+OPTIMIZERS = {
+    "adam": lambda keras, lr: keras.optimizers.Adam(lr),
+    "adamw": lambda keras, lr: keras.optimizers.AdamW(lr),
+    "sgd": lambda keras, lr: keras.optimizers.SGD(lr, momentum=0.9),
+    "rmsprop": lambda keras, lr: keras.optimizers.RMSprop(lr),
+}
 HORIZONTAL_FLIP_REASON = ("horizontal flips are off by default: cardiac and situs anatomy are lateralised, "
                           "so a mirrored chest radiograph is not a plausible patient image")
 DEFAULTS = {
@@ -43,38 +49,11 @@ TRAIN_ERRORS = (data.DataError, ManifestError, ParamsError, ArchitectureError, S
                 evidence.EvidenceError, OSError)
 
 
-def check_int(key: str, value, *, minimum: int = 1) -> int:
-    """`value` of train.`key` as an int >= minimum; ParamsError naming the parameter otherwise."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ParamsError(f"train.{key}: expected a positive integer, got {value!r}")
-    return value
-
-
 def resolve_params(params: dict) -> dict:
-    """The train section with defaults filled in and types checked (errors name the parameter)."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ParamsError(f"train: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    """The train section (checked by evidence.params when the file was read) with defaults filled in."""
     p = {**DEFAULTS, **params}
     p["fine_tune"] = {**DEFAULTS["fine_tune"], **(params.get("fine_tune") or {})}
     p["augmentation"] = params.get("augmentation", DEFAULTS["augmentation"]) or {}
-    for key in ("image_size", "batch_size", "epochs", "early_stopping_patience", "seed"):
-        check_int(key, p[key], minimum=0 if key == "seed" else 1)
-    if not isinstance(p["learning_rate"], (int, float)) or not p["learning_rate"] > 0:
-        raise ParamsError(f"train.learning_rate: expected a number > 0, got {p['learning_rate']!r}")
-    if p["optimizer"] not in OPTIMIZERS:
-        raise ParamsError(f"train.optimizer: unknown value {p['optimizer']!r} (allowed: {', '.join(OPTIMIZERS)})")
-    if p["balance"] not in data.BALANCE:
-        raise ParamsError(f"train.balance: unknown value {p['balance']!r} (allowed: {', '.join(data.BALANCE)})")
-    if p["channels"] not in (1, 3):
-        raise ParamsError(f"train.channels: expected 1 or 3, got {p['channels']!r}")
-    allowed_aug = set(DEFAULTS["augmentation"])
-    bad = sorted(set(p["augmentation"]) - allowed_aug)
-    if bad:
-        raise ParamsError(f"train.augmentation: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(allowed_aug))})")
-    frozen = p["fine_tune"]["frozen_epochs"]
-    if not isinstance(frozen, int) or frozen < 0 or (frozen > 0 and frozen >= p["epochs"]):
-        raise ParamsError(f"train.fine_tune.frozen_epochs: expected an integer 0..epochs-1, got {frozen!r}")
     p["weights"] = architectures.check(p["architecture"], p["weights"])
     return p
 
@@ -86,18 +65,10 @@ def make_spec(p: dict) -> PreprocessingSpec:
     return PreprocessingSpec.create(p["image_size"], channels, norm)
 
 
-def _optimizer(name: str, lr: float):
-    import keras
-
-    return {"adam": lambda: keras.optimizers.Adam(lr), "adamw": lambda: keras.optimizers.AdamW(lr),
-            "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
-            "rmsprop": lambda: keras.optimizers.RMSprop(lr)}[name]()
-
-
 def _compile(model, name: str, lr: float):
     import keras
 
-    model.compile(optimizer=_optimizer(name, lr), loss="binary_crossentropy",
+    model.compile(optimizer=OPTIMIZERS[name](keras, lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")])
 
 

@@ -49,7 +49,6 @@ def test_imagenet_without_network_says_how_to_supply_the_file(monkeypatch):
 
 
 @pytest.mark.parametrize("architecture, weights, match", [
-    ("alexnet", "none", "train.architecture: unknown value 'alexnet' .*small_cnn, vgg16, resnet50, densenet121"),
     ("resnet50", "imagnet", "train.weights: 'imagnet' is neither"),
     ("small_cnn", "imagenet", "train.weights: small_cnn has no pretrained weights"),
 ])
@@ -75,14 +74,3 @@ def test_fine_tune_schedule_freezes_then_unfreezes_from_a_layer():
     assert {w.path.split("/")[0] for w in base.trainable_weights} == {"block5_conv1", "block5_conv2", "block5_conv3"}
     with pytest.raises(arch.ArchitectureError, match="train.fine_tune.unfreeze_from: no layer 'block9'"):
         arch.set_trainable(base, "block9")
-
-
-def test_params_are_checked_with_their_names():
-    from evidence.params import ParamsError
-
-    with pytest.raises(ParamsError, match="train.optimizer"):
-        resolve_params({"optimizer": "adagrad"})
-    with pytest.raises(ParamsError, match="train: unknown parameter"):
-        resolve_params({"learning_rat": 0.1})
-    with pytest.raises(ParamsError, match="train.fine_tune.frozen_epochs"):
-        resolve_params({"epochs": 3, "fine_tune": {"frozen_epochs": 3}})

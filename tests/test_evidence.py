@@ -225,16 +225,19 @@ def test_params_profile_extends_its_base(tmp_path):
     from evidence.params import load_all, section
 
     (tmp_path / "base.yaml").write_text(
-        "train: {epochs: 12, lr: 0.001, fine_tune: {frozen: 0, lr: 0.0001}, layers: [1, 2]}\neda: {seed: 0}\n")
+        "train: {epochs: 12, learning_rate: 0.001, fine_tune: {frozen_epochs: 0, fine_tune_learning_rate: 0.0001}}\n"
+        "workflow: {allowed_views: [AP, PA]}\neda: {pixel_sample_max: 9, pixel_seed: 0}\n")
     (tmp_path / "profiles").mkdir()
     profile = tmp_path / "profiles" / "gpu.yaml"
-    profile.write_text("extends: ../base.yaml\ntrain: {epochs: 30, fine_tune: {frozen: 2}, layers: [3]}\n")
-    assert load_all(profile) == {"train": {"epochs": 30, "lr": 0.001, "fine_tune": {"frozen": 2, "lr": 0.0001},
-                                           "layers": [3]}, "eda": {"seed": 0}}
-    assert section(profile, "eda") == {"seed": 0}
-    (tmp_path / "twice.yaml").write_text("extends: profiles/gpu.yaml\neda: {seed: 5}\n")
+    profile.write_text("extends: ../base.yaml\ntrain: {epochs: 30, fine_tune: {frozen_epochs: 2}}\n"
+                       "workflow: {allowed_views: [PA]}\n")
+    assert load_all(profile) == {
+        "train": {"epochs": 30, "learning_rate": 0.001, "fine_tune": {"frozen_epochs": 2, "fine_tune_learning_rate": 0.0001}},
+        "workflow": {"allowed_views": ["PA"]}, "eda": {"pixel_sample_max": 9, "pixel_seed": 0}}
+    assert section(profile, "eda") == {"pixel_sample_max": 9, "pixel_seed": 0}
+    (tmp_path / "twice.yaml").write_text("extends: profiles/gpu.yaml\neda: {pixel_seed: 5}\n")
     assert load_all(tmp_path / "twice.yaml")["train"]["epochs"] == 30
-    assert load_all(tmp_path / "twice.yaml")["eda"] == {"seed": 5}
+    assert load_all(tmp_path / "twice.yaml")["eda"] == {"pixel_sample_max": 9, "pixel_seed": 5}
 
 
 @pytest.mark.parametrize("text,message", [

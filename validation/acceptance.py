@@ -15,6 +15,8 @@ from .stats import ALL_METRICS
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 BOUNDS = ("estimate", "ci_low", "ci_high")
+#: The estimates a criterion may name, in the order tried when it names none.
+METHODS = ("bootstrap", "delong", "wilson")
 
 
 class CriteriaError(ValueError):
@@ -52,7 +54,7 @@ def _pick(entry, metric: str, method: str | None):
         return None, None
     if "estimate" in entry or entry.get("estimable") is False:
         return entry, entry.get("method", method)
-    wanted = [method] if method else ["bootstrap", "delong", "wilson", *entry]
+    wanted = [method] if method else [*METHODS, *entry]
     for name in wanted:
         if name in entry and isinstance(entry[name], dict):
             return entry[name], name

@@ -230,15 +230,8 @@ def compare(chosen: pd.DataFrame, other: pd.DataFrame) -> dict:
 
 
 def check_params(params: dict) -> tuple[float, list[str]]:
-    """(max_age_years, label_file_preference) from the `cohort.nih` params, checked."""
-    max_age = params.get("max_age_years", 100)
-    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not max_age > 0:
-        raise SourceError(f"params cohort.nih.max_age_years={max_age!r} is invalid; use a number of years > 0")
-    preference = params.get("label_file_preference", DEFAULT_PREFERENCE)
-    if not isinstance(preference, list) or not all(isinstance(x, str) for x in preference):
-        raise SourceError(f"params cohort.nih.label_file_preference={preference!r} is invalid; "
-                          "use a list of label-file names, newest release first")
-    return float(max_age), preference
+    """(max_age_years, label_file_preference) from the `cohort.nih` params (checked by evidence.params)."""
+    return float(params.get("max_age_years", 100)), params.get("label_file_preference", DEFAULT_PREFERENCE)
 
 
 def load(data_dir: str | Path, params: dict, *, label_file: str | Path | None = None,
