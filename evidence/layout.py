@@ -16,6 +16,10 @@ def params_stamp(out: str | Path, section: str) -> Path:
     return Path(out) / "params" / f"{section}.json"
 
 
+def stage_rules(out: str | Path) -> Path:
+    return Path(out) / ".make" / "stages.mk"
+
+
 def data_source(out: str | Path) -> Path:
     return Path(out) / "cohort" / "source.txt"
 

@@ -16,14 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import atomic
+from . import atomic, layout
 from .errors import EvidenceError
 from .params import ParamsError, stamp
 from .provenance import REPO_ROOT
 from .stages import STAGES, Stage, by_name, code_files
 
-MAKEFILE = Path(".make") / "stages.mk"
-SOURCE = Path("cohort") / "source.txt"
 SHOWN = 3   # changed files named in a why line before "+N more"
 
 
@@ -63,25 +61,25 @@ def write_if_changed(path: Path, text: str) -> bool:
 def prepare(params: str | Path, out: str | Path, data: str) -> None:
     out = Path(out)
     stamp(params, out)
-    write_if_changed(out / SOURCE, f"{data}\n")
-    write_if_changed(out / MAKEFILE, makefile())
+    write_if_changed(layout.data_source(out), f"{data}\n")
+    write_if_changed(layout.stage_rules(out), makefile())
 
 
 def why(stage_name: str, out: str | Path, changed: list[str]) -> str:
     """One line: the stage and why it runs (no record yet, or what changed)."""
     stage = by_name(stage_name)
     out = Path(out)
-    missing = [r for r in stage.records if not (out / "evidence" / f"{r}.json").is_file()]
+    missing = [r for r in stage.records if not layout.record(out, r).is_file()]
     if missing or not changed:
         return f"[{stage.name}] run: no record yet" if missing else f"[{stage.name}] run"
     params, records, code, other = [], [], [], []
     for item in changed:
         p = Path(item)
-        if p.suffix == ".json" and p.parent.name == "params" and p.parent.parent == out:
+        if p == layout.params_stamp(out, p.stem):
             params.append(p.stem)
-        elif p.suffix == ".json" and p.parent.name == "evidence" and p.parent.parent == out:
+        elif p == layout.record(out, p.stem):
             records.append(p.stem)
-        elif p == out / SOURCE:
+        elif p == layout.data_source(out):
             other.append("DATA")
         else:
             code.append(item)

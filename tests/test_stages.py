@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from evidence import EvidenceError, write_record
-from evidence.make import MAKEFILE, makefile, prepare, stage_rule, why
+from evidence import layout
+from evidence.make import makefile, prepare, stage_rule, why
 from evidence.stages import (STAGES, by_name, check_dependency, code_files, markdown, run_records,
                              stage_of)
 
@@ -124,7 +125,7 @@ def test_why_names_what_changed(tmp_path):
 def test_prepare_rewrites_only_what_changed(tmp_path):
     out = tmp_path / "run"
     prepare(REPO / "params.yaml", out, "demo")
-    files = [out / MAKEFILE, out / "cohort" / "source.txt", out / "params" / "train.json"]
+    files = [layout.stage_rules(out), layout.data_source(out), layout.params_stamp(out, "train")]
     past = 1_000_000_000
     for f in files:
         os.utime(f, (past, past))
@@ -133,7 +134,7 @@ def test_prepare_rewrites_only_what_changed(tmp_path):
     prepare(REPO / "params.yaml", out, "other")
     assert (out / "cohort" / "source.txt").read_text() == "other\n"
     assert (out / "cohort" / "source.txt").stat().st_mtime != past
-    assert (out / MAKEFILE).read_text() == makefile()
+    assert layout.stage_rules(out).read_text() == makefile()
 
 
 def test_write_record_takes_stage_and_code_from_the_table(tmp_path):
