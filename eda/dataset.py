@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from evidence.errors import ToolkitError
+
 from .sources import MANIFEST_COLUMNS, NO_FINDING
 
 FINDINGS = (
@@ -24,7 +26,7 @@ SPLITS = ("train", "val", "test")
 IMAGES_PER_PATIENT_BINS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, None))
 
 
-class ManifestError(ValueError):
+class ManifestError(ToolkitError, ValueError):
     """A manifest or split file that does not follow the contract; the message names the fix."""
 
 

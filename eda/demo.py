@@ -20,6 +20,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from evidence import atomic, sha256_file
+from evidence.errors import ToolkitError
 
 GENERATOR = "eda.demo/1"
 LABELS = "labels.csv"
@@ -34,7 +35,7 @@ ACUTE = {"Infiltration": (0.15, 0.35), "Effusion": (0.10, 0.20), "Atelectasis": 
 DEFAULTS = {"seed": 20240601, "n_patients": 240, "image_size": 64, "pneumonia_prevalence": 0.25}
 
 
-class DemoError(ValueError):
+class DemoError(ToolkitError, ValueError):
     pass
 
 

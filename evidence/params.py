@@ -17,9 +17,10 @@ from pathlib import Path
 import yaml
 
 from . import atomic
+from .errors import ToolkitError
 
 
-class ParamsError(ValueError):
+class ParamsError(ToolkitError, ValueError):
     pass
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evidence.errors import ToolkitError
+
 from . import images
 from .preprocess import PreprocessingSpec, normalise, to_unit
 
@@ -23,7 +25,7 @@ MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "pneumonia")
 SPLITS_COLUMNS = ("image_id", "split")
 
 
-class DataError(ValueError):
+class DataError(ToolkitError, ValueError):
     """Bad cohort input; the message names the file, row, split or parameter."""
 
 
@@ -107,7 +109,7 @@ def find_unreadable(rows: pd.DataFrame) -> str | None:
 
 
 def _decode_unit(path, kind, spec: PreprocessingSpec):
-    import tensorflow as tf
+    from .tf import tf
 
     def raster(k):
         return lambda: images.decode_display(tf.io.read_file(path), k)
@@ -123,7 +125,7 @@ def _decode_unit(path, kind, spec: PreprocessingSpec):
 
 def unit_dataset(rows: pd.DataFrame, spec: PreprocessingSpec):
     """(unit image (S, S, 1), label float) per row, decoded in parallel, in row order."""
-    import tensorflow as tf
+    from .tf import tf
 
     kinds = np.array([KINDS.index(k) for k in rows["kind"]], dtype=np.int32)
     ds = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(dtype=str), kinds,
@@ -156,7 +158,7 @@ def clear_cache(cache) -> None:
 def eval_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, batch_size: int, *, cache="memory",
                  name: str = "val"):
     """Validation/test stream: row order, no augmentation, no resampling."""
-    import tensorflow as tf
+    from .tf import tf
 
     ds = _cache(unit_dataset(rows, spec), cache, name).batch(batch_size)
     return ds.map(lambda x, y: (normalise(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE,
@@ -169,7 +171,7 @@ def augment(unit, seed, aug: dict, horizontal_flip: bool = False):
     `seed` is a stateless seed pair: the same pair gives the same image. Never a vertical flip;
     a horizontal flip only when `horizontal_flip` is true.
     """
-    import tensorflow as tf
+    from .tf import tf
 
     u = tf.random.stateless_uniform([6], seed=seed, minval=-1.0, maxval=1.0)
     size = tf.cast(tf.shape(unit)[0], tf.float32)
@@ -203,7 +205,7 @@ def class_counts(rows: pd.DataFrame) -> dict:
 def train_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, *, batch_size: int, balance: str,
                   augmentation: dict | None, horizontal_flip: bool, seed: int, cache="memory"):
     """(infinite training stream, steps_per_epoch, class_weight or None, balance description)."""
-    import tensorflow as tf
+    from .tf import tf
 
     if balance not in BALANCE:
         raise DataError(f"train.balance: unknown value {balance!r} (allowed: {', '.join(BALANCE)})")

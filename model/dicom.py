@@ -21,6 +21,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from evidence.params import ParamsError
+
 #: Values used when the `workflow` params section does not set a key (listed in the record).
 DEFAULT_RULES: dict[str, Any] = {
     "allowed_modalities": ["DX", "CR"],
@@ -52,7 +54,7 @@ def rules_from(params: dict | None) -> Rules:
         if params and key in params and params[key] is not None:
             rules[key] = params[key]
     if rules["missing_age"] not in ("reject", "accept_with_warning"):
-        raise ValueError(
+        raise ParamsError(
             f"params workflow.missing_age: got {rules['missing_age']!r}; use reject or accept_with_warning"
         )
     return rules

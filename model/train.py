@@ -21,9 +21,7 @@ from evidence.params import ParamsError, section
 from evidence.cli import stage_main
 
 from . import architectures, data
-from .architectures import ArchitectureError
-from .images import ImageError
-from .preprocess import PreprocessingSpec, SpecError, load_spec
+from .preprocess import PreprocessingSpec, load_spec
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 HORIZONTAL_FLIP_REASON = ("horizontal flips are off by default: cardiac and situs anatomy are lateralised, "
@@ -36,8 +34,6 @@ DEFAULTS = {
     "fine_tune": {"frozen_epochs": 0, "unfreeze_from": None, "fine_tune_learning_rate": 0.0001},
     "seed": 7, "cache": "memory",
 }
-TRAIN_ERRORS = (data.DataError, ParamsError, ArchitectureError, SpecError, ImageError,
-                evidence.EvidenceError, OSError)
 
 
 def check_int(key: str, value, *, minimum: int = 1) -> int:
@@ -84,7 +80,7 @@ def make_spec(p: dict) -> PreprocessingSpec:
 
 
 def _optimizer(name: str, lr: float):
-    import keras
+    from .tf import keras
 
     return {"adam": lambda: keras.optimizers.Adam(lr), "adamw": lambda: keras.optimizers.AdamW(lr),
             "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
@@ -92,7 +88,7 @@ def _optimizer(name: str, lr: float):
 
 
 def _compile(model, name: str, lr: float):
-    import keras
+    from .tf import keras
 
     model.compile(optimizer=_optimizer(name, lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")])
@@ -114,7 +110,7 @@ def _number(v):
 
 
 def _device(strategy) -> dict:
-    import tensorflow as tf
+    from .tf import tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync),
@@ -147,8 +143,7 @@ def _figure(history: list[dict], path: Path) -> None:
 
 def run(out_dir: str | Path, params: dict) -> dict:
     """Train and write model, spec, figure and the `training.run` record; return the record."""
-    import keras
-    import tensorflow as tf
+    from .tf import keras, tf
 
     from .callbacks import StderrProgress
 
@@ -277,7 +272,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def load_model(out_dir: str | Path):
     """(keras model, PreprocessingSpec) from `OUT/models/model.keras` and `OUT/models/preprocessing.json`."""
-    import keras
+    from .tf import keras
 
     models_dir = Path(out_dir) / "models"
     model_path = models_dir / "model.keras"
@@ -294,7 +289,7 @@ def load_model(out_dir: str | Path):
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m model.train", doc=__doc__, errors=TRAIN_ERRORS,
+        argv, prog="python -m model.train", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
         summary=lambda record, a: (f"train: best epoch {record['data']['best_epoch']} val AUC "
                                    f"{record['data']['best_val_auc']} -> {Path(a.out) / 'models' / 'model.keras'}"))

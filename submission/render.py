@@ -19,6 +19,7 @@ import yaml
 from evidence import Store
 from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
+from evidence.errors import ToolkitError
 
 from . import filters
 from .markup import BANNER
@@ -30,7 +31,7 @@ APPENDIX_HEADING = "Appendix: traceability of every number"
 _MARK = re.compile(r"\x02(\d+)\x03")
 
 
-class RenderError(Exception):
+class RenderError(ToolkitError):
     """A template asked for something the evidence does not hold."""
 
 

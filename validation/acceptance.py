@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import operator
 
+from evidence.errors import ToolkitError
+
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 BOUNDS = ("estimate", "ci_low", "ci_high")
 
 
-class CriteriaError(ValueError):
+class CriteriaError(ToolkitError, ValueError):
     pass
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from evidence.errors import ToolkitError
+
 NO_FINDING = "No Finding"
 MANIFEST_COLUMNS = [
     "image_id", "path", "patient_id", "pneumonia", "finding_labels", "age_years", "sex", "view",
@@ -18,7 +20,7 @@ MANIFEST_COLUMNS = [
 ]
 
 
-class SourceError(ValueError):
+class SourceError(ToolkitError, ValueError):
     """Bad input data: the message names the file, row or parameter and the fix."""
 
 
