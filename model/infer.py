@@ -1,12 +1,13 @@
 """Classify DICOM files with the locked device: header checks, decoding, preprocessing, prediction
 at the locked threshold, and the clinician image for every accepted file.
 
-    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] FILE_OR_DIR...
+    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] [-v|-q] FILE_OR_DIR...
 
 One JSON line per file on stdout (`file`, `status` accepted|rejected|error, `reasons`,
 `probability`, `prediction`, `threshold`, `model_sha256`, `clinician_image`, header fields),
-then one summary line. Progress goes to stderr. A bad file never stops the batch; the exit code is
-non-zero only when the tool itself cannot run (no model, no locked threshold).
+then one summary line. Progress goes to stderr (`-q`: none); library warnings to
+`OUT/logs/model.infer.log` (`-v`: also to stderr). A bad file never stops the batch; the exit code
+is 2 only when the tool itself cannot run (no model, no locked threshold, no files), 70 on a bug.
 
 Header checks (`header_rules`): the `checks` of the run's `workflow.dicom` record when OUT has one
 (the rules the workflow check locked; --params is then not read), else the `workflow` section of
