@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO.parent / "shared" / "data" / "nih" / "images_1024"
 GOAL_RATIO = 1.3

@@ -11,7 +11,6 @@ evidence that the pipeline learns, never about adult NIH performance.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -52,9 +51,8 @@ def params_copy(path: Path) -> Path:
 
 
 def stage(module: str, *args: str) -> float:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     for line in proc.stderr.splitlines():
         if line.startswith(("train:", "error:", "predict:")):

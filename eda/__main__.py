@@ -6,18 +6,15 @@ Everything is computed first; figures and records are written only when all of i
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from evidence import layout, read_record, write_record  # noqa: E402
-from evidence.params import section  # noqa: E402
+from evidence import layout, read_record, write_record
+from evidence.params import section
 from evidence.cli import stage_main
-from evidence.manifest import ManifestError, read_manifest, read_splits  # noqa: E402
+from evidence.manifest import read_manifest, read_splits
 
-from . import dataset, figures, ground_truth, pixels, quality  # noqa: E402
+from . import dataset, figures, ground_truth, pixels, quality
 
 DEP_RECORDS = ("cohort.manifest", "split.patients")
 DEFAULTS = {"pixel_seed": 0, "max_age_span_years": quality.DEFAULT_MAX_AGE_SPAN_YEARS, "ci_level": 0.95}
@@ -71,7 +68,7 @@ def run(out: str | Path, params: dict) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m eda", doc=__doc__, errors=(ManifestError, OSError),
+        argv, prog="python -m eda", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "eda")),
         summary=lambda records, a: (f"eda: {len(records)} records in {layout.evidence(a.out)}; "
                                     f"{len(records['eda.quality']['data']['findings'])} data-quality findings"))

@@ -73,7 +73,7 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m eda.cohort", doc=__doc__, errors=(SourceError, OSError),
+        argv, prog="python -m eda.cohort", doc=__doc__,
         add_arguments=lambda p: p.add_argument("--data", required=True, help="demo, or a data folder"),
         call=lambda a: run(a.data, a.out, section(a.params, "cohort")), summary=_summary)
 

@@ -20,6 +20,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from evidence import atomic, layout, sha256_file
+from evidence.errors import ToolkitError
 
 GENERATOR = "eda.demo/1"
 LABELS = "labels.csv"
@@ -32,6 +33,10 @@ CHRONIC = {"Cardiomegaly": 0.05, "Emphysema": 0.04, "Fibrosis": 0.03, "Nodule": 
 ACUTE = {"Infiltration": (0.15, 0.35), "Effusion": (0.10, 0.20), "Atelectasis": (0.09, 0.15),
          "Consolidation": (0.03, 0.12), "Edema": (0.02, 0.08), "Pneumothorax": (0.04, 0.0)}
 DEFAULTS = {"seed": 20240601, "n_patients": 240, "image_size": 64, "pneumonia_prevalence": 0.25}
+
+
+class DemoError(ToolkitError, ValueError):
+    pass
 
 
 def settings(params: dict) -> dict:

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from evidence import console
+from evidence.errors import ToolkitError
 from model.dicom import read_dataset, read_pixels
 
 from .dataset import not_estimable, summary
@@ -28,7 +30,7 @@ MAX_PROBLEMS_LISTED = 20
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
-class PixelError(ValueError):
+class PixelError(ToolkitError, ValueError):
     """An image file that cannot be read as a radiograph."""
 
 
@@ -108,7 +110,7 @@ def analyse(frame: pd.DataFrame, sample_max: int, seed: int) -> tuple[dict, dict
     means, sds, labels = [], [], []
     colour_ids = {"equal_channels": [], "unequal_channels": [], "transparent": []}
     pooled = {"train": [0.0, 0.0, 0], "all": [0.0, 0.0, 0]}
-    for row in sample.itertuples(index=False):
+    for row in console.progress(sample.itertuples(index=False), "eda pixels", total=len(sample)):
         try:
             pixels, mode, size, note = load_gray(row.path)
         except PixelError as e:

@@ -20,12 +20,13 @@ import pandas as pd
 from evidence import atomic, layout, read_record, write_record
 from evidence.params import section
 from evidence.cli import stage_main
-from evidence.manifest import SPLITS, ManifestError, read_manifest
+from evidence.errors import ToolkitError
+from evidence.manifest import SPLITS, read_manifest
 
 RECORD_ID = "split.patients"
 
 
-class SplitError(ValueError):
+class SplitError(ToolkitError, ValueError):
     pass
 
 
@@ -144,7 +145,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m eda.split", doc=__doc__, errors=(SplitError, ManifestError, OSError),
+        argv, prog="python -m eda.split", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "split")),
         summary=lambda record, a: "split ({}): ".format(record["data"]["method"]) + ", ".join(
             f"{k} {v['images']} images/{v['patients']} patients" for k, v in record["data"]["splits"].items()))

@@ -1,10 +1,14 @@
-"""python -m evidence audit [--out DIR] [--no-code-check]"""
+"""python -m evidence audit [--out DIR] [--no-code-check]
+
+Exit 0 when the run verifies, 1 when the audit found failures (FAIL lines), 2 when the run folder
+cannot be read, 70 on a bug (`evidence.cli.guarded`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from .audit import audit
+from .cli import EXIT_FAILED, EXIT_OK, guarded
 from .recompute import check
 
 
@@ -16,15 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--no-code-check", action="store_true",
                    help="do not flag records whose producing code changed since")
     args = parser.parse_args(argv)
-    failures, n = audit(args.out, check_code=not args.no_code_check)
-    failures += check(args.out)
+    return guarded(lambda: _audit(args.out, check_code=not args.no_code_check))
+
+
+def _audit(out: str, *, check_code: bool) -> int:
+    failures, n = audit(out, check_code=check_code)
+    failures += check(out)
     for line in failures:
         print(f"FAIL {line}")
     if failures:
-        print(f"audit: {len(failures)} failure(s) in {n} record(s) under {args.out}", file=sys.stderr)
-        return 1
-    print(f"audit: OK, {n} record(s) under {args.out} verified")
-    return 0
+        print(f"audit: {len(failures)} failure(s) in {n} record(s) under {out}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"audit: OK, {n} record(s) under {out} verified")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

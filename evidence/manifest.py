@@ -14,6 +14,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from .errors import ToolkitError
+
 TEXT, LABEL, NUMBER = "str", "int 0/1", "float"
 #: Column -> type, in the order the cohort stage writes them (ARCHITECTURE.md, "Cohort manifest").
 COLUMNS = {
@@ -25,7 +27,7 @@ SPLIT_COLUMNS = ("image_id", "patient_id", "split")
 SPLITS = ("train", "val", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(ToolkitError, ValueError):
     """A manifest or split file that does not follow the contract; the message names the fix."""
 
 

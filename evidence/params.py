@@ -26,12 +26,14 @@ from pathlib import Path
 import jsonschema
 
 from . import atomic, layout, safeyaml
+from .cli import guarded
+from .errors import ToolkitError
 
 SCHEMA_FILE = Path(__file__).with_name("params.schema.json")
 DOC_COMMAND = "python -m evidence.params --doc docs/params.md"
 
 
-class ParamsError(ValueError):
+class ParamsError(ToolkitError, ValueError):
     pass
 
 
@@ -405,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m evidence.params PARAMS OUT | --doc [FILE]", file=sys.stderr)
         return 2
-    try:
+
+    def body() -> int:
         stamp(argv[0], argv[1])
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return guarded(body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Learning from pixels: preprocessing, tf.data, architectures, training, DICOM checks, inference."""
-import os
+"""Learning from pixels: preprocessing, tf.data, architectures, training, DICOM checks, inference.
 
-# Quieten TensorFlow's C++ logging for every module of this package (set before TensorFlow loads).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TensorFlow and Keras are imported through `model.tf` only, where their start-up output is kept
+off the terminal.
+"""

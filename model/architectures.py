@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evidence.errors import ToolkitError
+
 WEIGHTS = ("none", "imagenet", "<path to a weights file>")
 # The ImageNet normalisation each base was trained with (see model.preprocess.NORMALISATIONS).
 NORMALISATION = {"small_cnn": "unit", "vgg16": "caffe", "resnet50": "caffe", "densenet121": "torch"}
@@ -25,7 +27,7 @@ _WEIGHT_URLS = {
 }
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(ToolkitError, ValueError):
     """An unknown architecture or unusable weights; the message names the train parameter."""
 
 
@@ -53,8 +55,8 @@ def normalisation_for(architecture: str, weights: str) -> str:
 
 def small_cnn(input_shape, seed: int = 0):
     """Four conv blocks (32-64-128-128, BN, ReLU, max-pool while the map is >= 4 px), GAP, dropout."""
-    import keras
-    from keras import layers
+    from .tf import keras
+    layers = keras.layers
 
     inputs = keras.Input(shape=input_shape, name="image")
     x, size = inputs, input_shape[0]
@@ -72,7 +74,7 @@ def small_cnn(input_shape, seed: int = 0):
 
 
 def _base(architecture: str, weights: str, input_shape):
-    import keras
+    from .tf import keras
 
     app = getattr(keras.applications, _APPLICATION[architecture])
     kw = dict(include_top=False, input_shape=input_shape, pooling=None)  # 4-D output: Grad-CAM reaches it
@@ -94,8 +96,8 @@ def _base(architecture: str, weights: str, input_shape):
 
 def build(architecture: str, weights, spec, seed: int = 0):
     """(model, base) for input (spec.image_size, spec.image_size, spec.channels)."""
-    import keras
-    from keras import layers
+    from .tf import keras
+    layers = keras.layers
 
     weights = check(architecture, weights)
     input_shape = (spec.image_size, spec.image_size, spec.channels)

@@ -1,10 +1,13 @@
-"""Small Keras callbacks: one line of training progress per epoch on stderr."""
+"""Small Keras callbacks: one line of training progress per epoch on stderr, and prediction progress
+(both silent with --quiet)."""
 from __future__ import annotations
 
 import sys
 import time
 
-import keras
+from evidence import console
+
+from .tf import keras
 
 
 class StderrProgress(keras.callbacks.Callback):
@@ -20,7 +23,23 @@ class StderrProgress(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if console.quiet():
+            return
         logs = logs or {}
         parts = [f"{k} {float(logs[k]):.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in logs]
         print(f"train: epoch {epoch + 1}/{self.total_epochs}  " + "  ".join(parts)
               + f"  ({time.perf_counter() - self._start:.1f} s)", file=self.stream, flush=True)
+
+
+class PredictProgress(keras.callbacks.Callback):
+    """Images scored so far, reported to an `evidence.console.Progress` after each batch."""
+
+    def __init__(self, bar: console.Progress, batch_size: int):
+        super().__init__()
+        self.bar, self.batch_size = bar, batch_size
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update((batch + 1) * self.batch_size)
+
+    def on_predict_end(self, logs=None):
+        self.bar.close()

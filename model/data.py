@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from evidence import layout
+from evidence.errors import ToolkitError
 from evidence.manifest import read_manifest, read_splits
 
 from . import images
@@ -25,7 +26,7 @@ BALANCE = ("class_weight", "undersample", "none")
 MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "pneumonia")
 
 
-class DataError(ValueError):
+class DataError(ToolkitError, ValueError):
     """Bad cohort input; the message names the file, row, split or parameter."""
 
 
@@ -81,7 +82,7 @@ def find_unreadable(rows: pd.DataFrame) -> str | None:
 
 
 def _decode_unit(path, kind, spec: PreprocessingSpec):
-    import tensorflow as tf
+    from .tf import tf
 
     def raster(k):
         return lambda: images.decode_display(tf.io.read_file(path), k)
@@ -97,7 +98,7 @@ def _decode_unit(path, kind, spec: PreprocessingSpec):
 
 def unit_dataset(rows: pd.DataFrame, spec: PreprocessingSpec):
     """(unit image (S, S, 1), label float) per row, decoded in parallel, in row order."""
-    import tensorflow as tf
+    from .tf import tf
 
     kinds = np.array([KINDS.index(k) for k in rows["kind"]], dtype=np.int32)
     ds = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(dtype=str), kinds,
@@ -130,7 +131,7 @@ def clear_cache(cache) -> None:
 def eval_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, batch_size: int, *, cache="memory",
                  name: str = "val"):
     """Validation/test stream: row order, no augmentation, no resampling."""
-    import tensorflow as tf
+    from .tf import tf
 
     ds = _cache(unit_dataset(rows, spec), cache, name).batch(batch_size)
     return ds.map(lambda x, y: (normalise(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE,
@@ -143,7 +144,7 @@ def augment(unit, seed, aug: dict, horizontal_flip: bool = False):
     `seed` is a stateless seed pair: the same pair gives the same image. Never a vertical flip;
     a horizontal flip only when `horizontal_flip` is true.
     """
-    import tensorflow as tf
+    from .tf import tf
 
     u = tf.random.stateless_uniform([6], seed=seed, minval=-1.0, maxval=1.0)
     size = tf.cast(tf.shape(unit)[0], tf.float32)
@@ -177,7 +178,7 @@ def class_counts(rows: pd.DataFrame) -> dict:
 def train_dataset(rows: pd.DataFrame, spec: PreprocessingSpec, *, batch_size: int, balance: str,
                   augmentation: dict | None, horizontal_flip: bool, seed: int, cache="memory"):
     """(infinite training stream, steps_per_epoch, class_weight or None, balance description)."""
-    import tensorflow as tf
+    from .tf import tf
 
     if balance not in BALANCE:
         raise DataError(f"train.balance: unknown value {balance!r} (allowed: {', '.join(BALANCE)})")

@@ -21,6 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+
 #: Values used when the `workflow` params section does not set a key (listed in the record).
 DEFAULT_RULES: dict[str, Any] = {
     "allowed_modalities": ["DX", "CR"],

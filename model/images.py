@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from evidence.errors import ToolkitError
+
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 
 
-class ImageError(ValueError):
+class ImageError(ToolkitError, ValueError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 
@@ -35,7 +37,7 @@ def kind_of(path: str | Path) -> str:
 
 def to_gray(x):
     """(H, W, C) float tensor -> (H, W): the gray channel, or BT.601 luma for a true colour image."""
-    import tensorflow as tf
+    from .tf import tf
 
     def from_colour():
         r, g, b = x[..., 0], x[..., 1], x[..., 2]
@@ -47,7 +49,7 @@ def to_gray(x):
 
 def decode_display(contents, kind: str):
     """Encoded PNG/JPEG bytes (string tensor) -> (H, W) float32 display units 0..255."""
-    import tensorflow as tf
+    from .tf import tf
 
     if kind == "png":  # decoding as uint16 maps 8-bit v to v*257, so /257 is exact for both depths
         x = tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16), tf.float32) / 257.0
@@ -75,7 +77,7 @@ def load_pixels(path: str | Path) -> np.ndarray:
         if kind == "dicom":
             pixels = read_dicom_display(path)
         else:
-            import tensorflow as tf
+            from .tf import tf
 
             pixels = decode_display(tf.io.read_file(str(path)), kind).numpy()
     except ImageError:

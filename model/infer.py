@@ -1,12 +1,13 @@
 """Classify DICOM files with the locked device: header checks, decoding, preprocessing, prediction
 at the locked threshold, and the clinician image for every accepted file.
 
-    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] FILE_OR_DIR...
+    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] [-v|-q] FILE_OR_DIR...
 
 One JSON line per file on stdout (`file`, `status` accepted|rejected|error, `reasons`,
 `probability`, `prediction`, `threshold`, `model_sha256`, `clinician_image`, header fields),
-then one summary line. Progress goes to stderr. A bad file never stops the batch; the exit code is
-non-zero only when the tool itself cannot run (no model, no locked threshold).
+then one summary line. Progress goes to stderr (`-q`: none); library warnings to
+`OUT/logs/model.infer.log` (`-v`: also to stderr). A bad file never stops the batch; the exit code
+is 2 only when the tool itself cannot run (no model, no locked threshold, no files), 70 on a bug.
 
 Header checks (`header_rules`): the `checks` of the run's `workflow.dicom` record when OUT has one
 (the rules the workflow check locked; --params is then not read), else the `workflow` section of
@@ -28,8 +29,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from evidence import Store, EvidenceError, layout, sha256_file
+from evidence import Store, EvidenceError, console, layout, sha256_file
+from evidence.cli import guarded
 from evidence.params import ParamsError, load_all
+from evidence.errors import ToolkitError
 
 from . import dicom
 
@@ -45,7 +48,7 @@ WORKFLOW_RECORD = "workflow.dicom"
 STATUSES = (dicom.ACCEPTED, dicom.REJECTED, dicom.ERROR)
 
 
-class DeviceError(RuntimeError):
+class DeviceError(ToolkitError, RuntimeError):
     """The locked device (model, spec, threshold) cannot be loaded; the message names the fix."""
 
 
@@ -124,7 +127,6 @@ def trained_sha256(out: str | Path) -> dict[str, str]:
 
 
 def _load_model(out: Path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .train import load_model
 
     try:
@@ -290,24 +292,33 @@ def main(argv: list[str] | None = None) -> int:
                         "when the run has no workflow.dicom record")
     parser.add_argument("--no-images", action="store_true", help="do not write clinician PNGs")
     parser.add_argument("--secondary-capture", action="store_true", help="also write a DICOM Secondary Capture")
+    console.add_arguments(parser)
     parser.add_argument("inputs", nargs="+", help="DICOM files or folders (searched recursively)")
     args = parser.parse_args(argv)
-    try:
-        device = load_device(args.out, args.params)
-    except (DeviceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    command = " ".join(["python -m model.infer", *(sys.argv[1:] if argv is None else argv)])
+
+    def body() -> int:
+        with console.session(args.out, "model.infer", command=command, verbose=args.verbose, quiet=args.quiet):
+            return _infer(args)
+
+    return guarded(body)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    device = load_device(args.out, args.params)
     files = expand(args.inputs)
     if not files:
-        print(f"error: no files found in {' '.join(args.inputs)} (pass DICOM files or folders)", file=sys.stderr)
-        return 1
+        raise ToolkitError(f"no files found in {' '.join(args.inputs)} (pass DICOM files or folders)")
     image_dir = None if args.no_images else Path(args.out) / "workflow"
-    show = (lambda n: print(f"{n}/{len(files)} files", file=sys.stderr, flush=True)) if len(files) > BATCH else None
+    bar = console.Progress("infer", len(files))
     rows = []
-    for row in classify(files, device, image_dir=image_dir,
-                        secondary_capture=args.secondary_capture, progress=show):
-        rows.append(row)
-        print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)
+    try:
+        for row in classify(files, device, image_dir=image_dir,
+                            secondary_capture=args.secondary_capture, progress=bar.update):
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)
+    finally:
+        bar.close()
     if image_dir is not None and any(r["clinician_image"] for r in rows):
         from evidence import atomic
         from .clinician import html_index, intended_use

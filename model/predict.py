@@ -15,24 +15,27 @@ import numpy as np
 import pandas as pd
 
 import evidence
-from evidence import layout
+from evidence import console, layout
 from evidence.params import section
 from evidence.cli import stage_main
 
 from . import data
-from .infer import MODEL_FILE, SPEC_FILE, DeviceError, trained_sha256
-from .train import DEFAULTS, TRAIN_ERRORS, load_model
+from .infer import MODEL_FILE, SPEC_FILE, trained_sha256
+from .train import DEFAULTS, load_model
 
 SPLITS = layout.PREDICTED_SPLITS
 
 
-def score_rows(model, spec, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
-    """Predicted probabilities in row order; an undecodable file raises DataError naming it."""
-    import tensorflow as tf
+def score_rows(model, spec, rows: pd.DataFrame, batch_size: int, label: str = "") -> np.ndarray:
+    """Predicted probabilities in row order; an undecodable file raises DataError naming it.
+    Progress (`label`, images scored) goes to stderr for long splits."""
+    from .callbacks import PredictProgress
+    from .tf import tf
 
     ds = data.eval_dataset(rows, spec, batch_size, cache=None)
+    progress = PredictProgress(console.Progress(f"predict {label}", len(rows)), batch_size)
     try:
-        scores = model.predict(ds, verbose=0).reshape(-1)
+        scores = model.predict(ds, verbose=0, callbacks=[progress]).reshape(-1)
     except tf.errors.OpError:
         bad = data.find_unreadable(rows)
         if bad:
@@ -53,7 +56,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
     for split in SPLITS:
         rows = data.split_rows(df, split)
         data.check_files(rows)
-        scores = score_rows(model, spec, rows, batch_size)
+        scores = score_rows(model, spec, rows, batch_size, split)
         tables[split] = pd.DataFrame({"image_id": rows["image_id"], "patient_id": rows["patient_id"],
                                       "label": rows["label"].astype(int), "score": scores})
         summary[split] = {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique()),
@@ -75,7 +78,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m model.predict", doc=__doc__, errors=(*TRAIN_ERRORS, DeviceError),
+        argv, prog="python -m model.predict", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
         summary=lambda record, a: (f"predict: val {record['data']['val']['n_images']} images, "
                                    f"test {record['data']['test']['n_images']} images scored"))

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from evidence.errors import ToolkitError
+
 SPEC_VERSION = "preprocessing/1"
 
 # ImageNet normalisation of the keras.applications bases, expressed on unit (0..1) input.
@@ -33,7 +35,7 @@ NORMALISATIONS = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(ToolkitError, ValueError):
     """A preprocessing spec is malformed; the message names the field."""
 
 
@@ -117,7 +119,7 @@ def to_unit(pixels, spec: PreprocessingSpec):
     display value, and the resize is linear with weights that sum to one, so the window is applied
     after the resize: the same values, computed on S*S pixels instead of H*W.
     """
-    import tensorflow as tf
+    from .tf import tf
 
     x = tf.convert_to_tensor(pixels)
     if x.shape.rank == 2:
@@ -141,7 +143,7 @@ def _window_covers_display_range(spec: PreprocessingSpec) -> bool:
 
 def normalise(unit, spec: PreprocessingSpec):
     """(..., S, S, 1) unit-range tensor -> (..., S, S, channels) model input."""
-    import tensorflow as tf
+    from .tf import tf
 
     x = tf.convert_to_tensor(unit, dtype=tf.float32)
     if spec.channels > 1:
@@ -183,7 +185,7 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: PreprocessingSpec, chun
 
 @functools.lru_cache(maxsize=16)
 def _compiled(spec_json: str, dtype: str):
-    import tensorflow as tf
+    from .tf import tf
 
     spec = PreprocessingSpec.from_dict(json.loads(spec_json))
     return tf.function(lambda stack: normalise(to_unit(stack[..., None], spec), spec),

@@ -19,7 +19,7 @@ CHUNK = 16  # inputs per forward and backward pass: bounds the activations kept 
 
 def probability_of(output):
     """The pneumonia probability from a model output: (n, 1) sigmoid or (n, 2) softmax."""
-    import tensorflow as tf
+    from .tf import tf
 
     output = tf.convert_to_tensor(output)
     if output.shape.rank == 2 and output.shape[-1] == 2:
@@ -57,7 +57,7 @@ def _feature_path(layers, learned: bool) -> tuple[list, bool]:
 def last_conv_layer(model) -> list:
     """The layers leading to the last learned 4-D feature map (N, H>1, W, C): [layer] for a top-level
     layer, [base, layer] inside a nested base; [] when there is none."""
-    import keras
+    from .tf import keras
 
     top = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     return _feature_path(top, False)[0]
@@ -75,7 +75,7 @@ def saliency_maps(model, batch: np.ndarray, probabilities=None, *,
     """`saliency_map` for a batch (N, H, W, C) at once: one method and layer for the whole batch,
     one map per input. Each input's gradient is its own (inference mode: no input affects another's
     output), so a chunk of inputs shares one forward and one backward pass."""
-    import tensorflow as tf
+    from .tf import tf
 
     batch = np.asarray(batch, dtype=np.float32)
     path = last_conv_layer(model)
@@ -99,8 +99,7 @@ def _grad_cam(model, path, batch, probabilities: np.ndarray) -> list[np.ndarray]
     """Grad-CAM for a model whose top-level layers form a chain: the layers up to the feature map
     (a sub-model; for a nested base, the base returning its inner map too), then the remaining
     top-level layers in order. The split must reproduce `probabilities`."""
-    import keras
-    import tensorflow as tf
+    from .tf import keras, tf
 
     if len(path) > 2:
         raise ValueError("feature map nested more than one model deep")
@@ -132,7 +131,7 @@ def _grad_cam(model, path, batch, probabilities: np.ndarray) -> list[np.ndarray]
 
 
 def _input_gradient(model, batch) -> list[np.ndarray]:
-    import tensorflow as tf
+    from .tf import tf
 
     with tf.GradientTape() as tape:
         tape.watch(batch)

@@ -18,15 +18,12 @@ import numpy as np
 
 import evidence
 from evidence import layout
-from evidence.manifest import ManifestError
-from evidence.params import ParamsError, section
+from evidence.params import section
 from evidence.cli import stage_main
 
 from . import architectures, data
-from .architectures import ArchitectureError
 from .figures import save_figure
-from .images import ImageError
-from .preprocess import PreprocessingSpec, SpecError, load_spec
+from .preprocess import PreprocessingSpec, load_spec
 
 #: train.optimizer: name -> builder(keras, learning_rate) of the Keras optimizer.
 OPTIMIZERS = {
@@ -45,8 +42,6 @@ DEFAULTS = {
     "fine_tune": {"frozen_epochs": 0, "unfreeze_from": None, "fine_tune_learning_rate": 0.0001},
     "seed": 7, "cache": "memory",
 }
-TRAIN_ERRORS = (data.DataError, ManifestError, ParamsError, ArchitectureError, SpecError, ImageError,
-                evidence.EvidenceError, OSError)
 
 
 def resolve_params(params: dict) -> dict:
@@ -66,7 +61,7 @@ def make_spec(p: dict) -> PreprocessingSpec:
 
 
 def _compile(model, name: str, lr: float):
-    import keras
+    from .tf import keras
 
     model.compile(optimizer=OPTIMIZERS[name](keras, lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")])
@@ -88,7 +83,7 @@ def _number(v):
 
 
 def _device(strategy) -> dict:
-    import tensorflow as tf
+    from .tf import tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync),
@@ -121,8 +116,7 @@ def _figure(history: list[dict], path: Path) -> None:
 
 def run(out_dir: str | Path, params: dict) -> dict:
     """Train and write model, spec, figure and the `training.run` record; return the record."""
-    import keras
-    import tensorflow as tf
+    from .tf import keras, tf
 
     from .callbacks import StderrProgress
 
@@ -250,7 +244,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def load_model(out_dir: str | Path):
     """(keras model, PreprocessingSpec) from `OUT/models/model.keras` and `OUT/models/preprocessing.json`."""
-    import keras
+    from .tf import keras
 
     model_path = layout.model_file(out_dir)
     if not model_path.is_file():
@@ -266,7 +260,7 @@ def load_model(out_dir: str | Path):
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m model.train", doc=__doc__, errors=TRAIN_ERRORS,
+        argv, prog="python -m model.train", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
         summary=lambda record, a: (f"train: best epoch {record['data']['best_epoch']} val AUC "
                                    f"{record['data']['best_val_auc']} -> {layout.model_file(a.out)}"))

@@ -20,16 +20,17 @@ from evidence import EvidenceError, Store, layout, write_record
 from evidence.params import section
 from evidence.provenance import relative_to_run
 from evidence.cli import stage_main
+from evidence.errors import ToolkitError
 from evidence.manifest import read_manifest
 
 from . import dicom
-from .infer import STATUSES, DeviceError, classify, expand, load_device, summary
+from .infer import STATUSES, classify, expand, load_device, summary
 
 RECORD = "workflow.dicom"
 DEFAULT_DEMO_COUNT = 4
 
 
-class WorkflowError(ValueError):
+class WorkflowError(ToolkitError, ValueError):
     pass
 
 
@@ -194,7 +195,7 @@ def run(out: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m model.workflow", doc=__doc__, errors=(DeviceError, WorkflowError, ValueError),
+        argv, prog="python -m model.workflow", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "workflow")),
         summary=lambda record, a: (f"workflow.dicom: {record['data']['n_files']} files: "
                                    "{accepted} accepted, {rejected} rejected, {error} error".format(

@@ -17,18 +17,18 @@ from evidence import atomic, layout, write_record
 from evidence.canonical import sha256_bytes
 from evidence.cli import stage_main
 from evidence.params import section
+from evidence.errors import ToolkitError
 
 from . import flowchart
-from .filters import FormatError
 from .markup import to_html
 from .pdf import write_pdf
-from .render import Rendered, Renderer, RenderError
+from .render import Rendered, Renderer
 
 PLAN, SUBMISSION = "validation_plan", "510k_submission"
 FLOWCHART = "device_flowchart.png"
 
 
-class SubmissionError(Exception):
+class SubmissionError(ToolkitError):
     pass
 
 
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, prog="python -m submission", doc=__doc__, add_arguments=_arguments,
         call=lambda a: run(a.out, section(a.params, "submission"), documents=a.document, pdf=not a.no_pdf),
         summary=lambda records, a: "\n".join(f"submission: wrote record {r['id']} ({len(r['outs'])} files)"
-                                              for r in records),
-        errors=(SubmissionError, RenderError, FormatError, OSError))
+                                              for r in records))
 
 
 if __name__ == "__main__":

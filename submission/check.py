@@ -17,6 +17,8 @@ import yaml
 
 from evidence import layout
 from evidence.canonical import sha256_bytes
+from evidence.cli import EXIT_FAILED, EXIT_OK, guarded
+from evidence.errors import ToolkitError
 
 from .markup import BANNER
 from .render import APPENDIX_HEADING, DATA
@@ -58,12 +60,31 @@ def required_sections(markdown: str, headings: list[str]) -> list[str]:
     return [h for h in headings if h.lower() not in present]
 
 
+class TraceabilityError(ToolkitError):
+    """traceability.json cannot be read as the renderer writes it."""
+
+
+def _traceability(path: Path) -> dict:
+    """traceability.json, its shape checked: {"documents": {name: {markdown, markdown_sha256, traces}}}."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TraceabilityError(f"{path}: not valid JSON ({e}); rerun `make submission`") from None
+    documents = doc.get("documents") if isinstance(doc, dict) else None
+    entries = documents.values() if isinstance(documents, dict) else [None]
+    keys = ("markdown", "markdown_sha256", "traces")
+    if not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):
+        raise TraceabilityError(f"{path}: expected documents: {{name: {{{', '.join(keys)}}}}}; "
+                                "rerun `make submission`")
+    return doc
+
+
 def check(out: str | Path) -> list[str]:
     folder = layout.submission(out)
     trace_file = layout.traceability(out)
     if not trace_file.is_file():
         return [f"{trace_file}: missing (run `make submission` first)"]
-    doc = json.loads(trace_file.read_text(encoding="utf-8"))
+    doc = _traceability(trace_file)
     checklist = yaml.safe_load((DATA / "required_sections.yml").read_text(encoding="utf-8")) or {}
     nih_link = yaml.safe_load((DATA / "references.yml").read_text(encoding="utf-8"))["nih_link"]
     failures = []
@@ -93,21 +114,22 @@ def check(out: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0 when every check passes, 1 when a check fails (FAIL lines), 2 when the run folder cannot
+    be read, 70 on a bug (`evidence.cli.guarded`)."""
     parser = argparse.ArgumentParser(prog="python -m submission.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build", help="run folder (default: build)")
     args = parser.parse_args(argv)
-    try:
-        failures = check(args.out)
-    except (OSError, ValueError, KeyError, yaml.YAMLError) as e:
-        print(f"error: {args.out}/submission: {e}", file=sys.stderr)
-        return 1
+    return guarded(lambda: _report(check(args.out), args.out))
+
+
+def _report(failures: list[str], out: str) -> int:
     for f in failures:
         print(f"FAIL {f}")
     if failures:
         print(f"submission check: {len(failures)} failure(s)", file=sys.stderr)
-        return 1
-    print(f"submission check: OK, every number in {args.out}/submission traced")
-    return 0
+        return EXIT_FAILED
+    print(f"submission check: OK, every number in {out}/submission traced")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
+from evidence.errors import ToolkitError
+
 METHOD_NAMES = {
     "wilson": "Wilson score",
     "clopper-pearson": "Clopper-Pearson exact",
@@ -18,7 +20,7 @@ METHOD_NAMES = {
 }
 
 
-class FormatError(ValueError):
+class FormatError(ToolkitError, ValueError):
     """A value that cannot be shown in a document."""
 
 

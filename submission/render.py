@@ -19,6 +19,7 @@ import yaml
 from evidence import Store, layout
 from evidence.canonical import sha256_file
 from evidence.errors import EvidenceError
+from evidence.errors import ToolkitError
 from evidence.provenance import REPO_ROOT
 
 from . import filters
@@ -41,7 +42,7 @@ APPENDIX_MARK = f"{MARK_OPEN}APPENDIX{MARK_CLOSE}"
 _MARK = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
 
 
-class RenderError(Exception):
+class RenderError(ToolkitError):
     """A template asked for something the evidence does not hold."""
 
 

@@ -105,7 +105,7 @@ def test_bad_folder_inputs(tmp_path, capsys, csv_text, expected):
         (data / "labels.txt").write_text("x")
     rc = _run(tmp_path, data)
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith("error: ") and "\n" not in err
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err
     assert expected in err
     if csv_text is not None:
         assert "labels.csv" in err

@@ -170,7 +170,7 @@ def test_unknown_label_columns_error(tmp_path, capsys):
     (data / "Data_Entry_2017.csv").write_text("Image,Label\na.png,Pneumonia\n")
     rc = cohort.main(["--data", str(data), "--out", str(tmp_path / "out"), "--params", str(_params(tmp_path))])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith("error: ") and "\n" not in err
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err
     assert "expected" in err and "['Image', 'Label']" in err
     assert not (tmp_path / "out" / "cohort" / "manifest.csv").exists()
     assert not (tmp_path / "out" / "evidence").exists()
@@ -182,7 +182,7 @@ def test_unknown_sources_error(tmp_path, capsys, data):
     arg = str(tmp_path / data) if data != "not-a-source" else data
     rc = cohort.main(["--data", arg, "--out", str(tmp_path / "out"), "--params", str(_params(tmp_path))])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith("error: ") and "Data_Entry_2017" in err and "\n" not in err
+    assert rc == 2 and err.startswith("error: ") and "Data_Entry_2017" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("setting, key", [("max_age_years: old", "max_age_years"),
@@ -195,7 +195,7 @@ def test_bad_nih_params(tmp_path, capsys, setting, key):
     params.write_text(f"cohort:\n  nih:\n    {setting}\n")
     rc = cohort.main(["--data", str(data), "--out", str(tmp_path / "out"), "--params", str(params)])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith("error: ") and f"cohort.nih.{key}" in err
+    assert rc == 2 and err.startswith("error: ") and f"cohort.nih.{key}" in err
 
 
 def test_corrupt_gzip_label_file(tmp_path, capsys):
@@ -204,7 +204,7 @@ def test_corrupt_gzip_label_file(tmp_path, capsys):
     (data / "Data_Entry_2017_v2020.csv.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
     rc = cohort.main(["--data", str(data), "--out", str(tmp_path / "out"), "--params", str(_params(tmp_path))])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith("error: ") and "Data_Entry_2017_v2020.csv.gz" in err and "\n" not in err
+    assert rc == 2 and err.startswith("error: ") and "Data_Entry_2017_v2020.csv.gz" in err and "\n" not in err
 
 
 def test_listing_survives_folder_symlink_loop(tmp_path):

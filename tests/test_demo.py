@@ -103,7 +103,7 @@ def test_bad_demo_params_give_one_line_error(tmp_path, capsys, bad):
     params = tmp_path / "params.yaml"
     key, value = next(iter(bad.items()))
     params.write_text(f"cohort:\n  demo: {{{key}: {value!r}}}\n")
-    assert cohort.main(["--data", "demo", "--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    assert cohort.main(["--data", "demo", "--out", str(tmp_path / "out"), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and f"cohort.demo.{key}" in err and "\n" not in err
     assert not (tmp_path / "out" / "evidence").exists()

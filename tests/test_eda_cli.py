@@ -84,7 +84,7 @@ def test_cli_bad_manifest_gives_one_error_line_and_no_record(tmp_path, params, n
     out = tmp_path / "run"
     manifest = make_run(out, nih_dir, nih_metadata, n_patients=3)
     manifest.drop(columns=["sex"]).to_csv(out / "cohort" / "manifest.csv", index=False)
-    assert main(["--out", str(out), "--params", str(params)]) == 1
+    assert main(["--out", str(out), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "manifest.csv" in err[0] and "sex" in err[0]
     assert not any((out / "evidence" / f"{r}.json").exists() for r in RECORDS)
@@ -95,7 +95,7 @@ def test_cli_empty_splits_file_gives_one_error_line(tmp_path, params, nih_dir, n
     out = tmp_path / "run"
     make_run(out, nih_dir, nih_metadata, n_patients=3)
     (out / "cohort" / "splits.csv").write_text("")
-    assert main(["--out", str(out), "--params", str(params)]) == 1
+    assert main(["--out", str(out), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "splits.csv" in err[0] and "eda.split" in err[0]
     assert not any((out / "evidence" / f"{r}.json").exists() for r in RECORDS)
@@ -104,11 +104,11 @@ def test_cli_empty_splits_file_gives_one_error_line(tmp_path, params, nih_dir, n
 def test_cli_bad_params_and_missing_upstream(tmp_path, nih_dir, nih_metadata, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eda:\n  pixel_sample_max: 0\n")
-    assert main(["--out", str(tmp_path / "nothing"), "--params", str(bad)]) == 1
+    assert main(["--out", str(tmp_path / "nothing"), "--params", str(bad)]) == 2
     assert "eda.pixel_sample_max" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("eda:\n  pixel_sample_max: 5\n")
-    assert main(["--out", str(tmp_path / "nothing"), "--params", str(good)]) == 1
+    assert main(["--out", str(tmp_path / "nothing"), "--params", str(good)]) == 2
     assert "cohort.manifest" in capsys.readouterr().err
 
 

@@ -45,7 +45,7 @@ def _walk(node):
 
 def test_refuses_without_locked_threshold(tmp_path, repo_root, capsys):
     out = make_run(tmp_path)
-    assert evaluate.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 1
+    assert evaluate.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: record validation.threshold: not found") and err.count("\n") == 1
     assert sorted(p.name for p in (out / "evidence").iterdir()) == ["model.predictions.json"]
@@ -172,7 +172,7 @@ def test_manifest_mismatch_is_an_error(tmp_path, repo_root, capsys):
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
     m = pd.read_csv(out / "cohort" / "manifest.csv")
     m[~m["image_id"].str.startswith("t0000")].to_csv(out / "cohort" / "manifest.csv", index=False)
-    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 1
+    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 2
     assert "not in" in capsys.readouterr().err
     assert not (out / "evidence" / "validation.test.json").exists()
 

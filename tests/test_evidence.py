@@ -167,14 +167,14 @@ def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
     def call(args):
         return section(args.params, args.which)
 
-    ok = stage_main(["--params", str(params), "--which", "train"], prog="p", doc="Doc.", call=call,
+    ok = stage_main(["--out", str(tmp_path), "--params", str(params), "--which", "train"], prog="p", doc="Doc.", call=call,
                     add_arguments=lambda p: p.add_argument("--which"),
                     summary=lambda result, args: f"epochs {result['epochs']}")
     assert ok == 0 and capsys.readouterr().out == "epochs 1\n"
-    bad = stage_main(["--params", str(params), "--which", "eda"], prog="p", doc="Doc.", call=call,
+    bad = stage_main(["--out", str(tmp_path), "--params", str(params), "--which", "eda"], prog="p", doc="Doc.", call=call,
                      add_arguments=lambda p: p.add_argument("--which"), summary=str)
     err = capsys.readouterr().err
-    assert bad == 1 and err.startswith("error: params file") and "no section 'eda'" in err
+    assert bad == 2 and err.startswith("error: params file") and "no section 'eda'" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert issubclass(ParamsError, ValueError)
 

@@ -163,7 +163,7 @@ def test_tampered_plan_is_refused_before_reading(locked_run, tmp_path, capsys):
     folder.mkdir()  # no labels.csv: the plan check must fail first
     params = tmp_path / "p.yaml"
     params.write_text("validate: {}\n")
-    assert heldout.main(["--out", str(out), "--heldout", str(folder), "--params", str(params)]) == 1
+    assert heldout.main(["--out", str(out), "--heldout", str(folder), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: plan file") and "refusing" in err and "\n" not in err
     assert not (out / "heldout" / "set" / "evidence").exists()
@@ -235,7 +235,7 @@ def test_missing_labels_csv_is_one_line_error(locked_run, tmp_path, capsys):
     folder.mkdir()
     params = tmp_path / "p.yaml"
     params.write_text("validate: {}\n")
-    assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 1
+    assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert "labels.csv: not found" in err and "\n" not in err
     assert not (locked_run / "heldout" / "nolabels" / "evidence" / "heldout.intake.json").exists()

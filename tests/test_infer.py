@@ -99,7 +99,7 @@ def test_probability_matches_direct_prediction(device_out, nih_dir, capsys):
 
 
 def test_no_model_is_one_line_error(tmp_path, capsys):
-    assert infer.main(["--out", str(tmp_path), str(tmp_path)]) == 1
+    assert infer.main(["--out", str(tmp_path), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no model in") and "\n" not in err
 
@@ -111,7 +111,7 @@ def test_tampered_model_is_refused(device_out, tmp_path, capsys):
     shutil.copytree(device_out, out)
     with open(out / "models" / "model.keras", "ab") as f:
         f.write(b"x")
-    assert infer.main(["--out", str(out), str(tmp_path)]) == 1
+    assert infer.main(["--out", str(out), str(tmp_path)]) == 2
     assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
 
 
@@ -124,7 +124,7 @@ def test_tampered_spec_is_refused(device_out, tmp_path, capsys):
     spec.write_text(json.dumps({**json.loads(spec.read_text()), "window_high": 200.0}))  # still a valid spec
     with pytest.raises(infer.DeviceError, match="preprocessing.json does not match the sha256 recorded by training.run"):
         infer.load_device(out)
-    assert infer.main(["--out", str(out), str(tmp_path)]) == 1
+    assert infer.main(["--out", str(out), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "preprocessing.json" in err and "make train" in err and "\n" not in err
 

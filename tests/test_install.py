@@ -18,16 +18,12 @@ import pytest
 import yaml
 
 from evidence.canonical import sha256_file
-from evidence.stages import STAGES, code_files
+from evidence import stages
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-STAGES = (
-    ["eda.cohort", "--data", "demo"], ["eda.split"], ["eda"], ["model.train"], ["model.predict"],
-    ["validation.threshold"], ["validation.evaluate"], ["validation.sample_size"], ["model.workflow"],
-    ["submission"],
-)
+STAGES = [[s.module, *s.args.replace("DATA", "demo").split()] for s in stages.STAGES if s.in_run]
 TEST_ONLY = ("pytest", "hypothesis", "pypdf", "scikit-learn")
 
 
@@ -70,7 +66,7 @@ def installed_env(site) -> dict:
 def test_wheel_installs_every_source_file_and_nothing_else(site):
     packages = device_packages()
     assert {"evidence", "eda", "model", "validation", "submission", "templates"} <= set(packages)
-    expected = {f.relative_to(REPO).as_posix(): sha256_file(f) for s in STAGES for f in code_files(s)}
+    expected = {f.relative_to(REPO).as_posix(): sha256_file(f) for s in stages.STAGES for f in stages.code_files(s)}
     installed = {f.relative_to(site).as_posix(): sha256_file(f)
                  for pkg in packages for f in (site / pkg).rglob("*")
                  if f.is_file() and "__pycache__" not in f.parts}

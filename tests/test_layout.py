@@ -11,7 +11,7 @@ import pytest
 from evidence import layout
 
 REPO = Path(__file__).resolve().parent.parent
-PLACEHOLDERS = {"section": "<section>", "record_id": "<id>", "name": "<name>"}
+PLACEHOLDERS = {"section": "<section>", "record_id": "<id>", "name": "<name>", "stage": "<stage>"}
 
 
 def table_paths() -> set[str]:

@@ -92,7 +92,7 @@ def test_missing_pointer_is_an_error_naming_record_and_pointer(tmp_path):
 def test_missing_record_is_a_cli_error(tmp_path, capsys):
     out = build_run(tmp_path)
     (out / "evidence" / "validation.benchmark.json").unlink()
-    assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf"]) == 1
+    assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "validation.benchmark" in err and "Traceback" not in err
     assert not (out / "submission" / "traceability.json").exists()

@@ -119,7 +119,7 @@ def test_official_lists(tmp_path):
     assert any(d["path"].endswith("test_list.txt") for d in rec["deps"]["files"])
     leaky = sorted(train_val)[0]                                   # patient 1 now in both lists
     (data / "test_list.txt").write_text("\n".join(sorted(test) + [leaky]) + "\n")
-    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 2
     no_lists = _params(tmp_path, official="false")
     assert split.main(["--out", str(tmp_path / "out"), "--params", str(no_lists)]) == 0
     assert read_record(tmp_path / "out", "split.patients")["data"]["method"] == "patient_stratified_random"
@@ -154,7 +154,7 @@ def test_source_split_column_is_used(tmp_path):
 def test_split_errors(tmp_path, capsys, rows, expected):
     params = _params(tmp_path)
     _cohort(tmp_path, _folder(tmp_path, rows), params)
-    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err
     assert not (tmp_path / "out" / "cohort" / "splits.csv").exists()
@@ -165,7 +165,7 @@ def test_split_errors(tmp_path, capsys, rows, expected):
                                        "{train: 1.0, val: 0, test: 0}"])
 def test_bad_fractions(tmp_path, capsys, fractions):
     params = _params(tmp_path, fractions=fractions)
-    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split.fractions" in err
 
@@ -180,7 +180,7 @@ def test_unreadable_manifest_is_one_error_line(tmp_path, capsys):
     m["pneumonia"] = m["pneumonia"].astype(str)
     m.loc[2, "pneumonia"] = "yes"
     m.to_csv(path, index=False)
-    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 1
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "row 4: column pneumonia" in err and "\n" not in err
     assert not (tmp_path / "out" / "cohort" / "splits.csv").exists()

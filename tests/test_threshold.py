@@ -80,7 +80,7 @@ def test_cli_bad_val_file_errors_without_record(tmp_path, repo_root, capsys, mut
     out = make_run(tmp_path)
     path = out / "predictions" / "val.csv"
     mutate(pd.read_csv(path)).to_csv(path, index=False)
-    assert th.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 1
+    assert th.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (out / "evidence" / "validation.threshold.json").exists()
@@ -89,12 +89,12 @@ def test_cli_bad_val_file_errors_without_record(tmp_path, repo_root, capsys, mut
 def test_cli_bad_param(tmp_path, repo_root, capsys):
     out = make_run(tmp_path)
     params = params_file(tmp_path, repo_root, threshold_rule="best")
-    assert th.main(["--out", str(out), "--params", str(params)]) == 1
+    assert th.main(["--out", str(out), "--params", str(params)]) == 2
     assert "validate.threshold_rule" in capsys.readouterr().err
 
 
 def test_cli_requires_upstream_record(tmp_path, repo_root, capsys):
     out = make_run(tmp_path, write_upstream=False)
-    assert th.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 1
+    assert th.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 2
     assert "model.predictions" in capsys.readouterr().err
     assert not (out / "evidence" / "validation.threshold.json").exists()

@@ -95,18 +95,18 @@ def cli(tmp_path, out, capsys, **overrides):
 def test_unknown_architecture_and_weights_are_named(tmp_path, capsys):
     out = make_cohort(tmp_path)
     code, err = cli(tmp_path, out, capsys, architecture="alexnet")
-    assert code == 1 and "params.yaml: train.architecture 'alexnet' is not one of" in err and "densenet121" in err
+    assert code == 2 and "params.yaml: train.architecture 'alexnet' is not one of" in err and "densenet121" in err
     code, err = cli(tmp_path, out, capsys, architecture="resnet50", weights="/nowhere/w.h5")
-    assert code == 1 and err.startswith("error: train.weights") and "imagenet" in err
+    assert code == 2 and err.startswith("error: train.weights") and "imagenet" in err
     code, err = cli(tmp_path, out, capsys, balance="smote")
-    assert code == 1 and "params.yaml: train.balance 'smote' is not one of" in err
+    assert code == 2 and "params.yaml: train.balance 'smote' is not one of" in err
     assert not (out / "evidence" / "training.run.json").exists()
 
 
 def test_split_without_negatives_is_named(tmp_path, capsys):
     out = make_cohort(tmp_path, n_val=(0, 5))
     code, err = cli(tmp_path, out, capsys)
-    assert code == 1 and "split 'val' has no negatives" in err
+    assert code == 2 and "split 'val' has no negatives" in err
     assert not (out / "models" / "model.keras").exists()
 
 
@@ -116,10 +116,10 @@ def test_missing_and_corrupt_images_are_named(tmp_path, capsys):
     victim = manifest["path"][5]
     (tmp_path / "images" / victim.split("/")[-1]).unlink()
     code, err = cli(tmp_path, out, capsys)
-    assert code == 1 and err.startswith("error: image file not found") and victim in err
+    assert code == 2 and err.startswith("error: image file not found") and victim in err
     (tmp_path / "images" / victim.split("/")[-1]).write_bytes(b"\x89PNG broken")
     code, err = cli(tmp_path, out, capsys, epochs=1)
-    assert code == 1 and err.startswith("error: cannot read image file") and victim in err
+    assert code == 2 and err.startswith("error: cannot read image file") and victim in err
     assert not (out / "evidence" / "training.run.json").exists()
     assert not (out / "models" / "model.keras").exists()
 
@@ -127,7 +127,7 @@ def test_missing_and_corrupt_images_are_named(tmp_path, capsys):
 def test_predict_without_model_is_a_clear_error(tmp_path, capsys):
     out = make_cohort(tmp_path)
     code = predict.main(["--out", str(out), "--params", str(params_file(tmp_path))])
-    assert code == 1 and "model file not found" in capsys.readouterr().err
+    assert code == 2 and "model file not found" in capsys.readouterr().err
 
 
 def test_fine_tune_schedule_runs_frozen_then_unfrozen_phases(tmp_path):

@@ -68,10 +68,10 @@ def test_workflow_record(run_dir, tmp_path, nih_dir):
 def test_workflow_cli_errors_are_one_line(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text("workflow: {missing_age: maybe}\n")
-    assert workflow.main(["--out", str(tmp_path), "--params", str(params)]) == 1
+    assert workflow.main(["--out", str(tmp_path), "--params", str(params)]) == 2
     assert "workflow.missing_age 'maybe' is not one of reject, accept_with_warning" in capsys.readouterr().err
     params.write_text("workflow: {}\n")
-    assert workflow.main(["--out", str(tmp_path), "--params", str(params)]) == 1
+    assert workflow.main(["--out", str(tmp_path), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no model in") and "\n" not in err
     assert not (tmp_path / "evidence" / "workflow.dicom.json").exists()

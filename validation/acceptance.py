@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import operator
 
+from evidence.errors import ToolkitError
+
 from .stats import ALL_METRICS
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -19,7 +21,7 @@ BOUNDS = ("estimate", "ci_low", "ci_high")
 METHODS = ("bootstrap", "delong", "wilson")
 
 
-class CriteriaError(ValueError):
+class CriteriaError(ToolkitError, ValueError):
     pass
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from .predictions import InputError
+
 PUBLISHED = Path(__file__).with_name("published_benchmarks.yml")
 
 REFERENCE_STANDARDS = {
@@ -27,7 +29,7 @@ def reference_standard(source_kinds) -> str:
     kinds = sorted(set(source_kinds))
     unknown = [k for k in kinds if k not in REFERENCE_STANDARDS]
     if unknown:
-        raise ValueError(f"cohort manifest source {unknown!r}: expected one of {', '.join(REFERENCE_STANDARDS)}")
+        raise InputError(f"cohort manifest source {unknown!r}: expected one of {', '.join(REFERENCE_STANDARDS)}")
     return "; ".join(REFERENCE_STANDARDS[k] for k in kinds)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .stats import StatsError
+
 
 def brier_score(labels, scores) -> float:
     """Mean squared difference between score and label."""
@@ -16,7 +18,7 @@ def reliability_bins(labels, scores, n_bins: int = 10) -> list[dict]:
 
     An empty bin has n 0 and its mean score and observed rate are not estimable."""
     if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"calibration bins must be a positive integer, got {n_bins!r}")
+        raise StatsError(f"calibration bins must be a positive integer, got {n_bins!r}")
     y = np.asarray(labels, dtype=float)
     s = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
     edges = np.linspace(0.0, 1.0, n_bins + 1)

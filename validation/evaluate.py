@@ -162,7 +162,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m validation.evaluate", doc=__doc__, errors=(InputError, ValueError),
+        argv, prog="python -m validation.evaluate", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "validate")), summary=_summary)
 
 

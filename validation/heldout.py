@@ -27,17 +27,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, Store, layout, record_path, sha256_file, write_record
+from evidence import EvidenceError, Store, console, layout, record_path, sha256_file, write_record
 from evidence.params import load_all
 from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
+from evidence.errors import ToolkitError
 
 PLAN_RECORD = "submission.plan"
 PLAN_PREFIX = "submission/validation_plan"
 REPORT = "heldout_report"
 
 
-class HeldoutError(ValueError):
+class HeldoutError(ToolkitError, ValueError):
     """Bad input to the held-out run; the message names the file/row/parameter and the fix."""
 
 
@@ -146,7 +147,11 @@ def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Pat
     columns, files that labels.csv does not name)."""
     from model.infer import classify
 
-    results = {Path(r["file"]).resolve(): r for r in classify(files, device)}
+    bar = console.Progress("heldout", len(files))
+    try:
+        results = {Path(r["file"]).resolve(): r for r in classify(files, device, progress=bar.update)}
+    finally:
+        bar.close()
     unlabelled = [{"file": Path(r["file"]).relative_to(folder).as_posix(), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
@@ -314,7 +319,7 @@ def render_report(hout: Path, params_file: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m validation.heldout", doc=__doc__, errors=(HeldoutError, ValueError, OSError),
+        argv, prog="python -m validation.heldout", doc=__doc__,
         add_arguments=_arguments, summary=_summary,
         call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report))
 

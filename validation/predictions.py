@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evidence.errors import ToolkitError
+
 COLUMNS = ("image_id", "patient_id", "label", "score")
 
 
-class InputError(ValueError):
+class InputError(ToolkitError, ValueError):
     """Bad input file; the message names the file, row or column and the fix."""
 
 

@@ -41,7 +41,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m validation.sample_size", doc=__doc__, errors=(ValueError,),
+        argv, prog="python -m validation.sample_size", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "validate")),
         summary=lambda record, a: ("validation.sample_size: {positives} positives, {negatives} negatives, "
                                    "{total} in all".format(**record["data"])))

@@ -26,6 +26,8 @@ from scipy import sparse
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
+from evidence.errors import ToolkitError
+
 PROPORTION_METHODS = {
     "wilson": "wilson",
     "clopper-pearson": "beta",
@@ -41,6 +43,11 @@ BOOTSTRAP_METHODS = ("percentile", "bca")
 _CHUNK_CELLS = 4_000_000  # resamples x columns per vectorised block (bounds memory to ~100 MB)
 
 
+class StatsError(ToolkitError, ValueError):
+    """A statistic asked for with a parameter it does not accept (level, method, metric name) or
+    on data it is not defined for; the message names the value."""
+
+
 def not_estimable(reason: str) -> dict:
     return {"estimable": False, "reason": reason}
 
@@ -51,7 +58,7 @@ def is_estimable(value) -> bool:
 
 def _check_level(level: float) -> float:
     if not (isinstance(level, (int, float)) and 0 < level < 1):
-        raise ValueError(f"ci level must be a number strictly between 0 and 1, got {level!r}")
+        raise StatsError(f"ci level must be a number strictly between 0 and 1, got {level!r}")
     return float(level)
 
 
@@ -71,7 +78,7 @@ def proportion_ci(k: int, n: int, *, method: str = "wilson", level: float = 0.95
     method: wilson | clopper-pearson | jeffreys | agresti-coull. n == 0 -> not estimable.
     """
     if method not in PROPORTION_METHODS:
-        raise ValueError(f"proportion method {method!r} unknown; use one of {', '.join(PROPORTION_METHODS)}")
+        raise StatsError(f"proportion method {method!r} unknown; use one of {', '.join(PROPORTION_METHODS)}")
     level = _check_level(level)
     k, n = int(k), int(n)
     if n < 0 or k < 0 or k > n:
@@ -120,7 +127,7 @@ def metric_fraction(metric: str, tp, fp, tn, fn):
         return tp + tn, tp + fp + tn + fn
     if metric == "f1":
         return 2 * tp, 2 * tp + fp + fn
-    raise ValueError(f"metric {metric!r} unknown; use one of {', '.join(ALL_METRICS)}")
+    raise StatsError(f"metric {metric!r} unknown; use one of {', '.join(ALL_METRICS)}")
 
 
 def point_metrics(tp: int, fp: int, tn: int, fn: int) -> dict:
@@ -141,7 +148,7 @@ def auc(labels, scores) -> float:
     y, s = _as_arrays(labels, scores)
     m, n = int(y.sum()), int((1 - y).sum())
     if m == 0 or n == 0:
-        raise ValueError("AUC needs at least one positive and one negative")
+        raise StatsError("AUC needs at least one positive and one negative")
     r = _midranks(s)
     return float((r[y == 1].sum() - m * (m + 1) / 2) / (m * n))
 
@@ -225,9 +232,9 @@ def buderer_sample_size(sensitivity: float, specificity: float, prevalence: floa
     level = _check_level(level)
     for name, v in (("sensitivity", sensitivity), ("specificity", specificity), ("prevalence", prevalence)):
         if not 0 < v < 1:
-            raise ValueError(f"{name} must be strictly between 0 and 1, got {v!r}")
+            raise StatsError(f"{name} must be strictly between 0 and 1, got {v!r}")
     if not 0 < half_width < 1:
-        raise ValueError(f"half_width must be strictly between 0 and 1, got {half_width!r}")
+        raise StatsError(f"half_width must be strictly between 0 and 1, got {half_width!r}")
     z = float(sps.norm.ppf(0.5 + level / 2))
     pos = math.ceil(z * z * sensitivity * (1 - sensitivity) / half_width ** 2 - 1e-9)
     neg = math.ceil(z * z * specificity * (1 - specificity) / half_width ** 2 - 1e-9)
@@ -240,7 +247,7 @@ def ppv_npv_at_prevalence(sensitivity: float, specificity: float, prevalence: fl
     """Bayes: PPV = Se p / (Se p + (1-Sp)(1-p)); NPV = Sp(1-p) / (Sp(1-p) + (1-Se) p)."""
     se, sp, p = float(sensitivity), float(specificity), float(prevalence)
     if not (0 <= se <= 1 and 0 <= sp <= 1 and 0 < p < 1):
-        raise ValueError("sensitivity and specificity must lie in [0, 1] and prevalence in (0, 1)")
+        raise StatsError("sensitivity and specificity must lie in [0, 1] and prevalence in (0, 1)")
     ppv_den = se * p + (1 - sp) * (1 - p)
     npv_den = sp * (1 - p) + (1 - se) * p
     return {
@@ -359,11 +366,11 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     metrics = tuple(metrics)
     for m in metrics:
         if m not in ALL_METRICS:
-            raise ValueError(f"metric {m!r} unknown; use one of {', '.join(ALL_METRICS)}")
+            raise StatsError(f"metric {m!r} unknown; use one of {', '.join(ALL_METRICS)}")
     if method not in BOOTSTRAP_METHODS:
-        raise ValueError(f"bootstrap method {method!r} unknown; use percentile or bca")
+        raise StatsError(f"bootstrap method {method!r} unknown; use percentile or bca")
     if not (isinstance(n_resamples, int) and n_resamples >= 1):
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+        raise StatsError(f"n_resamples must be a positive integer, got {n_resamples!r}")
     level = _check_level(level)
     y, s = _as_arrays(labels, scores)
     if len(np.asarray(patient_ids)) != len(y):

@@ -18,6 +18,7 @@ from evidence.params import section
 from evidence.cli import stage_main
 
 from . import stats
+from .stats import StatsError
 from .predictions import InputError, read_predictions
 
 RECORD_ID = "validation.threshold"
@@ -41,10 +42,10 @@ def candidate_curve(labels, scores) -> dict[str, np.ndarray]:
 def choose_threshold(labels, scores, rule: str, *, target_sensitivity: float | None = None) -> float:
     """The locked threshold by `rule`; needs both classes."""
     if rule not in RULES:
-        raise ValueError(f"threshold_rule {rule!r} unknown; use one of {', '.join(RULES)}")
+        raise StatsError(f"threshold_rule {rule!r} unknown; use one of {', '.join(RULES)}")
     y = np.asarray(labels, dtype=int)
     if y.sum() == 0 or y.sum() == len(y):
-        raise ValueError("choosing a threshold needs validation images of both classes")
+        raise StatsError("choosing a threshold needs validation images of both classes")
     c = candidate_curve(y, scores)
     tp, fp, tn, fn = (c[k].astype(float) for k in ("tp", "fp", "tn", "fn"))
     if rule == "max_f1":
@@ -55,7 +56,7 @@ def choose_threshold(labels, scores, rule: str, *, target_sensitivity: float | N
         i = int(np.argmax(crit))
     else:
         if target_sensitivity is None or not 0 < float(target_sensitivity) <= 1:
-            raise ValueError(f"target_sensitivity must lie in (0, 1], got {target_sensitivity!r}")
+            raise StatsError(f"target_sensitivity must lie in (0, 1], got {target_sensitivity!r}")
         ok = np.flatnonzero(tp / (tp + fn) >= float(target_sensitivity))
         i = int(ok[0])  # the highest threshold reaching the target: the best specificity there
     return float(c["threshold"][i])
@@ -101,7 +102,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
-        argv, prog="python -m validation.threshold", doc=__doc__, errors=(InputError, ValueError),
+        argv, prog="python -m validation.threshold", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "validate")),
         summary=lambda record, a: (f"validation.threshold: {record['data']['rule']} -> "
                                    f"threshold {record['data']['threshold']:.6g}"))

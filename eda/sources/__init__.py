@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from evidence import manifest
+from evidence.errors import ToolkitError
 
 NO_FINDING = "No Finding"
 MANIFEST_COLUMNS = list(manifest.COLUMNS)
 
 
-class SourceError(ValueError):
+class SourceError(ToolkitError, ValueError):
     """Bad input data: the message names the file, row or parameter and the fix."""
 
 
