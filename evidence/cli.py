@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from . import console
 from .errors import ToolkitError
+from .stages import why
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SOFTWARE = 0, 1, 2, 70
 
@@ -60,6 +61,9 @@ def stage_main(
     parser = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n\n")[0])
     parser.add_argument("--out", default="build", help="run folder (default: build)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--changed", nargs="*", metavar="FILE",
+                        help="the prerequisites make found newer than the stage's records: the summary "
+                             "line then says why the stage ran")
     console.add_arguments(parser)
     if add_arguments is not None:
         add_arguments(parser)
@@ -68,9 +72,13 @@ def stage_main(
     command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
 
     def body() -> int:
+        reason = None if args.changed is None else why(stage, args.out, args.changed)
         with console.session(args.out, stage, command=command, verbose=args.verbose, quiet=args.quiet):
             result = call(args)
-        print(summary(result, args))
+        line = summary(result, args)
+        if reason is not None:
+            line = f"[{stage}] {line} ({reason})"
+        print(line)
         return EXIT_OK
 
     return guarded(body)

@@ -7,8 +7,8 @@ it changed), and writes `OUT/.make/stages.mk`, one rule per stage, generated fro
 a stage's records are its targets, and its prerequisites are the records it needs, its params
 stamp, its run-folder inputs and every code file its records hash.
 
-`python -m evidence.make why STAGE OUT [CHANGED ...]` prints one line saying why a stage runs,
-from the prerequisites make found newer than its records (`$?`).
+Each recipe passes the prerequisites make found newer than the stage's records (`$?`) to the
+stage as `--changed`, and the stage's one line says why it ran (`evidence.stages.why`).
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 from . import atomic, layout
-from .errors import EvidenceError
-from .params import ParamsError, stamp
+from .cli import guarded
+from .params import stamp
 from .provenance import REPO_ROOT
-from .stages import STAGES, Stage, by_name, code_files
+from .stages import STAGES, Stage, code_files
 
-SHOWN = 3   # changed files named in a why line before "+N more"
 
 
 def record_target(record_id: str) -> str:
@@ -42,8 +41,7 @@ def stage_rule(stage: Stage) -> str:
     return (f"# {stage.name}: {stage.command}\n"
             f"STAGE_{stage.name} := {targets}\n"
             f"{targets} &: {prereqs} | $(READY)\n"
-            f"\t@$(PY) -m evidence.make why {stage.name} $(OUT) $?\n"
-            f"\t@$(PY) -m {stage.module}{args} --out $(OUT) --params $(PARAMS)\n")
+            f"\t@$(PY) -m {stage.module}{args} --out $(OUT) --params $(PARAMS) --changed $?\n")
 
 
 def makefile() -> str:
@@ -65,37 +63,6 @@ def prepare(params: str | Path, out: str | Path, data: str) -> None:
     write_if_changed(layout.stage_rules(out), makefile())
 
 
-def why(stage_name: str, out: str | Path, changed: list[str]) -> str:
-    """One line: the stage and why it runs (no record yet, or what changed)."""
-    stage = by_name(stage_name)
-    out = Path(out)
-    missing = [r for r in stage.records if not layout.record(out, r).is_file()]
-    if missing or not changed:
-        return f"[{stage.name}] run: no record yet" if missing else f"[{stage.name}] run"
-    params, records, code, other = [], [], [], []
-    for item in changed:
-        p = Path(item)
-        if p == layout.params_stamp(out, p.stem):
-            params.append(p.stem)
-        elif p == layout.record(out, p.stem):
-            records.append(p.stem)
-        elif p == layout.data_source(out):
-            other.append("DATA")
-        else:
-            code.append(item)
-    parts = []
-    if params:
-        parts.append(f"params section {', '.join(params)} changed")
-    if other:
-        parts.append("DATA changed")
-    if records:
-        parts.append(f"record {', '.join(sorted(set(records)))} changed")
-    if code:
-        more = f" (+{len(code) - SHOWN} more)" if len(code) > SHOWN else ""
-        parts.append(f"code changed: {', '.join(code[:SHOWN])}{more}")
-    return f"[{stage.name}] rerun: {'; '.join(parts)}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evidence.make", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,20 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default="build")
     p.add_argument("--data", default="demo")
-    w = sub.add_parser("why", help="one line saying why a stage runs")
-    w.add_argument("stage")
-    w.add_argument("out")
-    w.add_argument("changed", nargs="*")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            prepare(args.params, args.out, args.data)
-        else:
-            print(why(args.stage, args.out, args.changed), flush=True)
-    except (ParamsError, EvidenceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> int:
+        prepare(args.params, args.out, args.data)
+        return 0
+
+    return guarded(body)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from . import layout
 from .errors import EvidenceError
 from .provenance import REPO_ROOT
 
 #: code every stage runs: the evidence layer and the schemas that check its records and params.
 COMMON_SOURCES = ("evidence",)
 COMMON_FILES = ("evidence/*.json",)
+SHOWN = 3   # changed files a why line names before "+N more"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,32 @@ def hashed_by(path: str) -> list[Stage]:
 def out_declared(stage: Stage, relpath: str) -> bool:
     """Is `relpath` (relative to the run folder) among the files `stage` declares it writes?"""
     return any(fnmatchcase(relpath, pattern.replace("**", "*")) for pattern in stage.outs)
+
+
+def why(stage_name: str, out: str | Path, changed: list[str]) -> str:
+    """Why a stage runs, from the prerequisites make found newer than its records (`$?`):
+    no record yet, or what changed (params sections, DATA, records it needs, code)."""
+    stage = by_name(stage_name)
+    if any(not layout.record(out, r).is_file() for r in stage.records if not r.endswith("*")):
+        return "no record yet"
+    params, records, code, data = [], [], [], False
+    for item in changed:
+        p = Path(item)
+        if p == layout.params_stamp(out, p.stem):
+            params.append(p.stem)
+        elif p == layout.record(out, p.stem):
+            records.append(p.stem)
+        elif p == layout.data_source(out):
+            data = True
+        else:
+            code.append(item)
+    parts = [f"params section {', '.join(params)} changed"] if params else []
+    parts += ["DATA changed"] if data else []
+    parts += [f"record {', '.join(sorted(set(records)))} changed"] if records else []
+    if code:
+        more = f" (+{len(code) - SHOWN} more)" if len(code) > SHOWN else ""
+        parts.append(f"code changed: {', '.join(code[:SHOWN])}{more}")
+    return "; ".join(parts) or "nothing it depends on changed (forced)"
 
 
 def markdown() -> str:

@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m submission", doc=__doc__, add_arguments=_arguments,
         call=lambda a: run(a.out, section(a.params, "submission"), documents=a.document, pdf=not a.no_pdf),
-        summary=lambda records, a: "\n".join(f"submission: wrote record {r['id']} ({len(r['outs'])} files)"
-                                              for r in records))
+        summary=lambda records, a: "submission: wrote " + ", ".join(
+            f"{r['id']} ({len(r['outs'])} files)" for r in records))
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def repo_copy(demo_build, tmp_path) -> tuple[Path, Path]:
 
 
 def _reran(proc) -> list[str]:
-    return re.findall(r"^\[([\w.]+)\] rerun: (.*)$", proc.stdout, re.M)
+    return re.findall(r"^\[([\w.]+)\] .* \((.*)\)$", proc.stdout, re.M)
 
 
 def test_editing_a_yml_file_reruns_exactly_the_stages_that_hash_it(repo_copy, demo_params):
@@ -190,5 +190,5 @@ def test_editing_a_json_schema_reruns_every_stage(repo_copy, demo_params):
     schema = repo / "evidence" / "record.schema.json"
     schema.write_text(schema.read_text() + "\n")
     dry = make("-n", "submission", f"OUT={out}", f"PARAMS={demo_params}", cwd=repo)
-    ran = re.findall(r"-m evidence\.make why (\S+) ", dry.stdout)
+    ran = re.findall(r"-m (\S+) .*--changed", dry.stdout)
     assert sorted(ran) == sorted(in_run)

@@ -13,9 +13,9 @@ import pytest
 
 from evidence import EvidenceError, write_record
 from evidence import layout
-from evidence.make import makefile, prepare, stage_rule, why
+from evidence.make import makefile, prepare, stage_rule
 from evidence.stages import (STAGES, by_name, check_dependency, code_files, markdown, run_records,
-                             stage_of)
+                             stage_of, why)
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"evidence", "eda", "model", "validation", "submission"}
@@ -105,7 +105,7 @@ def test_generated_rule_makes_every_hashed_file_a_prerequisite():
     files = [f.relative_to(REPO).as_posix() for f in code_files(stage)]
     assert "validation/published_benchmarks.yml" in files and "evidence/record.schema.json" in files
     assert names == ["$(EV)/validation.threshold.json", "$(EV)/model.predictions.json", "$(P)/validate.json", *files]
-    assert "-m validation.evaluate --out $(OUT) --params $(PARAMS)" in recipe
+    assert recipe == "\t@$(PY) -m validation.evaluate --out $(OUT) --params $(PARAMS) --changed $?\n"
     assert 'python -m eda.cohort --data "$(DATA)"' not in makefile()
     assert '-m eda.cohort --data "$(DATA)" --out $(OUT)' in makefile()
     assert "validation.heldout" not in makefile(), "an on-demand stage is not part of the run's rules"
@@ -113,13 +113,14 @@ def test_generated_rule_makes_every_hashed_file_a_prerequisite():
 
 def test_why_names_what_changed(tmp_path):
     out = tmp_path / "run"
-    assert why("eda.split", out, []) == "[eda.split] run: no record yet"
+    assert why("eda.split", out, []) == "no record yet"
     (out / "evidence").mkdir(parents=True)
     (out / "evidence" / "split.patients.json").write_text("{}")
     line = why("eda.split", out, [str(out / "params" / "split.json"), str(out / "evidence" / "cohort.manifest.json"),
                                   "eda/split.py", "eda/a.py", "eda/b.py", "eda/c.py"])
-    assert line == ("[eda.split] rerun: params section split changed; record cohort.manifest changed; "
+    assert line == ("params section split changed; record cohort.manifest changed; "
                     "code changed: eda/split.py, eda/a.py, eda/b.py (+1 more)")
+    assert why("eda.split", out, []) == "nothing it depends on changed (forced)"
 
 
 def test_prepare_rewrites_only_what_changed(tmp_path):
