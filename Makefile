@@ -1,5 +1,6 @@
 # Regulatory-documentation-first validation toolkit: every target writes real files under OUT.
-# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml).
+# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml);
+# audit: INPUTS=1 re-hashes every input image, INPUTS=0 none (default: when estimated under a minute).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 .DELETE_ON_ERROR:
@@ -13,6 +14,7 @@ HELDOUT ?=
 FILES ?=
 PYTEST_ARGS ?=
 BENCH ?=
+INPUTS ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -71,7 +73,7 @@ validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validat
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
 audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies)
-	$(PY) -m evidence audit --out $(OUT)
+	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))
 	$(PY) -m submission.check --out $(OUT)
 
 heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
