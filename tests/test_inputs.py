@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from eda import cohort
-from evidence import inputs, layout, read_record
+from evidence import inputs, layout, read_record, write_record
 from evidence.__main__ import main as evidence_main
 from evidence.make import prepare
 from evidence.manifest import read_manifest
@@ -146,6 +146,15 @@ def test_an_edited_sha256_column_is_caught_without_rehashing(folder_run):
     m.to_csv(path, index=False)
     lines = inputs.check(folder_run, "never") + inputs.check(folder_run, "always", say=lambda _: None)
     assert any("recomputed from the sha256 column" in line for line in lines)
+
+
+def test_a_cohort_record_without_input_hashes_fails(folder_run):
+    record = read_record(folder_run, "cohort.manifest")
+    data = {k: v for k, v in record["data"].items() if k != "inputs"}
+    write_record(folder_run, "cohort.manifest", data=data, outs=[layout.manifest(folder_run)])
+    assert inputs.check(folder_run, say=lambda _: None) == [
+        "record cohort.manifest: field data.inputs: expected the sha256 of the input images found none "
+        "(rerun `python -m eda.cohort`)"]
 
 
 def test_the_demo_is_checked_in_a_copied_run_folder(demo_run, tmp_path):
