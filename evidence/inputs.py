@@ -61,16 +61,23 @@ def _batch(paths: list[str]) -> list[tuple[str, int]]:
     return [sha256_and_size(p) if p else ("", 0) for p in paths]
 
 
+def batches(paths: list[str], workers: int) -> list[list[str]]:
+    """Consecutive runs of at most BATCH paths, at least `workers` of them when there are enough paths."""
+    size = max(1, min(BATCH, -(-len(paths) // workers)))
+    return [paths[i:i + size] for i in range(0, len(paths), size)]
+
+
 def hash_files(paths: Iterable[str], workers: int | None = None) -> list[tuple[str, int]]:
     """(sha256, size) of each path, in order; ("", 0) for an empty path. `workers` threads (default:
-    the CPUs); 1 hashes in this thread. A missing file raises FileNotFoundError naming it."""
+    the CPUs); 1, or at most BATCH paths (starting the pool costs more), hashes in this thread.
+    A missing file raises FileNotFoundError naming it."""
     paths = [str(p) if p else "" for p in paths]
     workers = workers or os.cpu_count() or 1
-    batches = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
-    if workers == 1 or len(batches) <= 1:
+    parts = batches(paths, workers)
+    if workers == 1 or len(paths) <= BATCH:
         return _batch(paths)
-    with ThreadPoolExecutor(min(workers, len(batches))) as pool:
-        return [pair for part in pool.map(_batch, batches) for pair in part]
+    with ThreadPoolExecutor(min(workers, len(parts))) as pool:
+        return [pair for part in pool.map(_batch, parts) for pair in part]
 
 
 def leaf_data(image_id: str, sha256: str) -> bytes:
@@ -149,7 +156,7 @@ def check(out: str | Path, when: str = "always", say: Callable[[str], None] = pr
         rows = _manifest_rows(manifest)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         return [f"{field}: cannot be checked: {manifest}: {e}"]
-    if not isinstance(recorded, dict):
+    if not isinstance(recorded, dict) or not {"files", "bytes", "merkle_root"} <= recorded.keys():
         return [f"{field}: expected the sha256 of the input images found none (rerun `python -m eda.cohort`)"]
     failures = []
     listed = merkle_root((r["image_id"], r["sha256"]) for r in rows)
@@ -164,17 +171,16 @@ def check(out: str | Path, when: str = "always", say: Callable[[str], None] = pr
         return failures
     present = [r for r in rows if r["path"]]
     files = [_locate(r["path"], record["data"]["source"], out) for r in present]
-    missing = {str(f) for f in files if not f.is_file()}
-    found = hash_files("" if str(f) in missing else str(f) for f in files)
-    for r, f, (sha, _) in zip(present, files, found):
-        if str(f) in missing:
-            failures.append(f"input {r['image_id']}: {f}: expected sha256 {r['sha256'] or '(none)'} found missing file")
-        elif sha != r["sha256"]:
-            failures.append(f"input {r['image_id']}: {f}: expected sha256 {r['sha256'] or '(none)'} found {sha}")
+    exists = [f.is_file() for f in files]
+    found = hash_files(str(f) if e else "" for f, e in zip(files, exists))
+    for r, f, e, (sha, _) in zip(present, files, exists, found):
+        if not e or sha != r["sha256"]:
+            failures.append(f"input {r['image_id']}: {f}: expected sha256 {r['sha256'] or '(none)'} "
+                            f"found {sha if e else 'missing file'}")
     root = merkle_root((r["image_id"], sha) for r, (sha, _) in zip(present, found))
     if root != recorded["merkle_root"]:
         failures.append(f"{field}.merkle_root: expected {recorded['merkle_root']} found {root} "
-                        f"(recomputed from the {len(present) - len(missing)} input files found)")
+                        f"(recomputed from the {sum(exists)} input files found)")
     say(f"inputs: {len(present)} images re-hashed ({sum(n for _, n in found) / 1e6:.1f} MB), "
         f"{len(failures)} failure(s), Merkle root {recorded['merkle_root'][:16]}...")
     return failures
