@@ -1,5 +1,6 @@
 # Regulatory-documentation-first validation toolkit: every target writes real files under OUT.
-# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml).
+# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml);
+# audit: INPUTS=1 re-hashes every input image, INPUTS=0 none (default: when estimated under a minute).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 .DELETE_ON_ERROR:
@@ -13,6 +14,7 @@ HELDOUT ?=
 FILES ?=
 PYTEST_ARGS ?=
 BENCH ?=
+INPUTS ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -70,8 +72,8 @@ train: $(STAGE_model.train) ## train the model on the training split
 validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validation, evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
-audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies)
-	$(PY) -m evidence audit --out $(OUT)
+audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies); INPUTS=1 re-hashes every input image
+	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))
 	$(PY) -m submission.check --out $(OUT)
 
 heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
@@ -85,7 +87,7 @@ infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked mod
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist")
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs")
 	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)

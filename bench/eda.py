@@ -18,7 +18,7 @@ import pandas as pd
 from eda import dataset, ground_truth, pixels, quality
 from eda.__main__ import check_params
 from eda.sources import nih
-from evidence.manifest import check_manifest
+from evidence.manifest import COLUMNS, check_manifest
 from evidence.params import section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,9 +28,10 @@ GOAL_RATIO = 10.0
 
 def cohort_from_label_file(path: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     """(manifest, quality findings) the NIH adapter makes of a label file (any release), with the
-    default `cohort.nih.max_age_years`: no image paths, no splits."""
+    default `cohort.nih.max_age_years`: no image paths (so no sha256), no splits."""
     max_age_years, _ = nih.check_params({})
-    return nih.read_label_file(path, max_age_years=max_age_years)
+    table, findings = nih.read_label_file(path, max_age_years=max_age_years)
+    return table.assign(sha256="")[list(COLUMNS)], findings
 
 
 def manifest_from_label_file(path: str | Path) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """Cohort manifest: `python -m eda.cohort --data DATA --out OUT --params PARAMS`.
 
 DATA is `demo` (generate the synthetic cohort into OUT/demo), a folder holding `labels.csv`
-(folder source), or a folder holding an NIH label file anywhere below it (NIH source). Writes
-`OUT/cohort/manifest.csv` and the record `cohort.manifest`.
+(folder source), or a folder holding an NIH label file anywhere below it (NIH source). Hashes every
+image present (in parallel, `evidence.inputs`), then writes `OUT/cohort/manifest.csv` (with each
+image's `sha256`), the make stamp of the inputs and the record `cohort.manifest` (with the Merkle root).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evidence import atomic, layout, write_record
+from evidence import atomic, inputs, layout, manifest as contract, write_record
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -56,11 +57,15 @@ def run(data: str, out_dir: str | Path, params: dict) -> dict:
     m = result.manifest
     if m.empty:
         raise SourceError(f"data source {result.source['label_file']}: no images listed; add rows to the label file")
+    hashes = inputs.hash_files(m["path"])
+    m = m.assign(sha256=[sha for sha, _ in hashes])[list(contract.COLUMNS)]
     manifest = layout.manifest(out_dir)
     atomic.write_text(manifest, m.to_csv(index=False, lineterminator="\n"))
+    inputs.write_stamp(out_dir)
     data_ = {
         "source": result.source,
         "counts": counts(m),
+        "inputs": inputs.summary(m["image_id"], hashes),
         "quality_findings": result.quality_findings,
         **result.extra,
     }

@@ -1,4 +1,4 @@
-"""python -m evidence audit [--out DIR] [--no-code-check]
+"""python -m evidence audit [--out DIR] [--no-code-check] [--inputs auto|always|never]
 
 Exit 0 when the run verifies, 1 when the audit found failures (FAIL lines), 2 when the run folder
 cannot be read, 70 on a bug (`evidence.cli.guarded`)."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import inputs
 from .audit import audit
 from .cli import EXIT_FAILED, EXIT_OK, guarded
 from .recompute import check
@@ -19,13 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", default="build", help="run folder (default: build)")
     a.add_argument("--no-code-check", action="store_true",
                    help="do not flag records whose producing code changed since")
+    a.add_argument("--inputs", choices=("auto", "always", "never"), default="auto",
+                   help="re-hash the input images: always, never, or (auto) when estimated under a minute")
     args = parser.parse_args(argv)
-    return guarded(lambda: _audit(args.out, check_code=not args.no_code_check))
+    return guarded(lambda: _audit(args.out, check_code=not args.no_code_check, hash_inputs=args.inputs))
 
 
-def _audit(out: str, *, check_code: bool) -> int:
+def _audit(out: str, *, check_code: bool, hash_inputs: str = "auto") -> int:
     failures, n = audit(out, check_code=check_code)
     failures += check(out)
+    failures += inputs.check(out, hash_inputs)
     for line in failures:
         print(f"FAIL {line}")
     if failures:

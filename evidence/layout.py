@@ -24,6 +24,10 @@ def data_source(out: str | Path) -> Path:
     return Path(out) / "cohort" / "source.txt"
 
 
+def input_stamp(out: str | Path) -> Path:
+    return Path(out) / "cohort" / "inputs.json"
+
+
 def stage_log(out: str | Path, stage: str) -> Path:
     return Path(out) / "logs" / f"{stage}.log"
 

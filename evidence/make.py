@@ -3,9 +3,11 @@
 `python -m evidence.make prepare --params PARAMS --out OUT --data DATA` runs before any stage (the
 Makefile calls it when it is read): it validates and stamps the params file (`OUT/params/<section>.json`,
 rewritten only when the section changed), records DATA in `OUT/cohort/source.txt` (rewritten only when
-it changed), and writes `OUT/.make/stages.mk`, one rule per stage, generated from `evidence.stages`:
-a stage's records are its targets, and its prerequisites are the records it needs, its params
-stamp, its run-folder inputs and every code file its records hash.
+it changed), stamps the input images the current manifest lists (`OUT/cohort/inputs.json`: path, size
+and mtime of each, rewritten only when one changed; `evidence.inputs.write_stamp`), and writes
+`OUT/.make/stages.mk`, one rule per stage, generated from `evidence.stages`: a stage's records are
+its targets, and its prerequisites are the records it needs, its params stamp, its run-folder inputs
+and every code file its records hash.
 
 Each recipe passes the prerequisites make found newer than the stage's records (`$?`) to the
 stage as `--changed`, and the stage's one line says why it ran (`evidence.stages.why`).
@@ -16,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import atomic, layout
+from . import atomic, inputs, layout
 from .cli import guarded
 from .params import stamp
 from .provenance import REPO_ROOT
@@ -60,6 +62,7 @@ def prepare(params: str | Path, out: str | Path, data: str) -> None:
     out = Path(out)
     stamp(params, out)
     write_if_changed(layout.data_source(out), f"{data}\n")
+    inputs.write_stamp(out)
     write_if_changed(layout.stage_rules(out), makefile())
 
 

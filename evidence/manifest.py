@@ -19,7 +19,7 @@ from .errors import ToolkitError
 TEXT, LABEL, NUMBER = "str", "int 0/1", "float"
 #: Column -> type, in the order the cohort stage writes them (ARCHITECTURE.md, "Cohort manifest").
 COLUMNS = {
-    "image_id": TEXT, "path": TEXT, "patient_id": TEXT, "pneumonia": LABEL, "finding_labels": TEXT,
+    "image_id": TEXT, "path": TEXT, "sha256": TEXT, "patient_id": TEXT, "pneumonia": LABEL, "finding_labels": TEXT,
     "age_years": NUMBER, "sex": TEXT, "view": TEXT, "follow_up": NUMBER, "source": TEXT, "split": TEXT,
     "orig_width": NUMBER, "orig_height": NUMBER, "pixel_spacing": NUMBER,
 }

@@ -63,7 +63,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("eda.cohort", ("cohort.manifest",), params="cohort", sources=("eda",),
-          args='--data DATA', inputs=("cohort/source.txt",), outs=("cohort/manifest.csv", "demo/**"),
+          args='--data DATA', inputs=("cohort/source.txt", "cohort/inputs.json"),
+          outs=("cohort/manifest.csv", "demo/**"),
           doc="the data source files"),
     Stage("eda.split", ("split.patients",), needs=("cohort.manifest",), params="split", sources=("eda",),
           outs=("cohort/splits.csv",)),
@@ -186,11 +187,11 @@ def out_declared(stage: Stage, relpath: str) -> bool:
 
 def why(stage_name: str, out: str | Path, changed: list[str]) -> str:
     """Why a stage runs, from the prerequisites make found newer than its records (`$?`):
-    no record yet, or what changed (params sections, DATA, records it needs, code)."""
+    no record yet, or what changed (params sections, DATA, input images, records it needs, code)."""
     stage = by_name(stage_name)
     if any(not layout.record(out, r).is_file() for r in stage.records if not r.endswith("*")):
         return "no record yet"
-    params, records, code, data = [], [], [], False
+    params, records, code, data, images = [], [], [], False, False
     for item in changed:
         p = Path(item)
         if p == layout.params_stamp(out, p.stem):
@@ -199,10 +200,13 @@ def why(stage_name: str, out: str | Path, changed: list[str]) -> str:
             records.append(p.stem)
         elif p == layout.data_source(out):
             data = True
+        elif p == layout.input_stamp(out):
+            images = True
         else:
             code.append(item)
     parts = [f"params section {', '.join(params)} changed"] if params else []
     parts += ["DATA changed"] if data else []
+    parts += ["input images changed"] if images else []
     parts += [f"record {', '.join(sorted(set(records)))} changed"] if records else []
     if code:
         more = f" (+{len(code) - SHOWN} more)" if len(code) > SHOWN else ""

@@ -106,7 +106,7 @@ def _tiny() -> pd.DataFrame:
     ]
     frame = pd.DataFrame(rows, columns=["image_id", "patient_id", "pneumonia", "age_years", "sex", "view", "split"])
     frame["finding_labels"] = np.where(frame["pneumonia"] == 1, "Pneumonia", "No Finding")
-    for c in ("path", "source"):
+    for c in ("path", "sha256", "source"):
         frame[c] = ""
     for c in ("follow_up", "orig_width", "orig_height", "pixel_spacing"):
         frame[c] = np.nan

@@ -14,8 +14,8 @@ from evidence.manifest import COLUMNS, LABEL, NUMBER, TEXT, ManifestError, read_
 REPO = Path(__file__).resolve().parent.parent
 HEADER = ",".join(COLUMNS)
 ROWS = [
-    "a.png,/x/a.png,p1,1,Pneumonia,61,M,PA,0,folder,,1024,1024,0.143",
-    "b.png,,p1,0,No Finding,,F,,,folder,test,,,",
+    "a.png,/x/a.png," + "ab" * 32 + ",p1,1,Pneumonia,61,M,PA,0,folder,,1024,1024,0.143",
+    "b.png,,,p1,0,No Finding,,F,,,folder,test,,,",
 ]
 
 

@@ -15,7 +15,8 @@ from evidence import manifest
 from evidence.errors import ToolkitError
 
 NO_FINDING = "No Finding"
-MANIFEST_COLUMNS = list(manifest.COLUMNS)
+#: The columns an adapter fills: all but `sha256`, which `eda.cohort` computes from the image files.
+MANIFEST_COLUMNS = [c for c in manifest.COLUMNS if c != "sha256"]
 
 
 class SourceError(ToolkitError, ValueError):
