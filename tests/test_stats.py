@@ -198,6 +198,17 @@ def test_delong_test_matches_quadratic_reference():
     assert stats.delong_auc_ci([1, 1], [0.2, 0.3])["estimable"] is False
 
 
+@pytest.mark.parametrize("labels", [[1, 0, 0, 0, 0], [0, 1, 1, 1, 1]])
+def test_delong_is_not_estimable_with_a_single_case_of_a_class(labels):
+    scores = [0.9, 0.1, 0.4, 0.6, 0.3]
+    got = stats.delong_auc_ci(labels, scores)
+    assert got["estimable"] is False and "at least two positives and two negatives" in got["reason"]
+    assert stats.delong_test(labels, scores, scores[::-1])["estimable"] is False
+    assert stats.auc(labels, scores) == pytest.approx(1.0 if labels[0] else 0.0)
+    two = stats.delong_auc_ci([1, 1, 0, 0, 0], scores)
+    assert two["n_positive"] == 2 and two["ci_low"] <= two["estimate"] <= two["ci_high"]
+
+
 def test_buderer_by_hand():
     got = stats.buderer_sample_size(0.90, 0.85, 0.20, 0.05)
     z = 1.959963984540054

@@ -177,19 +177,20 @@ def _fast_delong(y: np.ndarray, score_sets: Sequence[np.ndarray]):
         v10s.append(v10)
         v01s.append(v01)
     v10m, v01m = np.atleast_2d(np.array(v10s)), np.atleast_2d(np.array(v01s))
-    s10 = np.atleast_2d(np.cov(v10m)) if m > 1 else np.zeros((len(score_sets),) * 2)
-    s01 = np.atleast_2d(np.cov(v01m)) if n > 1 else np.zeros((len(score_sets),) * 2)
+    s10, s01 = np.atleast_2d(np.cov(v10m)), np.atleast_2d(np.cov(v01m))
     return np.array(aucs), s10 / m + s01 / n, m, n
 
 
 def delong_auc_ci(labels, scores, *, level: float = 0.95) -> dict:
     """AUC with the DeLong (1988) variance, fast algorithm of Sun & Xu (2014); Wald interval
-    clipped to [0, 1]. Not estimable without both classes."""
+    clipped to [0, 1]. Not estimable with fewer than two positives or two negatives: the variance
+    of the structural components of a class of one case is undefined."""
     level = _check_level(level)
     y, s = _as_arrays(labels, scores)
     m, n = int(y.sum()), int(len(y) - y.sum())
-    if m == 0 or n == 0:
-        return not_estimable(f"AUC needs both classes (positives {m}, negatives {n})")
+    if m < 2 or n < 2:
+        return not_estimable(f"the DeLong interval needs at least two positives and two negatives "
+                             f"(positives {m}, negatives {n})")
     aucs, cov, m, n = _fast_delong(y, [s])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = sps.norm.ppf(0.5 + level / 2)
@@ -206,8 +207,9 @@ def delong_test(labels, scores_a, scores_b) -> dict:
     if a.shape != b.shape:
         raise ValueError("scores_a and scores_b must have the same length")
     m, n = int(y.sum()), int(len(y) - y.sum())
-    if m == 0 or n == 0:
-        return not_estimable(f"AUC comparison needs both classes (positives {m}, negatives {n})")
+    if m < 2 or n < 2:
+        return not_estimable(f"the DeLong comparison needs at least two positives and two negatives "
+                             f"(positives {m}, negatives {n})")
     aucs, cov, m, n = _fast_delong(y, [a, b])
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
