@@ -48,6 +48,22 @@ def record(out: str | Path, record_id: str) -> Path:
     return evidence(out) / f"{record_id}.json"
 
 
+def evidence_log(out: str | Path) -> Path:
+    return evidence(out) / "log.jsonl"
+
+
+def signatures(out: str | Path) -> Path:
+    return Path(out) / "signatures"
+
+
+def signature_ledger(out: str | Path) -> Path:
+    return signatures(out) / "signatures.jsonl"
+
+
+def run_lock(out: str | Path) -> Path:
+    return Path(out) / ".lock"
+
+
 def figures(out: str | Path) -> Path:
     return Path(out) / "figures"
 

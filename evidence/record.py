@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import jsonschema
 
-from . import atomic, layout
+from . import atomic, chain, layout
 from .canonical import canonical_json, record_hash
 from .errors import EvidenceError, MissingRecord
 from .provenance import code_entry, environment, file_entry
@@ -151,6 +151,7 @@ def write_record(
         ) from None
     record["sha256"] = record_hash(record)
     validate(record)
-    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic.write_text(record_path(out_dir, record_id), text)
+    body = (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    chain.append(out_dir, record, body)  # the log first: a stop before the file leaves a run `make` repairs
+    atomic.write_bytes(record_path(out_dir, record_id), body)
     return record
