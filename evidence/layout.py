@@ -1,8 +1,9 @@
 """The run folder (`OUT`): every path a stage reads or writes below it, declared once.
 
 ARCHITECTURE.md, "Run folder", lists the same paths; `tests/test_layout.py` ties the two.
-A held-out run folder (`heldout(out, name)`) has the same layout for its own evidence,
-figures and submission.
+A held-out run folder (`heldout(out, name)`, `name` being the set's folder name and the first 12
+hex of its content hash, `validation.heldout.folder_name`) has the same layout for its own
+evidence (and log), figures and submission.
 """
 from __future__ import annotations
 
