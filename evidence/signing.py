@@ -138,6 +138,15 @@ def statement_bytes(statement: dict) -> bytes:
 
 def sign_record(out: str | Path, record_id: str, role: str, *, key: str | Path, signer: str | None = None) -> dict:
     """Sign record `record_id` of OUT as `role`; returns the statement appended to the ledger."""
+    record = layout.record(out, record_id)
+    if not record.is_file():
+        raise SigningError(f"record {record_id}: not found at {record} (run its stage first)")
+    return sign_bytes(out, record_id, record.read_bytes(), role, key=key, signer=signer)
+
+
+def sign_bytes(out: str | Path, record_id: str, body: bytes, role: str, *, key: str | Path,
+               signer: str | None = None) -> dict:
+    """Sign `body`, the exact bytes of record `record_id`'s file in OUT (written or about to be)."""
     out = Path(out)
     key_path, demo = resolve_key(key, out)
     if demo:
@@ -146,10 +155,6 @@ def sign_record(out: str | Path, record_id: str, role: str, *, key: str | Path, 
         raise SigningError(f"role {role!r}: use one of {', '.join(ROLES)}")
     if not signer:
         raise SigningError("signer: required with a key other than 'demo' (write 'Full Name <email>')")
-    record = layout.record(out, record_id)
-    if not record.is_file():
-        raise SigningError(f"record {record_id}: not found at {record} (run its stage first)")
-    body = record.read_bytes()
     public = public_key(key_path)
     statement = {
         "namespace": NAMESPACE, "record_id": record_id, "role": role, "meaning": ROLES[role],
@@ -169,11 +174,15 @@ def sign_record(out: str | Path, record_id: str, role: str, *, key: str | Path, 
     return statement
 
 
-def sign_configured(out: str | Path, record_id: str, config: dict | None) -> dict:
-    """Sign with params `signing` ({key, signer, role}; key 'demo' when absent)."""
+def sign_configured(out: str | Path, record_id: str, config: dict | None, body: bytes | None = None) -> dict:
+    """Sign with params `signing` ({key, signer, role}; key 'demo' when absent) the record's file, or
+    `body`, the bytes it is about to hold (`write_record(..., sign=config)`)."""
     config = config or {}
-    return sign_record(out, record_id, config.get("role", "author"), key=config.get("key", DEMO),
-                       signer=config.get("signer"))
+    args = dict(key=config.get("key", DEMO), signer=config.get("signer"))
+    role = config.get("role", "author")
+    if body is None:
+        return sign_record(out, record_id, role, **args)
+    return sign_bytes(out, record_id, body, role, **args)
 
 
 def check_config(out: str | Path, config: dict | None) -> None:

@@ -2,8 +2,8 @@
 
 Renders the validation plan first (and records it, `submission.plan`, before the submission is
 rendered), then the 510(k) submission; each as Markdown, HTML and PDF plus an auditor edition,
-and `OUT/submission/traceability.json`; then signs `submission.documents` with the key of params
-`submission.signing` (the local demo key when none is set). `--document NAME` renders `templates/NAME.md.j2`
+and `OUT/submission/traceability.json`; `submission.documents` is signed as it is written, with
+the key of params `submission.signing` (the local demo key when none is set). `--document NAME` renders `templates/NAME.md.j2`
 against the records of OUT instead (e.g. a held-out report in OUT/heldout/<name>).
 """
 from __future__ import annotations
@@ -129,8 +129,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],
               "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, outs=[chart, *plan_files, *main_files, trace]))
-    signing.sign_configured(out, "submission.documents", params.get("signing"))
+        dep_records=deps, outs=[chart, *plan_files, *main_files, trace], sign=params.get("signing", {})))
     return records
 
 

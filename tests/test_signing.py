@@ -154,3 +154,29 @@ def test_a_signature_copied_from_another_run_fails(run, key, tmp_path):
     shutil.copytree(layout.signatures(other), layout.signatures(run))
     _, failures = signing.check(run)
     assert len(failures) == 1 and "field run_id" in failures[0] and "another run" in failures[0]
+
+
+def test_write_record_signs_before_the_file_so_a_stop_leaves_a_run_to_repair(tmp_path, key, monkeypatch):
+    from evidence import atomic, chain
+
+    out = tmp_path / "run"
+    config = {"key": str(key), "signer": JANE, "role": "approver"}
+    write_record(out, "submission.documents", data={"v": 1}, sign=config)
+    assert signing.check(out) == ([signing.describe(json.loads(layout.signature_ledger(out).read_text()))], [])
+
+    real = atomic.write_bytes
+
+    def stopped(path, data):   # the process stops when it comes to write the record file
+        if Path(path).suffix == ".json":
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(atomic, "write_bytes", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            write_record(out, "submission.documents", data={"v": 2}, sign=config)
+    _, failures = signing.check(out)
+    assert len(failures) == 1 and "record submission.documents changed after it was signed" in failures[0]
+    assert chain.check(out)                                   # the record is not the one logged
+    write_record(out, "submission.documents", data={"v": 2}, sign=config)   # what the rerun does
+    assert signing.check(out)[1] == [] and chain.check(out) == []
