@@ -1,5 +1,6 @@
 # Regulatory-documentation-first validation toolkit: every target writes real files under OUT.
-# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml);
+# Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml),
+# TRUSTED (allowed-signers file for make audit), WAIT=1 (wait for another make on the same OUT);
 # audit: INPUTS=1 re-hashes every input image, INPUTS=0 none (default: when estimated under a minute).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -15,6 +16,8 @@ FILES ?=
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
+TRUSTED ?=
+WAIT ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,6 +27,25 @@ P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
 .PHONY: help venv lock submission eda train validate workflow audit heldout infer test bench clean
+
+# One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
+# lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
+# line (WAIT=1: waits for the first) before it reads any params or stage rule, so it never touches
+# the first run's files. Dry runs (-n, -q) take no lock.
+UNLOCKED_GOALS := help venv lock test bench
+GOALS := $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))
+ifeq ($(OUT_LOCKED)$(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS))),)
+LOCK_GOALS := $(filter-out $(UNLOCKED_GOALS),$(GOALS))
+endif
+
+ifneq ($(LOCK_GOALS),)
+.PHONY: $(GOALS) locked
+$(GOALS): locked ; @:
+locked:
+	@mkdir -p "$(OUT)"
+	@flock $(if $(WAIT),,-n -E 75) "$(OUT)/.lock" $(MAKE) --no-print-directory OUT_LOCKED=1 $(GOALS) || { \
+	  rc=$$?; test $$rc -ne 75 || { rc=2; echo "error: another make is working on OUT=$(OUT) (it holds $(OUT)/.lock): wait for it, rerun with WAIT=1 to wait, or use another OUT" >&2; }; exit $$rc; }
+else
 
 help: ## list the described targets
 	@echo "usage: make TARGET [OUT=build] [DATA=demo|<folder>] [PARAMS=params.yaml]"
@@ -72,8 +94,8 @@ train: $(STAGE_model.train) ## train the model on the training split
 validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validation, evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
-audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies); INPUTS=1 re-hashes every input image
-	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))
+audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics (TRUSTED=<allowed signers>, INPUTS=1)
+	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))$(if $(TRUSTED), --trusted "$(TRUSTED)")
 	$(PY) -m submission.check --out $(OUT)
 
 heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
@@ -92,4 +114,4 @@ bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda 
 
 clean: ## remove the run folder (OUT)
 	rm -rf $(OUT)
-
+endif

@@ -1,4 +1,6 @@
-"""python -m evidence audit [--out DIR] [--no-code-check] [--inputs auto|always|never]
+"""python -m evidence audit [--out DIR] [--no-code-check] [--inputs auto|always|never] [--trusted ALLOWED_SIGNERS]
+
+Prints one line per signature (who signed which record, in which role, when, demo or not).
 
 Exit 0 when the run verifies, 1 when the audit found failures (FAIL lines), 2 when the run folder
 cannot be read, 70 on a bug (`evidence.cli.guarded`)."""
@@ -6,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from . import inputs
-from .audit import audit
+from . import inputs, signing
+from .audit import audit, run_dirs
 from .cli import EXIT_FAILED, EXIT_OK, guarded
 from .recompute import check
 
@@ -22,14 +25,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not flag records whose producing code changed since")
     a.add_argument("--inputs", choices=("auto", "always", "never"), default="auto",
                    help="re-hash the input images: always, never, or (auto) when estimated under a minute")
+    a.add_argument("--trusted", metavar="FILE", help="OpenSSH allowed-signers file: fail on a signer not in it")
     args = parser.parse_args(argv)
-    return guarded(lambda: _audit(args.out, check_code=not args.no_code_check, hash_inputs=args.inputs))
+    return guarded(lambda: _audit(args.out, check_code=not args.no_code_check, hash_inputs=args.inputs,
+                                  trusted=args.trusted))
 
 
-def _audit(out: str, *, check_code: bool, hash_inputs: str = "auto") -> int:
+def _audit(out: str, *, check_code: bool, hash_inputs: str = "auto", trusted: str | None = None) -> int:
     failures, n = audit(out, check_code=check_code)
     failures += check(out)
     failures += inputs.check(out, hash_inputs)
+    for d in run_dirs(out):
+        lines, bad = signing.check(d, trusted)
+        prefix = "" if d == Path(out) else f"[{d.name}] "
+        for line in lines:
+            print(prefix + line)
+        failures += [prefix + line for line in bad]
     for line in failures:
         print(f"FAIL {line}")
     if failures:

@@ -2,14 +2,15 @@
 
 For every record under OUT/evidence (and OUT/heldout/*/evidence): validate the schema,
 recompute the record's sha256, re-hash every dep and out file, check that every record it
-depends on exists and matches, and flag code that changed since the record was written.
+depends on exists and matches, check the hash-chained log (`evidence.chain`), and flag code
+that changed since the record was written.
 Each failure is one line naming the record, the field, and the expected and found values.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import layout
+from . import chain, layout
 from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
@@ -21,7 +22,7 @@ def run_dirs(out_dir: str | Path) -> list[Path]:
     dirs = [out_dir] if layout.evidence(out_dir).is_dir() else []
     heldout = layout.heldout_root(out_dir)
     if heldout.is_dir():
-        dirs += sorted(p for p in heldout.iterdir() if layout.evidence(p).is_dir())
+        dirs += sorted(p for p in heldout.iterdir() if layout.evidence(p).is_dir() and not p.name.startswith("."))
     return dirs
 
 
@@ -42,6 +43,7 @@ def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, 
             failures.append(str(e))
             continue
         records[rid] = record
+    failures += chain.check(run_dir, records)
 
     for rid, record in records.items():
         for kind in ("outs", "deps"):

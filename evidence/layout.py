@@ -1,8 +1,9 @@
 """The run folder (`OUT`): every path a stage reads or writes below it, declared once.
 
 ARCHITECTURE.md, "Run folder", lists the same paths; `tests/test_layout.py` ties the two.
-A held-out run folder (`heldout(out, name)`) has the same layout for its own evidence,
-figures and submission.
+A held-out run folder (`heldout(out, name)`, `name` being the set's folder name and the first 12
+hex of its content hash, `validation.heldout.folder_name`) has the same layout for its own
+evidence (and log), figures and submission.
 """
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ def evidence(out: str | Path) -> Path:
 
 def record(out: str | Path, record_id: str) -> Path:
     return evidence(out) / f"{record_id}.json"
+
+
+def evidence_log(out: str | Path) -> Path:
+    return evidence(out) / "log.jsonl"
+
+
+def signatures(out: str | Path) -> Path:
+    return Path(out) / "signatures"
+
+
+def signature_ledger(out: str | Path) -> Path:
+    return signatures(out) / "signatures.jsonl"
+
+
+def run_lock(out: str | Path) -> Path:
+    return Path(out) / ".lock"
 
 
 def figures(out: str | Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import jsonschema
 
-from . import atomic, layout
+from . import atomic, chain, layout, signing
 from .canonical import canonical_json, record_hash
 from .errors import EvidenceError, MissingRecord
 from .provenance import code_entry, environment, file_entry
@@ -109,6 +109,7 @@ def write_record(
     dep_records: Iterable[str] = (),
     outs: Iterable[str | Path] = (),
     synthetic: bool | None = None,
+    sign: dict | None = None,
 ) -> dict:
     """Write `OUT/evidence/<record_id>.json` atomically and return the record.
 
@@ -116,7 +117,10 @@ def write_record(
     must declare `record_id` and every id in `dep_records`.
     deps: input files (hashed); dep_records: ids of records in the same run that this one used;
     outs: files this stage wrote (hashed). `synthetic` defaults to True when any record this one
-    depends on is synthetic: a synthetic cohort marks everything downstream.
+    depends on is synthetic: a synthetic cohort marks everything downstream. `sign`: a signing
+    configuration ({key, signer, role}, `evidence.signing`): the record's bytes are signed.
+    Order: the log entry, the signature, then the record file, so that a stop at any point leaves
+    the record missing or out of date, which the next `make` rewrites.
     """
     stage = stage_of(record_id)
     dep_records = list(dict.fromkeys(dep_records))
@@ -151,6 +155,9 @@ def write_record(
         ) from None
     record["sha256"] = record_hash(record)
     validate(record)
-    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic.write_text(record_path(out_dir, record_id), text)
+    body = (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    chain.append(out_dir, record, body)
+    if sign is not None:
+        signing.sign_configured(out_dir, record_id, sign, body)
+    atomic.write_bytes(record_path(out_dir, record_id), body)
     return record

@@ -2,7 +2,8 @@
 
 Renders the validation plan first (and records it, `submission.plan`, before the submission is
 rendered), then the 510(k) submission; each as Markdown, HTML and PDF plus an auditor edition,
-and `OUT/submission/traceability.json`. `--document NAME` renders `templates/NAME.md.j2`
+and `OUT/submission/traceability.json`; `submission.documents` is signed as it is written, with
+the key of params `submission.signing` (the local demo key when none is set). `--document NAME` renders `templates/NAME.md.j2`
 against the records of OUT instead (e.g. a held-out report in OUT/heldout/<name>).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from evidence import atomic, layout, write_record
+from evidence import atomic, layout, signing, write_record
 from evidence.canonical import sha256_bytes
 from evidence.cli import stage_main
 from evidence.params import section
@@ -98,6 +99,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     folder = layout.submission(out)
     if not layout.evidence(out).is_dir():
         raise SubmissionError(f"no evidence folder at {layout.evidence(out)} (run the stages first: make validate workflow)")
+    signing.check_config(out, params.get("signing"))
     chart = flowchart.draw(folder / FLOWCHART)
     renderer = Renderer(out, extra_figures={"flowchart": chart})
     records = []
@@ -127,7 +129,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],
               "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, outs=[chart, *plan_files, *main_files, trace]))
+        dep_records=deps, outs=[chart, *plan_files, *main_files, trace], sign=params.get("signing", {})))
     return records
 
 

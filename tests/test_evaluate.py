@@ -48,7 +48,7 @@ def test_refuses_without_locked_threshold(tmp_path, repo_root, capsys):
     assert evaluate.main(["--out", str(out), "--params", str(params_file(tmp_path, repo_root))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: record validation.threshold: not found") and err.count("\n") == 1
-    assert sorted(p.name for p in (out / "evidence").iterdir()) == ["model.predictions.json"]
+    assert sorted(p.name for p in (out / "evidence").glob("*.json")) == ["model.predictions.json"]
     assert not (out / "figures").exists()
 
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from evidence import atomic, read_record, write_record
+from evidence import atomic, layout, read_record, write_record
 from model import dicom
 from validation import heldout
 from test_infer import make_device, nih_64px_table
@@ -62,6 +62,10 @@ def locked_run(tmp_path_factory, nih):
     return out
 
 
+def _hout(out: Path, folder: Path) -> Path:
+    return layout.heldout(out, heldout.folder_name(folder))
+
+
 def _heldout_rows(nih: pd.DataFrame) -> pd.DataFrame:
     pos = nih[nih["pneumonia"] == 1]
     neg = nih[(nih["pneumonia"] == 0) & ~nih["patient_id"].isin(pos["patient_id"])].head(30)
@@ -105,7 +109,8 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert template.is_file()
     assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 0
 
-    hout = locked_run / "heldout" / "site_x"
+    hout = _hout(locked_run, folder)
+    assert hout.name.startswith("site_x-") and len(hout.name) == len("site_x-") + 12
     intake = read_record(hout, "heldout.intake")["data"]
     assert intake["counts"] == {"accepted": len(rows), "rejected": 3, "error": 0}
     assert intake["label_problems"] == [] and intake["unlabelled_files"] == []
@@ -166,7 +171,7 @@ def test_tampered_plan_is_refused_before_reading(locked_run, tmp_path, capsys):
     assert heldout.main(["--out", str(out), "--heldout", str(folder), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: plan file") and "refusing" in err and "\n" not in err
-    assert not (out / "heldout" / "set" / "evidence").exists()
+    assert list((out / "heldout").iterdir()) == []   # no record, no folder, no staging folder left
 
 
 def test_labels_csv_problems(locked_run, nih, tmp_path):
@@ -185,7 +190,7 @@ def test_labels_csv_problems(locked_run, nih, tmp_path):
     params = tmp_path / "p.yaml"
     params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
-    intake = read_record(locked_run / "heldout" / "messy", "heldout.intake")["data"]
+    intake = read_record(_hout(locked_run, folder), "heldout.intake")["data"]
     kinds = sorted(q["problem"] for q in intake["label_problems"])
     assert kinds == ["bad_label", "duplicate", "duplicate", "duplicate", "duplicate", "unknown_file"]
     unlabelled = {q["file"]: q["status"] for q in intake["unlabelled_files"]}
@@ -201,7 +206,7 @@ def test_reader_column_that_is_not_an_identifier(locked_run, nih, tmp_path):
     params = tmp_path / "p.yaml"
     params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
-    readers = read_record(locked_run / "heldout" / "readers", "heldout.metrics")["data"]["readers"]
+    readers = read_record(_hout(locked_run, folder), "heldout.metrics")["data"]["readers"]
     assert list(readers) == ["Reader 1"] and readers["Reader 1"]["n_reads"] == len(labels)
 
 
@@ -218,7 +223,7 @@ def test_rows_naming_files_the_run_skips_are_unknown_files(locked_run, nih, tmp_
     params = tmp_path / "p.yaml"
     params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
-    intake = read_record(locked_run / "heldout" / "skipped", "heldout.intake")["data"]
+    intake = read_record(_hout(locked_run, folder), "heldout.intake")["data"]
     assert [(q["file"], q["problem"]) for q in intake["label_problems"]] == [
         (".hid/a.dcm", "unknown_file"), (".hid.dcm", "unknown_file"), ("labels.csv", "unknown_file"),
         ("site_a", "unknown_file")]
@@ -238,7 +243,56 @@ def test_missing_labels_csv_is_one_line_error(locked_run, tmp_path, capsys):
     assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert "labels.csv: not found" in err and "\n" not in err
-    assert not (locked_run / "heldout" / "nolabels" / "evidence" / "heldout.intake.json").exists()
+    assert not [p for p in (locked_run / "heldout").iterdir() if p.name.startswith((".nolabels", "nolabels"))]
+
+
+def test_a_set_already_run_is_never_overwritten_and_a_changed_set_gets_its_own_folder(locked_run, nih, tmp_path, capsys):
+    folder = tmp_path / "again"
+    labels = build_heldout(folder, _heldout_rows(nih).head(8))
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    heldout.run(locked_run, folder, params, render=False)
+    first = _hout(locked_run, folder)
+    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    assert read_record(first, "heldout.intake")["data"]["content_sha256"].startswith(first.name[-12:])
+    argv = ["--out", str(locked_run), "--heldout", str(folder), "--params", str(params), "--no-report"]
+    assert heldout.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {first}: exists: this held-out set (same files and labels.csv) has been run; its "
+                   "evidence is never overwritten (remove that folder to run the set again)")
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    labels.loc[0, "label"] = 1 - int(labels.loc[0, "label"])     # one label changed: another set
+    labels.to_csv(folder / "labels.csv", index=False)
+    heldout.run(locked_run, folder, params, render=False)
+    assert _hout(locked_run, folder) != first and _hout(locked_run, folder).is_dir() and first.is_dir()
+    assert not [p for p in (locked_run / "heldout").iterdir() if p.name.startswith(".")]
+
+
+def test_content_hash_follows_files_and_names_not_creation_order(tmp_path):
+    a, b = tmp_path / "set", tmp_path / "other" / "set"
+    for folder, order in ((a, ("x.dcm", "y/z.dcm")), (b, ("y/z.dcm", "x.dcm"))):
+        for name in order:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(name.encode())
+        (folder / "labels.csv").write_text("file,label\nx.dcm,1\ny/z.dcm,0\n")
+    assert heldout.folder_name(a) == heldout.folder_name(b)
+    (b / "y" / "z.dcm").write_bytes(b"changed")
+    assert heldout.folder_name(a) != heldout.folder_name(b)
+    (b / "y" / "z.dcm").write_bytes(b"y/z.dcm")
+    (b / "labels.csv").write_text("file,label\nx.dcm,1\ny/z.dcm,1\n")
+    assert heldout.folder_name(a) != heldout.folder_name(b)
+
+
+def test_a_failed_run_leaves_no_record_and_no_folder(locked_run, nih, tmp_path, capsys):
+    folder = tmp_path / "badlabels"
+    build_heldout(folder, _heldout_rows(nih).head(4))
+    (folder / "labels.csv").write_text("file,diagnosis\nsite_a/x.dcm,1\n")
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {}\n")
+    before = set((locked_run / "heldout").iterdir()) if (locked_run / "heldout").is_dir() else set()
+    assert heldout.main(["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]) == 2
+    assert "missing column(s) label" in capsys.readouterr().err
+    assert set((locked_run / "heldout").iterdir()) == before
 
 
 def _est(x, lo, hi, method):

@@ -58,7 +58,7 @@ def rename(params, path, new):
 
 def test_the_repository_params_files_validate():
     base, gpu = load_all(REPO / "params.yaml"), load_all(REPO / "params_nih_gpu.yaml")
-    assert base["submission"] == {} and set(base) == set(P.schema()["properties"])
+    assert base["submission"] == {"signing": {"key": "demo"}} and set(base) == set(P.schema()["properties"])
     assert gpu["train"]["architecture"] == "densenet121" and gpu["validate"] == base["validate"]
 
 
@@ -195,10 +195,10 @@ def test_the_typos_from_the_bug_report(tmp_path, section, key, real):
     assert error(file) == f"{file}: {section}.{key} is not a parameter (did you mean {real}?)"
 
 
-def test_a_key_of_a_section_without_parameters_and_a_far_typo(tmp_path):
+def test_a_key_that_is_not_a_parameter_and_a_far_typo(tmp_path):
     file = write(tmp_path, changed(lambda p: p["submission"].update(device_facts="submission/data/device.yml")))
     assert error(file) == (f"{file}: submission.device_facts is not a parameter "
-                           "(submission takes no parameters: submission: {})")
+                           "(parameters of submission: signing)")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
     assert error(file) == (f"{file}: split.zzz is not a parameter "
                            "(parameters of split: seed, fractions, use_official_lists)")

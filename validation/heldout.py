@@ -12,7 +12,12 @@ optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order 
    `workflow.dicom` record when present, else the `workflow` section of PARAMS);
 3. read labels.csv, run the device's header checks and inference on every file;
 4. write `heldout.intake`, `heldout.metrics`, `heldout.subgroups`, `heldout.acceptance` (records
-   last, into `OUT/heldout/<DIR name>/evidence/`), then render `heldout_report` there.
+   last), then render `heldout_report`.
+
+Everything is written into a hidden folder in OUT/heldout and renamed at the end to
+`OUT/heldout/<DIR name>-<first 12 hex of the set's content hash>/` (`folder_name`): a failed run
+leaves no record and no folder, and a set already run (same files, same labels.csv) exits 2
+without touching its folder.
 
 Statistics come from `validation.evaluate`/`validation.subgroups` (same methods as validation).
 Parameters: section `heldout` (ci_level, bootstrap_resamples, bootstrap_seed, bootstrap_method,
@@ -20,14 +25,18 @@ prevalences, min_subgroup_n); while params.yaml has no such section, section `va
 """
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, Store, console, layout, record_path, sha256_file, write_record
+from evidence import EvidenceError, Store, canonical_json, console, layout, record_path, sha256_file, write_record
+from evidence.canonical import sha256_bytes
 from evidence.params import load_all
 from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
@@ -236,13 +245,53 @@ def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Pat
 
 # ----------------------------------------------------------------------------- run
 
+def content_sha256(folder: Path) -> str:
+    """sha256 over the sorted (path relative to `folder`, sha256) of the files the run reads and labels.csv."""
+    labels = folder / "labels.csv"
+    files = [*heldout_files(folder), *([labels] if labels.is_file() else [])]
+    return sha256_bytes(canonical_json(sorted((f.relative_to(folder).as_posix(), sha256_file(f)) for f in files)))
+
+
+def folder_name(folder: Path, digest: str | None = None) -> str:
+    """The evidence folder's name: the set's folder name and the first 12 hex of its content hash."""
+    return f"{folder.resolve().name}-{(digest or content_sha256(folder))[:12]}"
+
+
 def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True) -> dict:
+    """Write the evidence into a hidden folder beside OUT/heldout/<name>-<hash>/ and rename it there at
+    the end: a failed run leaves nothing, and an existing folder is never overwritten."""
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
         raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
+    root = layout.heldout_root(out)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.resolve().name}.", suffix=".partial", dir=root))
+    staging.chmod(0o755)
+    try:
+        records, final = _run(out, folder, staging, params_file, render=render)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            _refuse_existing(final)
+            raise
+        return records
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_existing(final: Path) -> None:
+    if final.exists():
+        raise HeldoutError(f"{final}: exists: this held-out set (same files and labels.csv) has been run; its "
+                           "evidence is never overwritten (remove that folder to run the set again)")
+
+
+def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool) -> tuple[dict, Path]:
     p, params_source = heldout_params(params_file)
-    hout = layout.heldout(out, folder.resolve().name)
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
+    digest = content_sha256(folder)
+    name = folder_name(folder, digest)
+    final = layout.heldout(out, name)
+    _refuse_existing(final)
 
     from model.dicom import ACCEPTED
     from model.infer import STATUSES, DeviceError, load_device, summary  # 2. the locked device, its header checks
@@ -262,7 +311,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
     tally = summary(df.to_dict("records"))
     intake_data = {
-        "folder": str(folder.resolve()), "name": hout.name,
+        "folder": str(folder.resolve()), "name": name, "content_sha256": digest,
         "n_label_rows": int(len(usable) + len({(q["row"]) for q in problems})),
         "n_labelled_files": int(len(df)),
         "counts": {s: tally[s] for s in STATUSES},
@@ -294,7 +343,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     records = {"heldout.plan_lock": lock}
     records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data,
                                              deps=[*files_dep, *device_deps], dep_records=["heldout.plan_lock"], **common)
-    figures = [roc_figure(accepted, device.threshold, layout.figures(hout) / "roc_heldout.png", hout.name)] \
+    figures = [roc_figure(accepted, device.threshold, layout.figures(hout) / "roc_heldout.png", name)] \
         if metrics["estimable"] else []
     records["heldout.metrics"] = write_record(hout, "heldout.metrics", data=metrics, deps=device_deps,
                                               outs=figures, dep_records=["heldout.intake"], **common)
@@ -304,7 +353,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
                                                  dep_records=["heldout.plan_lock", "heldout.metrics"], **common)
     if render:
         render_report(hout, params_file)
-    return records
+    return records, final
 
 
 def render_report(hout: Path, params_file: str | Path) -> None:
