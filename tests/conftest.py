@@ -42,3 +42,11 @@ def pneumoniamnist_npz(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_config_home(tmp_path_factory):
+    """The demo signing key is created under $XDG_CONFIG_HOME: keep the tests' key out of the
+    user's own configuration folder (and the make runs the tests start inherit it)."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    yield
