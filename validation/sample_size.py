@@ -41,8 +41,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     data = {"design": design, **result}
     analysis = design_data(params, data)   # checks the whole section before anything is written
     written = {RECORD_ID: write_record(out_dir, RECORD_ID, data=data, params=params, synthetic=False)}
-    written[DESIGN_ID] = write_record(out_dir, DESIGN_ID, data=analysis, params=params, synthetic=False,
-                                      dep_records=[RECORD_ID])
+    written[DESIGN_ID] = write_record(out_dir, DESIGN_ID, data=analysis, params=params, synthetic=False)
     return written
 
 
