@@ -38,9 +38,9 @@ def _group(label, n, pos, se, sp):
 
 
 def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
-              study_description: str = "No Finding", prespecified: bool = True) -> Path:
+              study_description: str = "No Finding", prespecified: bool = True, pdf: bool = False) -> Path:
     """Write every record the submission templates cite, in pipeline order: the records the plan is
-    rendered from, the plan and its lock (`submission.plan` stage, no PDF), the test scores, then the
+    rendered from, the plan and its lock (`submission.plan` stage; its PDF only with `pdf`), the test scores, then the
     test results (carrying the plan lock's proof unless `prespecified` is false); return the run folder."""
     from submission.plan import run as lock_plan
     from validation.sample_size import run as design
@@ -106,7 +106,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                      {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
                       "reason": "Modality CT not in DX, CR"}]}, **ws)
     design(out, {**section(REPO / "params.yaml", "validate"), "acceptance": CRITERIA})
-    lock_plan(out, {}, by="Test Engineer", pdf=False)
+    lock_plan(out, {}, by="Test Engineer", pdf=pdf)
     scores = out / "predictions" / "test.csv"
     scores.parent.mkdir(parents=True, exist_ok=True)
     scores.write_text("image_id,patient_id,label,score\nt1.png,p1,1,0.9\n")
