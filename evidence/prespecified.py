@@ -115,6 +115,7 @@ def proof(out: str | Path) -> dict:
     return {"plan_lock_sha256": lock["sha256"], "plan_locked_utc": lock["created_utc"],
             "locked_by": lock["data"]["locked_by"], "plan_record_sha256": lock["data"]["plan_record_sha256"],
             "test_scores_sha256": scores["sha256"], "test_scores_created_utc": scores["created_utc"],
+            "relocked_over_test_scores": bool(lock["data"]["test_scores_present"]),
             "statement": "the validation plan was locked before the test split was scored"}
 
 

@@ -65,6 +65,25 @@ def test_without_the_proof_the_submission_does_not_say_pre_specified(tmp_path):
         for rid in ("validation.test", "validation.acceptance")]
 
 
+def test_a_plan_locked_again_over_test_scores_is_not_called_pre_specified(copy):
+    from submission.plan import run as lock_plan
+
+    lock_plan(copy, {}, by="Test Engineer", pdf=False)         # test scores exist: the lock says so
+    lock = read_record(copy, "validation.plan_lock")
+    assert lock["data"]["test_scores_present"] is True and "previous_lock_sha256" in lock["data"]
+    assert check(copy)[0].startswith("record model.test_predictions: field deps.records[validation.plan_lock]")
+    _forge(copy, "model.test_predictions", lambda r: r["deps"].update(records=[
+        {"id": "validation.plan_lock", "sha256": lock["sha256"]}]) or r.update(created_utc=lock["created_utc"]))
+    from evidence.prespecified import proof
+    claim = proof(copy)
+    assert claim["relocked_over_test_scores"] is True
+    _forge(copy, "validation.acceptance", lambda r: r["data"].update(prespecified=claim))
+    _forge(copy, "validation.test", lambda r: r["data"].update(prespecified=claim))
+    text = _render(copy)
+    assert "pre-specified in the validation plan" not in text
+    assert "after the test split of this run had already been scored once" in text
+
+
 def test_the_plan_cites_no_test_result(proven):
     plan = read_record(proven, "submission.plan")
     cited = {d["id"] for d in plan["deps"]["records"]}
