@@ -35,7 +35,6 @@ from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 
-PLAN_RECORD = LOCK
 REPORT = "heldout_report"
 
 
@@ -59,25 +58,25 @@ def heldout_params(params_file: str | Path) -> tuple[dict, str]:
 def lock_plan(out: Path, hout: Path) -> tuple[dict, list[Path]]:
     """Re-hash the plan files that `validation.plan_lock` lists and write `heldout.plan_lock`."""
     try:
-        plan = Store(out).get(PLAN_RECORD)
+        lock = Store(out).get(LOCK)
     except EvidenceError as e:
         raise HeldoutError(f"{e} (the validation plan must be rendered and locked first: make plan)") from None
-    failures = plan_file_failures(out, plan)
+    failures = plan_file_failures(out, lock)
     if failures:
         raise HeldoutError(f"{failures[0]}: refusing to run the held-out set")
-    criteria = plan["data"].get("acceptance_criteria")
+    criteria = lock["data"].get("acceptance_criteria")
     if not isinstance(criteria, list) or not criteria:
-        raise HeldoutError(f"record {PLAN_RECORD}: data.acceptance_criteria is empty; the plan must "
+        raise HeldoutError(f"record {LOCK}: data.acceptance_criteria is empty; the plan must "
                            "pre-specify acceptance criteria (params validate.acceptance, then make plan)")
-    paths = [resolve_run_path(f["path"], out) for f in plan["data"]["plan_files"]]
-    checked = [{k: f[k] for k in ("path", "sha256", "size")} for f in plan["data"]["plan_files"]]
-    plan_json = record_path(out, PLAN_RECORD)
-    data = {"plan_record": PLAN_RECORD, "plan_record_sha256": plan["sha256"], "plan_files": checked,
-            "plan_locked_utc": plan["created_utc"], "plan_locked_by": plan["data"]["locked_by"],
+    paths = [resolve_run_path(f["path"], out) for f in lock["data"]["plan_files"]]
+    checked = [{k: f[k] for k in ("path", "sha256", "size")} for f in lock["data"]["plan_files"]]
+    lock_json = record_path(out, LOCK)
+    data = {"plan_record": LOCK, "plan_record_sha256": lock["sha256"], "plan_files": checked,
+            "plan_locked_utc": lock["created_utc"], "plan_locked_by": lock["data"]["locked_by"],
             "acceptance_criteria": criteria, "run_folder": str(out.resolve()),
             "statement": "the plan files were re-hashed and matched the locked plan before the held-out set was read"}
-    record = write_record(hout, "heldout.plan_lock", data=data, deps=[*paths, plan_json], synthetic=bool(plan["synthetic"]))
-    return record, [*paths, plan_json]
+    record = write_record(hout, "heldout.plan_lock", data=data, deps=[*paths, lock_json], synthetic=bool(lock["synthetic"]))
+    return record, [*paths, lock_json]
 
 
 # ----------------------------------------------------------------------------- labels
