@@ -26,7 +26,7 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv lock submission eda train validate workflow audit heldout infer test bench clean
+.PHONY: help venv lock submission eda train plan validate workflow audit heldout infer test bench clean
 
 # One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
 # lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
@@ -88,17 +88,18 @@ endif
 $(MK): | $(READY)
 	@$(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)"
 
-submission: $(STAGE_submission) ## build the 510(k) submission and validation plan (Markdown, HTML, PDF)
+submission: $(STAGE_submission) ## build the validation plan (locked first) and the 510(k) submission (Markdown, HTML, PDF)
 eda: $(STAGE_eda) ## cohort manifest, patient-level split and dataset evidence
 train: $(STAGE_model.train) ## train the model on the training split
-validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validation, evaluate the test split
+plan: $(STAGE_submission.plan) ## render and lock the validation plan (validation.plan_lock) before any test-split score exists
+validate: $(STAGE_validation.evaluate) ## predict val, lock the threshold and the plan, then score and evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
 audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics (TRUSTED=<allowed signers>, INPUTS=1)
 	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))$(if $(TRUSTED), --trusted "$(TRUSTED)")
 	$(PY) -m submission.check --out $(OUT)
 
-heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
+heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
 	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
 	$(PY) -m validation.heldout --out $(OUT) --heldout "$(HELDOUT)" --params $(PARAMS)
 

@@ -3,8 +3,9 @@
 Converts `../shared/data/pneumoniamnist/pneumoniamnist.npz` (train 3,882 with 90% pneumonia in this
 altered copy; official val 524 and test 624) into a folder source (`labels.csv` with
 `path,label,split` plus 28x28 PNGs) in a temporary folder, then runs `eda.cohort`, `eda.split`,
-`model.train`, `model.predict`, `validation.threshold` and `validation.evaluate` with the repository
-params, overriding only `train.image_size: 28` (the images are 28x28). Goal: test AUC >= 0.95 within
+`model.train`, `model.predict`, `validation.threshold`, `validation.sample_size`, `model.workflow`,
+`submission.plan` (the plan is locked before the test split is scored), `model.score_test` and
+`validation.evaluate` with the repository params, overriding only `train.image_size: 28` (the images are 28x28). Goal: test AUC >= 0.95 within
 10 minutes on a 2-core CPU (MedMNIST v2 reports 0.944 for ResNet-18 at 28 px). Pediatric images:
 evidence that the pipeline learns, never about adult NIH performance.
 """
@@ -55,7 +56,7 @@ def stage(module: str, *args: str) -> float:
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     for line in proc.stderr.splitlines():
-        if line.startswith(("train:", "error:", "predict:")):
+        if line.startswith(("train:", "error:", "predict:", "score_test:")):
             print(f"  {line}", flush=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -82,6 +83,10 @@ def main() -> dict:
                    "train": stage("model.train", *common),
                    "predict": stage("model.predict", *common),
                    "threshold": stage("validation.threshold", *common),
+                   "design": stage("validation.sample_size", *common),
+                   "workflow": stage("model.workflow", *common),
+                   "plan": stage("submission.plan", "--no-pdf", *common),
+                   "score_test": stage("model.score_test", *common),
                    "evaluate": stage("validation.evaluate", *common)}
         wall = time.perf_counter() - start
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import chain, layout
+from . import chain, layout, prespecified
 from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
@@ -103,4 +103,5 @@ def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], i
         prefix = "" if d == Path(out_dir) else f"[{d.name}] "
         failures += [prefix + line for line in f]
         total += n
+    failures += prespecified.check(out_dir)   # the plan was locked before the test split was scored
     return failures, total

@@ -26,6 +26,9 @@ from .provenance import REPO_ROOT
 COMMON_SOURCES = ("evidence",)
 COMMON_FILES = ("evidence/*.json",)
 SHOWN = 3   # changed files a why line names before "+N more"
+#: The records the validation plan is rendered from: none holds a test-split result.
+PLAN_INPUTS = ("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "training.run", "model.predictions",
+               "validation.threshold", "validation.sample_size", "validation.design", "workflow.dicom")
 
 
 @dataclass(frozen=True)
@@ -74,23 +77,32 @@ STAGES: tuple[Stage, ...] = (
     Stage("model.train", ("training.run",), needs=("split.patients",), params="train", sources=("model",),
           outs=("models/model.keras", "models/preprocessing.json", "figures/training_*.png")),
     Stage("model.predict", ("model.predictions",), needs=("training.run",), params="train", sources=("model",),
-          outs=("predictions/val.csv", "predictions/test.csv")),
+          outs=("predictions/val.csv",), doc="(the val split only)"),
     Stage("validation.threshold", ("validation.threshold",), needs=("model.predictions",), params="validate",
           sources=("validation",), doc="(the val split only)"),
+    Stage("validation.sample_size", ("validation.sample_size", "validation.design"), params="validate",
+          sources=("validation",), doc="(params only: the pre-specified design and the held-out sample size)"),
+    Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
+          params="workflow", sources=("model",), outs=("workflow/**",)),
+    Stage("submission.plan", ("submission.plan", "validation.plan_lock"),
+          needs=PLAN_INPUTS, params="submission", sources=("submission", "templates"),
+          files=("submission/data/*.yml", "templates/validation_plan.md.j2", "templates/partials/*.j2",
+                 "templates/*.css"),
+          outs=("submission/validation_plan*",),
+          doc="(no test-split result: the plan is locked before test scores exist)"),
+    Stage("model.score_test", ("model.test_predictions",), needs=("training.run", "validation.plan_lock"),
+          params="train", sources=("model",), outs=("predictions/test.csv",),
+          doc="(runs only after the plan is locked)"),
     Stage("validation.evaluate",
           ("validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
            "validation.acceptance"),
-          needs=("validation.threshold", "model.predictions"), params="validate", sources=("validation", "model"),
+          needs=("validation.threshold", "validation.design", "validation.plan_lock", "model.test_predictions"),
+          params="validate", sources=("validation", "model"),
           files=("validation/published_benchmarks.yml",), outs=("figures/*_test.png",)),
-    Stage("validation.sample_size", ("validation.sample_size",), params="validate", sources=("validation",),
-          doc="(params only: the held-out design)"),
-    Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
-          params="workflow", sources=("model",), outs=("workflow/**",)),
-    Stage("submission", ("submission.plan", "submission.documents"),
-          needs=("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "training.run",
-                 "model.predictions", "validation.threshold", "validation.test", "validation.calibration",
-                 "validation.subgroups", "validation.benchmark", "validation.acceptance",
-                 "validation.sample_size", "workflow.dicom"),
+    Stage("submission", ("submission.documents",),
+          needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
+                 "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
+                 "validation.acceptance"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
           outs=("submission/**",)),
@@ -98,7 +110,8 @@ STAGES: tuple[Stage, ...] = (
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
           params="heldout", sources=("validation", "model"), args="--heldout DIR", in_run=False,
           outs=("figures/roc_heldout.png",),
-          doc="the locked model, threshold and plan files (records in `OUT/heldout/<name>/evidence/`)"),
+          doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
+              "(records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
           sources=("submission", "templates"), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",

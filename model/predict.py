@@ -1,10 +1,11 @@
-"""Score the validation and test images: `python -m model.predict --out OUT --params PARAMS`.
+"""Score the validation images: `python -m model.predict --out OUT --params PARAMS`.
 
 Uses the best model and its stored preprocessing spec (`model.train.load_model`; both must match the
 sha256 recorded by `training.run`, `model.infer.trained_sha256`) and the same
-tf.data decoding as training, without augmentation. Writes `OUT/predictions/val.csv` and
-`OUT/predictions/test.csv` (`image_id, patient_id, label, score`; score = predicted probability
-of pneumonia) and the record `model.predictions` (docs/records/model.md).
+tf.data decoding as training, without augmentation. Writes `OUT/predictions/val.csv`
+(`image_id, patient_id, label, score`; score = predicted probability of pneumonia) and the record
+`model.predictions` (docs/records/model.md). The test split is scored by `model.score_test`, only
+after the validation plan is locked.
 """
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ from evidence.cli import stage_main
 from . import data
 from .infer import MODEL_FILE, SPEC_FILE, trained_sha256
 from .train import DEFAULTS, load_model
-
-SPLITS = layout.PREDICTED_SPLITS
-
 
 def score_rows(model, spec, rows: pd.DataFrame, batch_size: int, label: str = "") -> np.ndarray:
     """Predicted probabilities in row order; an undecodable file raises DataError naming it.
@@ -46,42 +44,39 @@ def score_rows(model, spec, rows: pd.DataFrame, batch_size: int, label: str = ""
     return scores.astype(np.float64)
 
 
-def run(out_dir: str | Path, params: dict) -> dict:
-    out_dir = Path(out_dir)
+def score_split(out_dir: Path, params: dict, split: str, record_id: str, dep_records: list[str]) -> dict:
+    """Score one split with the trained model, write `predictions/<split>.csv`, then the record."""
     batch_size = params.get("batch_size", DEFAULTS["batch_size"])
     model, spec = load_model(out_dir)
     recorded = trained_sha256(out_dir)
     df, info = data.read_cohort(out_dir)
-    tables, summary = {}, {}
-    for split in SPLITS:
-        rows = data.split_rows(df, split)
-        data.check_files(rows)
-        scores = score_rows(model, spec, rows, batch_size, split)
-        tables[split] = pd.DataFrame({"image_id": rows["image_id"], "patient_id": rows["patient_id"],
-                                      "label": rows["label"].astype(int), "score": scores})
-        summary[split] = {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique()),
-                          "n_positive": int(rows["label"].sum()),
-                          "score_mean": float(scores.mean())}
-    paths = []
-    for split, table in tables.items():
-        path = layout.predictions(out_dir, split)
-        evidence.write_text(path, table.to_csv(index=False, float_format="%.8g"))
-        paths.append(path)
-    record_data = {**summary, "model_sha256": recorded[MODEL_FILE], "preprocessing_sha256": recorded[SPEC_FILE],
+    rows = data.split_rows(df, split)
+    data.check_files(rows)
+    scores = score_rows(model, spec, rows, batch_size, split)
+    table = pd.DataFrame({"image_id": rows["image_id"], "patient_id": rows["patient_id"],
+                          "label": rows["label"].astype(int), "score": scores})
+    path = layout.predictions(out_dir, split)
+    evidence.write_text(path, table.to_csv(index=False, float_format="%.8g"))
+    record_data = {split: {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique()),
+                           "n_positive": int(rows["label"].sum()), "score_mean": float(scores.mean())},
+                   "model_sha256": recorded[MODEL_FILE], "preprocessing_sha256": recorded[SPEC_FILE],
                    "score": "predicted probability of pneumonia (sigmoid output)",
                    "n_excluded_without_file": info["n_excluded_without_file"]}
     return evidence.write_record(
-        out_dir, "model.predictions", data=record_data, params={"batch_size": batch_size},
+        out_dir, record_id, data=record_data, params={"batch_size": batch_size},
         deps=[out_dir / MODEL_FILE, out_dir / SPEC_FILE, info["manifest"], info["splits"]],
-        dep_records=["training.run"], outs=paths)
+        dep_records=dep_records, outs=[path])
+
+
+def run(out_dir: str | Path, params: dict) -> dict:
+    return score_split(Path(out_dir), params, "val", "model.predictions", ["training.run"])
 
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m model.predict", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
-        summary=lambda record, a: (f"predict: val {record['data']['val']['n_images']} images, "
-                                   f"test {record['data']['test']['n_images']} images scored"))
+        summary=lambda record, a: f"predict: val {record['data']['val']['n_images']} images scored")
 
 
 if __name__ == "__main__":

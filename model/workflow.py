@@ -45,9 +45,9 @@ def pick_demo_images(out: Path, count: int) -> pd.DataFrame:
         return pd.DataFrame()
     table = read_manifest(manifest, ("path", "patient_id", "pneumonia", "age_years", "sex", "view", "finding_labels"))
     table = table[table["path"] != ""]
-    test = layout.predictions(out, "test")
-    if test.is_file():
-        ids = set(pd.read_csv(test, dtype={"image_id": str})["image_id"])
+    splits = layout.splits(out)   # the test split, not its scores: they exist only after the plan is locked
+    if splits.is_file():
+        ids = set(pd.read_csv(splits, dtype={"image_id": str}).query("split == 'test'")["image_id"])
         preferred = table[table["image_id"].isin(ids)]
         table = preferred if len(preferred) else table
     table = table.sort_values("image_id")

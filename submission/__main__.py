@@ -1,31 +1,35 @@
 """python -m submission --out OUT --params PARAMS [--document NAME ...] [--no-pdf]
 
-Renders the validation plan first (and records it, `submission.plan`, before the submission is
-rendered), then the 510(k) submission; each as Markdown, HTML and PDF plus an auditor edition,
-and `OUT/submission/traceability.json`; `submission.documents` is signed as it is written, with
-the key of params `submission.signing` (the local demo key when none is set). `--document NAME` renders `templates/NAME.md.j2`
-against the records of OUT instead (e.g. a held-out report in OUT/heldout/<name>).
+Renders the 510(k) submission (Markdown, HTML, PDF and an auditor edition) from the records of the
+run, test results included, and writes `OUT/submission/traceability.json` with the traces of the
+submission and of the validation plan, then record `submission.documents`, signed as it is written
+with the key of params `submission.signing` (the local demo key when none is set). The plan itself
+is rendered and locked earlier, before any test-split score, by `python -m submission.plan`; this
+stage renders it again in memory only for its traces and refuses when it no longer matches the
+locked Markdown. `--document NAME` renders `templates/NAME.md.j2` against the records of OUT
+instead (e.g. a held-out report in OUT/heldout/<name>).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
-from evidence import atomic, layout, signing, write_record
+from evidence import layout, signing, write_record
 from evidence.canonical import sha256_bytes
 from evidence.cli import stage_main
 from evidence.params import section
 from evidence.errors import ToolkitError
+from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
+from evidence.provenance import relative_to_run, resolve_run_path
 
 from . import flowchart
-from .markup import to_html
-from .pdf import write_pdf
+from .documents import update_traceability, write_document
+from .plan import PLAN
 from .render import Rendered, Renderer
 
-PLAN, SUBMISSION = "validation_plan", "510k_submission"
+SUBMISSION = "510k_submission"
 FLOWCHART = "device_flowchart.png"
 
 
@@ -33,65 +37,19 @@ class SubmissionError(ToolkitError):
     pass
 
 
-def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf: bool = True) -> list[Path]:
-    """Write NAME.{md,html,pdf} and NAME_auditor.{md,html,pdf}; return the paths."""
-    device = renderer.fact("device")
-    facts = device.value
-    written = []
-    for suffix, text, edition in ((
-            "", rendered.plain, ""),
-            ("_auditor", rendered.auditor, "Auditor edition: every number is followed by its evidence record and short sha256")):
-        stem = folder / f"{rendered.name}{suffix}"
-        page = to_html(text, device=str(facts.get("name", "")), version=str(facts.get("version", "")),
-                       manufacturer=str(facts.get("manufacturer", "")), synthetic=renderer.synthetic(),
-                       edition=edition)
-        written.append(atomic.write_text(stem.with_suffix(".md"), text))
-        written.append(atomic.write_text(stem.with_suffix(".html"), page))
-        if pdf:
-            written.append(write_pdf(page, stem.with_suffix(".pdf"), base_url=folder))
-    return written
-
-
-def update_traceability(folder: Path, rendered: list[Rendered], renderer: Renderer) -> Path:
-    """Merge the traces of the documents rendered now into traceability.json."""
-    path = folder / layout.TRACEABILITY
-    doc = {"documents": {}}
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            doc = {"documents": {}}
-    for r in rendered:
-        doc["documents"][r.name] = {
-            "markdown": f"{r.name}.md",
-            "markdown_sha256": sha256_bytes(r.plain.encode("utf-8")),
-            "records": r.records,
-            "figures": r.figures,
-            "synthetic": renderer.synthetic(),
-            "nih": renderer.nih_source(),
-            "traces": r.traces,
-        }
-    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    return atomic.write_text(path, text)
-
-
-def plan_data(renderer: Renderer, files: list[Path]) -> dict:
-    """Acceptance criteria (copied from `validation.acceptance`), the Buderer sample size and the
-    names of the plan's files as written."""
-    store = renderer.store
-    if store.has("validation.acceptance"):
-        raw = store.data("validation.acceptance").get("criteria", [])
-        keys = ("metric", "bound", "op", "value", "method")
-        criteria = [{k: c[k] for k in keys if c.get(k) is not None} for c in raw]
-        source = "validation.acceptance"
-    else:
-        criteria, source = [], "none"
-    if store.has("validation.sample_size"):
-        sample = store.data("validation.sample_size")
-    else:
-        sample = {"estimable": False, "reason": "no validation.sample_size record in this run"}
-    return {"acceptance_criteria": criteria, "acceptance_source": source, "sample_size": sample,
-            "documents": [Path(f).name for f in files]}
+def locked_plan(out: Path, renderer: Renderer) -> tuple[Rendered, list[Path]]:
+    """The validation plan rendered again, for its traces, and the plan files the lock lists; the
+    Markdown must be the one locked (the plan's records are unchanged since the lock)."""
+    lock = renderer.store.get(LOCK)
+    files = [resolve_run_path(f["path"], out) for f in lock["data"]["plan_files"]]
+    plan = renderer.render(PLAN)
+    markdown = {f["path"]: f["sha256"] for f in lock["data"]["plan_files"]}
+    locked = markdown.get(relative_to_run(layout.submission(out) / f"{PLAN}.md", out))
+    found = sha256_bytes(plan.plain.encode("utf-8"))
+    if found != locked:
+        raise SubmissionError(f"{PLAN}.md: renders as sha256 {found}, the locked plan is {locked} (record {LOCK}); "
+                              "a record it cites changed after the lock: lock the plan again (make plan)")
+    return plan, files
 
 
 def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pdf: bool = True) -> list[dict]:
@@ -116,15 +74,11 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
                 dep_records=rendered.records, outs=[chart, *written, trace]))
         return records
 
-    plan = renderer.render(PLAN)
-    plan_files = write_document(plan, folder, renderer, pdf=pdf)
-    records.append(write_record(
-        out, "submission.plan", params=params, data=plan_data(renderer, plan_files),
-        dep_records=plan.records, outs=[chart, *plan_files]))
+    plan, plan_files = locked_plan(out, renderer)
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)
     trace = update_traceability(folder, [plan, main_doc], renderer)
-    deps = sorted(set(plan.records) | set(main_doc.records) | {"submission.plan"})
+    deps = sorted(set(plan.records) | set(main_doc.records) | {PLAN_RECORD, LOCK})
     records.append(write_record(
         out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],

@@ -16,7 +16,7 @@ from evidence import Store, read_record
 from evidence.audit import audit
 from validation import acceptance, benchmark, calibration, evaluate, threshold
 
-from validation_runs import make_run, params_file
+from validation_runs import lock_and_score, make_run, params_file
 
 RECORDS = ("validation.test", "validation.calibration", "validation.subgroups",
            "validation.benchmark", "validation.acceptance")
@@ -28,6 +28,7 @@ def run(tmp_path_factory, repo_root=Path(__file__).resolve().parent.parent):
     out = make_run(tmp, seed=3, n_test=200)
     params = params_file(tmp, repo_root, bootstrap_resamples=300, min_subgroup_n=25)
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    lock_and_score(out, params)
     assert evaluate.main(["--out", str(out), "--params", str(params)]) == 0
     return out
 
@@ -52,6 +53,44 @@ def test_refuses_without_locked_threshold(tmp_path, repo_root, capsys):
     assert not (out / "figures").exists()
 
 
+def _one_line(err: str) -> str:
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_refuses_without_a_plan_lock(tmp_path, repo_root, capsys):
+    out = make_run(tmp_path)
+    params = params_file(tmp_path, repo_root, bootstrap_resamples=100)
+    assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 2
+    assert "record validation.plan_lock: not found" in _one_line(capsys.readouterr().err)
+    assert not (out / "evidence" / "validation.test.json").exists() and not (out / "figures").exists()
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("plan", "record validation.plan_lock: plan file submission/validation_plan.md: expected"),
+    ("params", "params validate.min_subgroup_n: differ from the values locked in record validation.plan_lock"),
+    ("scores", "predictions/test.csv: sha256"),
+])
+def test_refuses_unless_the_trail_proves_the_locked_plan(tmp_path, repo_root, capsys, tamper, message):
+    out = make_run(tmp_path)
+    params = params_file(tmp_path, repo_root, bootstrap_resamples=100)
+    assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    lock_and_score(out, params)
+    if tamper == "plan":
+        (out / "submission" / "validation_plan.md").write_text("# A plan edited after the lock\n")
+    elif tamper == "params":
+        params = params_file(tmp_path, repo_root, bootstrap_resamples=100, min_subgroup_n=3)
+    else:
+        with (out / "predictions" / "test.csv").open("a") as f:
+            f.write("t9999_000.png,t9999,1,0.99\n")
+    capsys.readouterr()
+    assert evaluate.main(["--out", str(out), "--params", str(params)]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert not (out / "evidence" / "validation.test.json").exists()
+
+
 def test_evaluate_has_no_threshold_choosing_code_path():
     tree = ast.parse((Path(evaluate.__file__)).read_text())
     names = {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(tree)
@@ -64,7 +103,11 @@ def test_test_metrics_against_references(run):
     locked = read_record(run, "validation.threshold")["data"]["threshold"]
     d = t["data"]
     assert d["threshold"] == locked
-    assert {r["id"] for r in t["deps"]["records"]} == {"validation.threshold", "model.predictions"}
+    assert {r["id"] for r in t["deps"]["records"]} == {"validation.threshold", "model.test_predictions",
+                                                        "validation.plan_lock"}
+    lock = read_record(run, "validation.plan_lock")
+    assert d["prespecified"]["plan_lock_sha256"] == lock["sha256"]
+    assert d["prespecified"]["test_scores_sha256"] == read_record(run, "model.test_predictions")["sha256"]
     assert {f["path"] for f in t["deps"]["files"]} == {"predictions/test.csv", "cohort/manifest.csv"}
     assert {f["path"] for f in t["outs"]} == {"figures/roc_test.png", "figures/pr_test.png"}
     df = pd.read_csv(run / "predictions" / "test.csv")
@@ -149,7 +192,7 @@ def test_benchmark_reference_standard_follows_the_cohort_source(run):
 
 def test_audit_passes_on_the_run(run):
     failures, n = audit(run, check_code=False)
-    assert failures == [] and n == 7
+    assert failures == [] and n == 12
 
 
 def test_acceptance_evaluate_unit():
@@ -170,6 +213,7 @@ def test_manifest_mismatch_is_an_error(tmp_path, repo_root, capsys):
     out = make_run(tmp_path)
     params = params_file(tmp_path, repo_root, bootstrap_resamples=100)
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    lock_and_score(out, params)
     m = pd.read_csv(out / "cohort" / "manifest.csv")
     m[~m["image_id"].str.startswith("t0000")].to_csv(out / "cohort" / "manifest.csv", index=False)
     assert evaluate.main(["--out", str(out), "--params", str(params)]) == 2

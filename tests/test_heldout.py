@@ -27,11 +27,11 @@ def _pixels(path: str) -> np.ndarray:
 
 
 def _lock_plan(out: Path) -> None:
-    for suffix in (".md", ".pdf"):
-        atomic.write_text(out / "submission" / f"validation_plan{suffix}", f"locked plan {suffix}\n")
-    write_record(out, "submission.plan", dep_records=["validation.threshold"],
-                 data={"acceptance_criteria": CRITERIA},
-                 outs=[out / "submission" / "validation_plan.md", out / "submission" / "validation_plan.pdf"])
+    from validation_runs import lock_plan, params_file
+
+    (out.parent / "params").mkdir(exist_ok=True)
+    params = params_file(out.parent / "params", Path(__file__).resolve().parent.parent, acceptance=CRITERIA)
+    lock_plan(out, params)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,10 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert verdict["criteria"][0]["observed"] == m["metrics"]["auc"][auc_method]["ci_low"]
     assert verdict["all_passed"] == (m["metrics"]["auc"][auc_method]["ci_low"] >= 0.7)
     lock = read_record(hout, "heldout.plan_lock")
-    assert lock["data"]["acceptance_criteria"] == CRITERIA
+    plan_lock = read_record(locked_run, "validation.plan_lock")
+    assert lock["data"]["acceptance_criteria"] == [{**c, "value": float(c["value"]), "method": "bootstrap"} for c in CRITERIA]
+    assert lock["data"]["plan_record"] == "validation.plan_lock" and lock["data"]["plan_record_sha256"] == plan_lock["sha256"]
+    assert lock["data"]["plan_files"] == plan_lock["data"]["plan_files"] and lock["data"]["plan_locked_by"] == "Test Engineer"
     assert lock["created_utc"] <= read_record(hout, "heldout.intake")["created_utc"]
     dep_paths = {d["path"] for d in read_record(hout, "heldout.metrics")["deps"]["files"]}
     assert str((locked_run / "models" / "model.keras").resolve()) in dep_paths
@@ -170,7 +173,8 @@ def test_tampered_plan_is_refused_before_reading(locked_run, tmp_path, capsys):
     params.write_text("validate: {}\n")
     assert heldout.main(["--out", str(out), "--heldout", str(folder), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: plan file") and "refusing" in err and "\n" not in err
+    assert err.startswith("error: record validation.plan_lock: plan file submission/validation_plan.md: expected")
+    assert err.endswith("refusing to run the held-out set") and "\n" not in err
     assert list((out / "heldout").iterdir()) == []   # no record, no folder, no staging folder left
 
 
@@ -300,13 +304,10 @@ def _est(x, lo, hi, method):
 
 
 def test_heldout_judges_with_the_method_the_plan_locked(tmp_path):
-    from submission.__main__ import main as submission_main
     from test_render_evidence import build_run
     from validation.acceptance import evaluate
 
     out = build_run(tmp_path / "run")
-    params = Path(__file__).resolve().parent.parent / "params.yaml"
-    assert submission_main(["--out", str(out), "--params", str(params), "--no-pdf"]) == 0
     lock, _ = heldout.lock_plan(out, tmp_path / "hout")
     criteria = lock["data"]["acceptance_criteria"]
     metrics = {"auc": {"delong": _est(0.8, 0.72, 0.88, "delong"), "bootstrap": _est(0.8, 0.65, 0.9, "x")},

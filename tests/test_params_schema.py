@@ -195,10 +195,10 @@ def test_the_typos_from_the_bug_report(tmp_path, section, key, real):
     assert error(file) == f"{file}: {section}.{key} is not a parameter (did you mean {real}?)"
 
 
-def test_a_key_that_is_not_a_parameter_and_a_far_typo(tmp_path):
+def test_a_key_far_from_any_parameter_lists_the_section(tmp_path):
     file = write(tmp_path, changed(lambda p: p["submission"].update(device_facts="submission/data/device.yml")))
     assert error(file) == (f"{file}: submission.device_facts is not a parameter "
-                           "(parameters of submission: signing)")
+                           "(parameters of submission: signing, locked_by)")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
     assert error(file) == (f"{file}: split.zzz is not a parameter "
                            "(parameters of split: seed, fractions, use_official_lists)")

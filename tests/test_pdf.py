@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def pdf_run(tmp_path_factory):
-    out = build_run(tmp_path_factory.mktemp("pdf"), source="nih")
+    out = build_run(tmp_path_factory.mktemp("pdf"), source="nih", pdf=True)
     assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml")]) == 0
     return out
 

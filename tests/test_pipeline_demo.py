@@ -86,6 +86,27 @@ def test_pdf_shows_sensitivity_and_specificity_cis_equal_to_evidence(demo_build)
             assert " ".join(e["text"].split()) in text, f"{e['text']!r} not in the PDF text"
 
 
+def test_test_scores_follow_the_plan_lock_and_the_pdf_says_pre_specified(demo_build):
+    from pypdf import PdfReader
+    from evidence.canonical import sha256_file
+    from evidence.prespecified import check
+
+    store = Store(demo_build)
+    lock, scores = store.get("validation.plan_lock"), store.get("model.test_predictions")
+    assert {"id": "validation.plan_lock", "sha256": lock["sha256"]} in scores["deps"]["records"]
+    assert scores["created_utc"] >= lock["created_utc"] and lock["data"]["test_scores_present"] is False
+    assert {f["path"] for f in lock["data"]["plan_files"]} >= {"submission/validation_plan.md",
+                                                               "submission/validation_plan.pdf"}
+    assert all(sha256_file(demo_build / f["path"]) == f["sha256"] for f in lock["data"]["plan_files"])
+    assert check(demo_build) == []
+    claim = store.value("validation.acceptance", "prespecified")
+    assert claim["plan_lock_sha256"] == lock["sha256"] and claim["test_scores_sha256"] == scores["sha256"]
+    text = " ".join(" ".join((p.extract_text() or "") for p in
+                             PdfReader(demo_build / "submission" / "510k_submission.pdf").pages).split())
+    assert "Acceptance criteria pre-specified in the validation plan, locked by" in text
+    assert lock["sha256"] in text.replace(" ", "")
+
+
 def test_audit_passes_then_rebuild_is_a_no_op(demo_build, demo_params):
     proc = make("audit", f"OUT={demo_build}", f"PARAMS={demo_params}")
     assert "OK" in proc.stdout

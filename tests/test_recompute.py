@@ -14,7 +14,7 @@ from evidence import recompute
 from evidence.__main__ import main as audit_main
 from validation import evaluate, threshold
 
-from validation_runs import make_run, params_file
+from validation_runs import lock_and_score, make_run, params_file
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def base_run(tmp_path_factory):
     out = make_run(tmp, seed=4)
     params = params_file(tmp, Path(__file__).resolve().parent.parent, bootstrap_resamples=100)
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
+    lock_and_score(out, params)
     assert evaluate.main(["--out", str(out), "--params", str(params)]) == 0
     return out
 

@@ -28,8 +28,11 @@ def test_documents_and_records_written(rendered):
         for suffix in ("", "_auditor"):
             assert (sub / f"{name}{suffix}.md").is_file() and (sub / f"{name}{suffix}.html").is_file()
     plan = json.loads((rendered / "evidence" / "submission.plan.json").read_text())
-    assert [c["metric"] for c in plan["data"]["acceptance_criteria"]] == ["auc", "sensitivity", "specificity"]
-    assert plan["data"]["sample_size"]["estimable"] is False
+    lock = json.loads((rendered / "evidence" / "validation.plan_lock.json").read_text())
+    assert [c["metric"] for c in lock["data"]["acceptance_criteria"]] == ["auc", "sensitivity", "specificity"]
+    assert lock["data"]["locked_by"] == "Test Engineer" and lock["data"]["locked_by_source"] == "--locked-by"
+    assert lock["data"]["plan_files"] == plan["outs"] and lock["data"]["plan_record_sha256"] == plan["sha256"]
+    assert {d["id"] for d in plan["deps"]["records"]} >= {"validation.design", "validation.sample_size"}
     written = sorted(p.name for p in sub.glob("validation_plan*"))
     assert sorted(plan["data"]["documents"]) == written and not any(n.endswith(".pdf") for n in written)
     docs = json.loads((rendered / "evidence" / "submission.documents.json").read_text())
@@ -136,8 +139,10 @@ def test_rebuild_gives_identical_documents(rendered, tmp_path):
 
 
 def test_plan_keeps_each_criterion_method(rendered):
-    plan = json.loads((rendered / "evidence" / "submission.plan.json").read_text())
-    assert [c["method"] for c in plan["data"]["acceptance_criteria"]] == ["delong", "wilson", "wilson"]
+    lock = json.loads((rendered / "evidence" / "validation.plan_lock.json").read_text())
+    assert [c["method"] for c in lock["data"]["acceptance_criteria"]] == ["delong", "wilson", "wilson"]
+    plan = (rendered / "submission" / "validation_plan.md").read_text()
+    assert "| auc | DeLong | ci\\_low |" in plan and "| sensitivity | Wilson score | ci\\_low |" in plan
 
 
 def _rewrite(out, record_id, **changes):
@@ -220,6 +225,6 @@ def test_several_documents_in_one_call_pass_the_audit(tmp_path):
     out = build_run(tmp_path)
     assert submission_main(["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf",
                             "--document", "validation_plan", "--document", "510k_submission"]) == 0
-    assert audit(out, check_code=False) == ([], 14)
+    assert audit(out, check_code=False) == ([], 19)
     trace = json.loads((out / "submission" / "traceability.json").read_text())
     assert set(trace["documents"]) == {"validation_plan", "510k_submission"}

@@ -9,6 +9,14 @@ from pathlib import Path
 from PIL import Image
 
 from evidence import Store, write_record
+from evidence.params import section
+from evidence.prespecified import proof
+
+REPO = Path(__file__).resolve().parent.parent
+#: The acceptance criteria of the fixture run, each with the estimate it judges.
+CRITERIA = [{"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">=", "value": 0.7},
+            {"metric": "sensitivity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.6},
+            {"metric": "specificity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.7}]
 
 
 def _png(path: Path) -> Path:
@@ -30,8 +38,12 @@ def _group(label, n, pos, se, sp):
 
 
 def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
-              study_description: str = "No Finding") -> Path:
-    """Write every record the submission templates cite; return the run folder."""
+              study_description: str = "No Finding", prespecified: bool = True, pdf: bool = False) -> Path:
+    """Write every record the submission templates cite, in pipeline order: the records the plan is
+    rendered from, the plan and its lock (`submission.plan` stage; its PDF only with `pdf`), the test scores, then the
+    test results (carrying the plan lock's proof unless `prespecified` is false); return the run folder."""
+    from submission.plan import run as lock_plan
+    from validation.sample_size import run as design
     out = Path(out)
     ws: dict = {}
     write_record(out, "cohort.manifest", synthetic=synthetic,
@@ -85,6 +97,23 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     write_record(out, "validation.threshold", dep_records=["training.run"],
                  data={"threshold": 0.4321, "rule": "max_f1", "decision": "positive when score >= threshold",
                        "split": "val"}, **ws)
+    write_record(out, "workflow.dicom", dep_records=["validation.threshold"],
+                 params={"allowed_modalities": ["DX", "CR"], "allowed_body_parts": ["CHEST"],
+                         "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100},
+                 data={"n_files": 2, "accepted": 1, "rejected": 1, "files": [
+                     {"file": "test1.dcm", "study_description": study_description, "accepted": True,
+                      "reason": "all header checks passed"},
+                     {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
+                      "reason": "Modality CT not in DX, CR"}]}, **ws)
+    design(out, {**section(REPO / "params.yaml", "validate"), "acceptance": CRITERIA})
+    lock_plan(out, {}, by="Test Engineer", pdf=pdf)
+    scores = out / "predictions" / "test.csv"
+    scores.parent.mkdir(parents=True, exist_ok=True)
+    scores.write_text("image_id,patient_id,label,score\nt1.png,p1,1,0.9\n")
+    write_record(out, "model.test_predictions", dep_records=["training.run", "validation.plan_lock"], outs=[scores],
+                 data={"test": {"n_images": 1, "n_patients": 1, "n_positive": 1, "score_mean": 0.9}})
+    claim = {"prespecified": proof(out)} if prespecified else {}
+    ws = {"dep_records": ["validation.threshold", "validation.plan_lock", "model.test_predictions"]}
     roc, pr = _png(out / "figures" / "roc_test.png"), _png(out / "figures" / "pr_test.png")
     metrics = {m: {"wilson": _est(e, e - 0.08, min(e + 0.07, 1.0)),
                    "bootstrap": _est(e, e - 0.1, min(e + 0.09, 1.0), method="cluster-bootstrap-percentile")}
@@ -93,8 +122,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     metrics["f1"] = {"bootstrap": _est(0.6383, 0.52, 0.74, method="cluster-bootstrap-percentile")}
     metrics["auc"] = {"delong": _est(0.8412, 0.77, 0.91, method="delong"),
                       "bootstrap": _est(0.8412, 0.76, 0.91, method="cluster-bootstrap-percentile")}
-    write_record(out, "validation.test", dep_records=["validation.threshold"],
-                 outs=[roc, pr], data={
+    write_record(out, "validation.test", outs=[roc, pr], **ws, data={**claim,
                      "threshold": 0.4321, "decision": "positive when score >= threshold", "split": "test",
                      "counts": {"n": 144, "n_patients": 36, "positives": 36, "negatives": 108, "prevalence": 0.25},
                      "confusion": {"tp": 30, "fp": 28, "tn": 80, "fn": 6},
@@ -102,7 +130,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                      "bootstrap": {"unit": "patient", "n_resamples": 2000, "seed": 0, "method": "percentile",
                                    "ci_level": 0.95},
                      "ppv_npv_at_prevalence": [{"prevalence": 0.013, "ppv": 0.0408, "npv": 0.9969},
-                                               {"prevalence": 0.2, "ppv": 0.4455, "npv": 0.9468}]}, **ws)
+                                               {"prevalence": 0.2, "ppv": 0.4455, "npv": 0.9468}]})
     forest = _png(out / "figures" / "forest_test.png")
     write_record(out, "validation.subgroups", dep_records=["validation.test"],
                  outs=[forest], data={
@@ -113,38 +141,30 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                                  "F": _group("female", 64, 16, _est(0.8125, 0.57, 0.93, n=16), _est(0.73, 0.59, 0.83, n=48))},
                          "age_band": {"18_39": _group("18-39 years", 8, 2, NE, NE)},
                          "view": {"AP": _group("AP", 56, 18, _est(0.83, 0.61, 0.94, n=18), _est(0.71, 0.55, 0.83, n=38))},
-                         "finding": {}}}, **ws)
+                         "finding": {}}})
     rel = _png(out / "figures" / "reliability_test.png")
     write_record(out, "validation.calibration", dep_records=["validation.test"],
                  outs=[rel], data={"n": 144, "brier_score": 0.1623, "ece": 0.0712,
-                                   "ece_bins": {"count": 10, "scheme": "equal-width"}}, **ws)
+                                   "ece_bins": {"count": 10, "scheme": "equal-width"}})
     write_record(out, "validation.benchmark", dep_records=["validation.test"], data={
         "published": {"citation": "Rajpurkar et al., CheXNet, arXiv:1711.05225 (2017)", "url": "https://arxiv.org/abs/1711.05225",
                       "test_set": "420 NIH images read by 4 radiologists", "metric": "F1",
                       "values": {"radiologist average": _est(0.387, 0.330, 0.442, method="bootstrap", n=420),
                                  "CheXNet": _est(0.435, 0.387, 0.481, method="bootstrap", n=420)}},
         "ours": {"f1": _est(0.6383, 0.52, 0.74, method="cluster-bootstrap-percentile", n=144)},
-        "comparable": False, "comparability": "different test sets and reference standards."}, **ws)
-    write_record(out, "validation.acceptance", dep_records=["validation.test"], data={
+        "comparable": False, "comparability": "different test sets and reference standards."})
+    write_record(out, "validation.acceptance", dep_records=["validation.test"], data={**claim,
         "criteria": [
             {"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">=", "value": 0.7, "observed": 0.77, "passed": True},
             {"metric": "sensitivity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.6, "observed": 0.7533, "passed": True},
             {"metric": "specificity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.7, "observed": 0.6607, "passed": False}],
-        "all_passed": False}, **ws)
-    write_record(out, "workflow.dicom", dep_records=["validation.threshold"],
-                 params={"allowed_modalities": ["DX", "CR"], "allowed_body_parts": ["CHEST"],
-                         "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100},
-                 data={"n_files": 2, "accepted": 1, "rejected": 1, "files": [
-                     {"file": "test1.dcm", "study_description": study_description, "accepted": True,
-                      "reason": "all header checks passed"},
-                     {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
-                      "reason": "Modality CT not in DX, CR"}]}, **ws)
+        "all_passed": False})
     return out
 
 
 def test_builder_writes_valid_records(tmp_path):
     out = build_run(tmp_path)
     store = Store(out)
-    assert "validation.test" in store.ids() and len(store.ids()) == 12
+    assert "validation.test" in store.ids() and len(store.ids()) == 17
     assert store.value("validation.test", "confusion.tp") == 30
     assert store.get("validation.test")["synthetic"] is True

@@ -14,7 +14,7 @@ import pytest
 from evidence import EvidenceError, write_record
 from evidence import layout
 from evidence.make import makefile, prepare, stage_rule
-from evidence.stages import (STAGES, by_name, check_dependency, code_files, markdown, run_records,
+from evidence.stages import (STAGES, by_name, check_dependency, code_files, markdown, run_records, upstream,
                              stage_of, why)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +104,8 @@ def test_generated_rule_makes_every_hashed_file_a_prerequisite():
     names = prereqs.replace("\\\n", " ").split()
     files = [f.relative_to(REPO).as_posix() for f in code_files(stage)]
     assert "validation/published_benchmarks.yml" in files and "evidence/record.schema.json" in files
-    assert names == ["$(EV)/validation.threshold.json", "$(EV)/model.predictions.json", "$(P)/validate.json", *files]
+    needs = ["validation.threshold", "validation.design", "validation.plan_lock", "model.test_predictions"]
+    assert names == [*(f"$(EV)/{r}.json" for r in needs), "$(P)/validate.json", *files]
     assert recipe == "\t@$(PY) -m validation.evaluate --out $(OUT) --params $(PARAMS) --changed $?\n"
     assert 'python -m eda.cohort --data "$(DATA)"' not in makefile()
     assert '-m eda.cohort --data "$(DATA)" --out $(OUT)' in makefile()
@@ -139,7 +140,7 @@ def test_prepare_rewrites_only_what_changed(tmp_path):
 
 
 def test_write_record_takes_stage_and_code_from_the_table(tmp_path):
-    record = write_record(tmp_path, "validation.sample_size", data={"n": 1})
+    record = write_record(tmp_path, "validation.sample_size", data={"n": 1}, synthetic=False)
     assert record["stage"] == "validation.sample_size"
     assert [f["path"] for f in record["code"]["files"]] == [
         f.relative_to(REPO).as_posix() for f in code_files(by_name("validation.sample_size"))]
@@ -147,6 +148,20 @@ def test_write_record_takes_stage_and_code_from_the_table(tmp_path):
         check_dependency("split.patients", "workflow.dicom")
     check_dependency("validation.threshold", "training.run")   # upstream through model.predictions
     check_dependency("validation.acceptance", "validation.test")   # earlier record of the same stage
+
+
+def test_the_plan_is_locked_before_any_test_split_score():
+    plan, scores = by_name("submission.plan"), by_name("model.score_test")
+    assert stage_of("validation.plan_lock") is plan and stage_of("model.test_predictions") is scores
+    assert "validation.plan_lock" in scores.needs and "model.test_predictions" in by_name("validation.evaluate").needs
+    after_lock = {r for s in STAGES if "validation.plan_lock" in upstream(s) for r in s.records}
+    assert after_lock >= {"model.test_predictions", "validation.test", "validation.acceptance", "submission.documents"}
+    assert not upstream(plan) & after_lock, "the plan may cite no record written after the lock"
+    with pytest.raises(EvidenceError, match="depends on validation.test, which stage submission.plan does not declare"):
+        check_dependency("submission.plan", "validation.test")
+    order = run_records()
+    assert order.index("validation.plan_lock") < order.index("model.test_predictions") < order.index("validation.test")
+    assert by_name("model.predict").outs == ("predictions/val.csv",) and scores.outs == ("predictions/test.csv",)
 
 
 def test_run_records_in_pipeline_order():

@@ -8,10 +8,13 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from evidence import Store, read_record, sha256_file
-from model import predict, train
+from model import predict, score_test, train
 from model.images import load_pixels
 from model.preprocess import preprocess
 from test_data_pipeline import make_cohort
+from validation_runs import lock_plan
+
+REPO_PARAMS = __import__("pathlib").Path(__file__).resolve().parent.parent / "params.yaml"
 
 PARAMS = {"architecture": "small_cnn", "weights": "none", "image_size": 32, "channels": 1, "batch_size": 8,
           "epochs": 2, "learning_rate": 0.003, "optimizer": "adam", "early_stopping_patience": 2,
@@ -33,6 +36,9 @@ def trained(tmp_path_factory):
     out = make_cohort(root, n_train=(24, 16), n_val=(8, 6), n_test=(8, 6))
     train.run(out, PARAMS)
     predict.run(out, PARAMS)
+    assert not (out / "predictions" / "test.csv").exists(), "the test split is scored only after the plan lock"
+    lock_plan(out, REPO_PARAMS)
+    score_test.run(out, PARAMS)
     return out
 
 
@@ -57,10 +63,11 @@ def test_training_writes_model_spec_figure_and_record(trained):
 
 
 def test_predictions_use_the_same_preprocessing_and_record_counts(trained):
-    record = read_record(trained, "model.predictions")
     model, spec = train.load_model(trained)
     manifest = pd.read_csv(trained / "cohort" / "manifest.csv", dtype=str).set_index("image_id")
-    for split, n, n_pos in (("val", 14, 6), ("test", 14, 6)):
+    for split, n, n_pos, rid in (("val", 14, 6, "model.predictions"), ("test", 14, 6, "model.test_predictions")):
+        record = read_record(trained, rid)
+        assert [o["path"] for o in record["outs"]] == [f"predictions/{split}.csv"] and set(record["data"]) & {"val", "test"} == {split}
         table = pd.read_csv(trained / "predictions" / f"{split}.csv")
         assert list(table.columns) == ["image_id", "patient_id", "label", "score"]
         assert len(table) == n and table["label"].sum() == n_pos
@@ -69,6 +76,27 @@ def test_predictions_use_the_same_preprocessing_and_record_counts(trained):
         x = np.stack([preprocess(load_pixels(manifest.loc[i, "path"]), spec) for i in table["image_id"][:5]])
         np.testing.assert_allclose(model.predict(x, verbose=0).ravel(), table["score"][:5], atol=1e-5)
     assert record["data"]["model_sha256"] == Store(trained).value("training.run", "model_sha256")
+
+
+def test_test_scores_depend_on_and_follow_the_plan_lock(trained):
+    from evidence.prespecified import check
+
+    scores, lock = read_record(trained, "model.test_predictions"), read_record(trained, "validation.plan_lock")
+    assert {"id": "validation.plan_lock", "sha256": lock["sha256"]} in scores["deps"]["records"]
+    assert scores["created_utc"] >= lock["created_utc"] and lock["data"]["test_scores_present"] is False
+    assert check(trained) == []
+
+
+def test_scoring_the_test_split_without_a_plan_lock_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    out = shutil.copytree(trained, tmp_path / "run")
+    (out / "evidence" / "validation.plan_lock.json").unlink()
+    (out / "predictions" / "test.csv").unlink()
+    assert score_test.main(["--out", str(out), "--params", str(params_file(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: record validation.plan_lock: not found") and err.count("\n") == 1
+    assert not (out / "predictions" / "test.csv").exists()
 
 
 def test_model_learns_the_tiny_signal(trained):

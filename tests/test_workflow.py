@@ -19,9 +19,8 @@ def run_dir(tmp_path, nih_dir):
     picked = pd.concat([table[table["pneumonia"] == 1].head(2), table[table["pneumonia"] == 0].head(6)])
     (out / "cohort").mkdir()
     picked.to_csv(out / "cohort" / "manifest.csv", index=False)
-    (out / "predictions").mkdir()
-    picked.tail(5).assign(score=0.5)[["image_id", "patient_id", "pneumonia", "score"]].rename(
-        columns={"pneumonia": "label"}).to_csv(out / "predictions" / "test.csv", index=False)
+    picked.assign(split=["train"] * 3 + ["test"] * 5)[["image_id", "patient_id", "split"]].to_csv(
+        out / "cohort" / "splits.csv", index=False)
     return out, picked
 
 
@@ -37,7 +36,7 @@ def test_workflow_record(run_dir, tmp_path, nih_dir):
     assert record["data"] == data
     origins = [f["origin"] for f in data["files"]]
     assert origins == ["demo"] * 3 + ["control"] * 4 + ["data_dir"] * 6 + ["dicom_dirs"]
-    demo_ids = set(picked.tail(5)["image_id"].str.replace(".png", ""))  # test split preferred
+    demo_ids = set(picked.tail(5)["image_id"].str.replace(".png", ""))  # the test split preferred, before any score
     assert {f["file"].split("/")[-1][:-4] for f in data["files"][:3]} <= demo_ids
     assert data["controls"]["n"] == 4 and data["controls"]["all_rejected_as_expected"] is True
     import pydicom

@@ -1,4 +1,5 @@
-"""Test helpers: tiny synthetic run folders for the validation tests (predictions, manifest, upstream record)."""
+"""Test helpers: tiny synthetic run folders for the validation tests (predictions, manifest, upstream
+records, and a locked plan under which the test split is scored)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from evidence import write_record
+from evidence import atomic, layout, write_record
+from evidence.params import section
+from evidence.prespecified import write_lock
 
 FINDINGS = ["Infiltration", "Effusion", "Edema", "Atelectasis"]
 
@@ -48,10 +51,28 @@ def make_run(tmp: Path, *, seed: int = 0, n_val: int = 80, n_test: int = 120, wr
     })
     manifest.to_csv(out / "cohort" / "manifest.csv", index=False)
     if write_upstream:
-        write_record(out, "model.predictions", synthetic=True,
-                     data={"files": ["predictions/val.csv", "predictions/test.csv"]},
-                     outs=[out / "predictions" / "val.csv", out / "predictions" / "test.csv"])
+        write_record(out, "model.predictions", synthetic=True, data={"files": ["predictions/val.csv"]},
+                     outs=[out / "predictions" / "val.csv"])
     return out
+
+
+def lock_plan(out: Path, params: Path, *, locked_by: str = "Test Engineer") -> dict:
+    """The design from `params` (section validate), a one-file plan and its lock; returns the lock."""
+    from validation.sample_size import run as design
+
+    design(out, section(params, "validate"))
+    plan = atomic.write_text(layout.submission(out) / "validation_plan.md", "# Clinical Validation Plan\n")
+    write_record(out, "submission.plan", data={"document": "validation_plan"}, outs=[plan],
+                 dep_records=["validation.design"])
+    return write_lock(out, params={}, locked_by=locked_by, locked_by_source="--locked-by")
+
+
+def lock_and_score(out: Path, params: Path) -> dict:
+    """`lock_plan`, then the test-score record of `predictions/test.csv` as `make_run` wrote it."""
+    lock = lock_plan(out, params)
+    write_record(out, "model.test_predictions", data={"files": ["predictions/test.csv"]},
+                 outs=[layout.predictions(out, "test")], dep_records=["model.predictions", "validation.plan_lock"])
+    return lock
 
 
 def params_file(tmp: Path, repo_root: Path, **overrides) -> Path:

@@ -1,48 +1,34 @@
-"""Evaluate the test split at the threshold locked in `validation.threshold`.
+"""Evaluate the test split at the threshold locked in `validation.threshold`, under the locked plan.
 
     python -m validation.evaluate --out OUT --params PARAMS
 
 Writes validation.test, validation.calibration, validation.subgroups, validation.benchmark and
 validation.acceptance (figures first, records last). The threshold is read from its record;
-this module never chooses one, and refuses to run without that record.
+this module never chooses one. It refuses to run without that record, without a plan lock
+(`validation.plan_lock`) whose plan files still match their hashes, with test scores
+(`model.test_predictions`) that do not come after that lock, or with `validate` parameters other
+than those the lock fixes. `validation.test` and `validation.acceptance` carry the proof as
+`data.prespecified` (`evidence.prespecified.proof`); the submission says "pre-specified" from it.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from evidence import EvidenceError, MissingRecord, Store, layout, write_record
+from evidence import EvidenceError, MissingRecord, Store, layout, sha256_file, write_record
+from evidence.prespecified import LOCK, SCORES, NotPrespecified, proof
 from evidence.params import section
 from evidence.cli import stage_main
 from evidence.manifest import read_manifest
 
 from . import acceptance, benchmark, calibration, figures, stats, subgroups
 from .predictions import InputError, read_predictions
-from .threshold import CI_LEVEL, check_params as check_threshold_params, operating_point
+from .design import STATISTICS, check_params  # noqa: F401 (STATISTICS: the defaults, known here by the params tests)
+from .threshold import operating_point
 
-DEPS = ["validation.threshold", "model.predictions"]
+DEPS = ["validation.threshold", SCORES, LOCK]
 #: The manifest columns of the subgroups (sex, age, view, findings) and the reference standard (source).
 MANIFEST_COLUMNS = ("sex", "age_years", "view", "finding_labels", "source")
-
-
-STATISTICS = {"ci_level": CI_LEVEL, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
-              "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
-
-
-def check_statistics(p: dict) -> dict:
-    """The interval, bootstrap, prevalence and subgroup parameters (STATISTICS keys, checked by
-    evidence.params), with those defaults; shared with `validation.heldout`."""
-    out = {key: p.get(key, default) for key, default in STATISTICS.items()}
-    out["prevalences"] = [float(v) for v in out["prevalences"]]
-    return out
-
-
-def check_params(p: dict) -> dict:
-    out = check_threshold_params(p)
-    out.update(check_statistics(p))
-    out.update(calibration_bins=p.get("calibration_bins", 10),
-               acceptance=acceptance.check_criteria(p.get("acceptance")))
-    return out
 
 
 def locked_threshold(out_dir: Path) -> float:
@@ -57,6 +43,28 @@ def locked_threshold(out_dir: Path) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise EvidenceError(f"record validation.threshold: field data.threshold: expected a number found {t!r}")
     return float(t)
+
+
+def locked_plan(out_dir: Path, params: dict) -> tuple[dict, dict]:
+    """(`data.prespecified`, the lock): the plan lock proven by the trail, its `validate` parameters
+    equal to `params` and the test-score file the one `model.test_predictions` wrote."""
+    claim = proof(out_dir)
+    store = Store(out_dir)
+    lock = store.get(LOCK)
+    locked = lock["data"]["params"]
+    changed = sorted(k for k in set(locked) | set(params) if locked.get(k) != params.get(k))
+    if changed:
+        raise NotPrespecified(f"params validate.{', validate.'.join(changed)}: differ from the values locked in "
+                              f"record {LOCK}; evaluate with the locked params, or lock the plan again "
+                              "(make plan) and rescore the test split (make submission)")
+    path = layout.predictions(out_dir, "test")
+    wrote = {o["path"]: o["sha256"] for o in store.get(SCORES)["outs"]}
+    rel = layout.predictions("", "test").as_posix()
+    found = sha256_file(path) if path.is_file() else "missing file"
+    if wrote.get(rel) != found:
+        raise NotPrespecified(f"{path}: sha256 {found} differs from {wrote.get(rel)} written by record {SCORES}; "
+                              "rescore the test split (python -m model.score_test)")
+    return claim, lock
 
 
 def test_metrics(df, threshold: float, p: dict) -> dict:
@@ -110,6 +118,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     out_dir = Path(out_dir)
     p = check_params(params)
     threshold = locked_threshold(out_dir)
+    claim, lock = locked_plan(out_dir, params)
     test_path, manifest_path = layout.predictions(out_dir, "test"), layout.manifest(out_dir)
     df = read_predictions(test_path)
     manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
@@ -126,7 +135,7 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     groups = subgroups.subgroups(merged, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
     bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()),
                                 source_kinds=manifest["source"])
-    verdict = acceptance.evaluate(p["acceptance"], test["metrics"])
+    verdict = acceptance.evaluate(lock["data"]["acceptance_criteria"], test["metrics"])
 
     fig = layout.figures(out_dir)
     wilson = {k: test["metrics"][k]["wilson"] for k in ("sensitivity", "specificity", "ppv")}
@@ -142,7 +151,8 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     inputs = [test_path, manifest_path]
     common = dict(params=params)
     written = {}
-    written["validation.test"] = write_record(out_dir, "validation.test", data=test, deps=inputs,
+    written["validation.test"] = write_record(out_dir, "validation.test", data={**test, "prespecified": claim},
+                                              deps=inputs,
                                               dep_records=DEPS, outs=test_figs, **common)
     written["validation.calibration"] = write_record(
         out_dir, "validation.calibration", data=calib, deps=inputs, dep_records=DEPS, outs=[calib_fig], **common)
@@ -156,7 +166,8 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
         out_dir, "validation.benchmark", data=bench, deps=[manifest_path],
         dep_records=["validation.test"], **common)
     written["validation.acceptance"] = write_record(
-        out_dir, "validation.acceptance", data=verdict, dep_records=["validation.test"], **common)
+        out_dir, "validation.acceptance", data={**verdict, "prespecified": claim},
+        dep_records=["validation.test", LOCK], **common)
     return written
 
 

@@ -5,8 +5,9 @@
 DIR holds DICOM files at any depth and `labels.csv` (`file` relative to DIR, `label` 0/1,
 optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order of work:
 
-1. lock the plan: the `submission.plan` record of OUT and a re-hash of each plan file it lists;
-   refuse when they differ; write `heldout.plan_lock` BEFORE the held-out set is read;
+1. lock the plan: the `validation.plan_lock` record of OUT (the same lock the test split was scored
+   under) and a re-hash of each plan file it lists; refuse when they differ; write
+   `heldout.plan_lock`, this run's record of that check, BEFORE the held-out set is read;
 2. load the locked device (model and preprocessing spec sha256 checked against `training.run`,
    threshold from `validation.threshold`, header checks from `model.infer.header_rules`: the run's
    `workflow.dicom` record when present, else the `workflow` section of PARAMS);
@@ -37,13 +38,12 @@ import pandas as pd
 
 from evidence import EvidenceError, Store, canonical_json, console, layout, record_path, sha256_file, write_record
 from evidence.canonical import sha256_bytes
+from evidence.prespecified import LOCK, plan_file_failures
 from evidence.params import load_all
 from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 
-PLAN_RECORD = "submission.plan"
-PLAN_PREFIX = "submission/validation_plan"
 REPORT = "heldout_report"
 
 
@@ -55,7 +55,7 @@ class HeldoutError(ToolkitError, ValueError):
 
 def heldout_params(params_file: str | Path) -> tuple[dict, str]:
     """(resolved statistics parameters, section name used)."""
-    from .evaluate import check_statistics
+    from .design import check_statistics
 
     sections = load_all(params_file)
     name = "heldout" if "heldout" in sections else "validate"
@@ -65,36 +65,27 @@ def heldout_params(params_file: str | Path) -> tuple[dict, str]:
 # ----------------------------------------------------------------------------- plan lock
 
 def lock_plan(out: Path, hout: Path) -> tuple[dict, list[Path]]:
-    """Check the plan files against `submission.plan` and write `heldout.plan_lock`."""
-    store = Store(out)
+    """Re-hash the plan files that `validation.plan_lock` lists and write `heldout.plan_lock`."""
     try:
-        plan = store.get(PLAN_RECORD)
+        lock = Store(out).get(LOCK)
     except EvidenceError as e:
-        raise HeldoutError(f"{e} (the validation plan must be rendered and locked first: make submission)") from None
-    files = [o for o in plan["outs"] if o["path"].startswith(PLAN_PREFIX)]
-    if not files:
-        raise HeldoutError(f"record {PLAN_RECORD} in {out} lists no {PLAN_PREFIX}.* file in its outs "
-                           "(rerun `make submission`)")
-    checked, paths = [], []
-    for entry in files:
-        path = resolve_run_path(entry["path"], out)
-        found = sha256_file(path) if path.is_file() else None
-        if found != entry["sha256"]:
-            raise HeldoutError(
-                f"plan file {path}: sha256 {found or 'missing file'} differs from {entry['sha256']} recorded "
-                f"by {PLAN_RECORD}; the plan changed after it was locked: refusing to run the held-out set")
-        checked.append({"path": entry["path"], "sha256": found, "size": entry["size"]})
-        paths.append(path)
-    criteria = plan["data"].get("acceptance_criteria")
+        raise HeldoutError(f"{e} (the validation plan must be rendered and locked first: make plan)") from None
+    failures = plan_file_failures(out, lock)
+    if failures:
+        raise HeldoutError(f"{failures[0]}: refusing to run the held-out set")
+    criteria = lock["data"].get("acceptance_criteria")
     if not isinstance(criteria, list) or not criteria:
-        raise HeldoutError(f"record {PLAN_RECORD}: data.acceptance_criteria is empty; the plan must "
-                           "pre-specify acceptance criteria (params validate.acceptance, then make submission)")
-    plan_json = record_path(out, PLAN_RECORD)
-    data = {"plan_record": PLAN_RECORD, "plan_record_sha256": plan["sha256"], "plan_files": checked,
+        raise HeldoutError(f"record {LOCK}: data.acceptance_criteria is empty; the plan must "
+                           "pre-specify acceptance criteria (params validate.acceptance, then make plan)")
+    paths = [resolve_run_path(f["path"], out) for f in lock["data"]["plan_files"]]
+    checked = [{k: f[k] for k in ("path", "sha256", "size")} for f in lock["data"]["plan_files"]]
+    lock_json = record_path(out, LOCK)
+    data = {"plan_record": LOCK, "plan_record_sha256": lock["sha256"], "plan_files": checked,
+            "plan_locked_utc": lock["created_utc"], "plan_locked_by": lock["data"]["locked_by"],
             "acceptance_criteria": criteria, "run_folder": str(out.resolve()),
             "statement": "the plan files were re-hashed and matched the locked plan before the held-out set was read"}
-    record = write_record(hout, "heldout.plan_lock", data=data, deps=[*paths, plan_json], synthetic=bool(plan["synthetic"]))
-    return record, [*paths, plan_json]
+    record = write_record(hout, "heldout.plan_lock", data=data, deps=[*paths, lock_json], synthetic=bool(lock["synthetic"]))
+    return record, [*paths, lock_json]
 
 
 # ----------------------------------------------------------------------------- labels

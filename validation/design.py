@@ -1,0 +1,65 @@
+"""The pre-specified analysis, fixed from params `validate` before any test-split score exists.
+
+`check_params` resolves the section (defaults filled in) for the stages that analyse the test
+split; `design` turns it into the `validation.design` record's data: endpoints, the operating-point
+rule, acceptance criteria (each with the estimate it judges), interval and bootstrap methods, CI
+level, calibration and subgroup settings, and the held-out sample size. The validation plan is
+rendered from that record (with the threshold, EDA and training records) and locked.
+"""
+from __future__ import annotations
+
+from . import acceptance
+from .subgroups import AGE_BANDS
+from .threshold import CI_LEVEL, check_params as check_threshold_params
+
+STATISTICS = {"ci_level": CI_LEVEL, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
+              "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
+CALIBRATION_BINS = 10
+PRIMARY = ("sensitivity", "specificity")
+SECONDARY = ("auc", "ppv", "npv", "f1", "calibration", "subgroups")
+
+
+def check_statistics(p: dict) -> dict:
+    """The interval, bootstrap, prevalence and subgroup parameters (STATISTICS keys, checked by
+    evidence.params), with those defaults; shared with `validation.heldout`."""
+    out = {key: p.get(key, default) for key, default in STATISTICS.items()}
+    out["prevalences"] = [float(v) for v in out["prevalences"]]
+    return out
+
+
+def check_params(p: dict) -> dict:
+    out = check_threshold_params(p)
+    out.update(check_statistics(p))
+    out.update(calibration_bins=p.get("calibration_bins", CALIBRATION_BINS),
+               acceptance=acceptance.check_criteria(p.get("acceptance")))
+    return out
+
+
+def locked_criteria(criteria: list[dict]) -> list[dict]:
+    """Each criterion with the estimate it judges named (`method`; by default the first of
+    `acceptance.METHODS`, which every test metric reports), so that a held-out run judges the same."""
+    keys = ("metric", "bound", "op", "value")
+    return [{**{k: c[k] for k in keys}, "value": float(c["value"]), "method": c.get("method") or acceptance.METHODS[0]}
+            for c in criteria]
+
+
+def design(params: dict, sample_size: dict) -> dict:
+    """The `validation.design` data from the `validate` section and the sample-size data."""
+    p = check_params(params)
+    rule = {"rule": p["threshold_rule"], "split": "val", "decision": "positive when score >= threshold"}
+    if p["threshold_rule"] == "target_sensitivity":
+        rule["target_sensitivity"] = float(p["target_sensitivity"])
+    return {
+        "endpoints": {"primary": list(PRIMARY), "secondary": list(SECONDARY)},
+        "operating_point": rule,
+        "acceptance_criteria": locked_criteria(p["acceptance"]),
+        "ci_level": p["ci_level"],
+        "analysis": {"proportions": "wilson", "auc": "delong",
+                     "clustering": f"cluster-bootstrap-{p['bootstrap_method']}",
+                     "calibration_bins": p["calibration_bins"], "prevalences": p["prevalences"],
+                     "subgroups": {"ci_method": "wilson", "min_subgroup_n": p["min_subgroup_n"],
+                                   "age_bands": [{"key": k, "label": lab} for k, lab, _, _ in AGE_BANDS]}},
+        "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
+                      "method": p["bootstrap_method"]},
+        "sample_size": {k: sample_size[k] for k in ("positives", "negatives", "total")},
+    }
