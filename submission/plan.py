@@ -5,7 +5,8 @@ that exist before any test-split score: the threshold, the pre-specified design
 (`validation.design`, `validation.sample_size`), EDA, training and workflow records (the stage
 table refuses any other). Then writes record `submission.plan` (the plan files) and record
 `validation.plan_lock` (`evidence.prespecified.write_lock`): the plan file hashes, the records it
-was rendered from, the `validate` parameters it fixes, `locked_utc` and `locked_by`.
+was rendered from, the `validate` parameters it fixes, `locked_utc` and `locked_by`, signed as it is
+written with the key of params `submission.signing`.
 
 `locked_by` is `--locked-by NAME`, else params `submission.locked_by`, else the login name; the
 record says which (`locked_by_source`).
