@@ -13,6 +13,7 @@ HELDOUT ?=
 FILES ?=
 PYTEST_ARGS ?=
 BENCH ?=
+REPLAY ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -70,9 +71,10 @@ train: $(STAGE_model.train) ## train the model on the training split
 validate: $(STAGE_validation.evaluate) ## predict, lock the threshold on validation, evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
-audit: | $(READY) ## verify the evidence trail and recompute the reported metrics (exit 0 only if it verifies)
+audit: | $(READY) ## verify the evidence trail, recompute the reported metrics, replay the model on test images (REPLAY=--all: every one)
 	$(PY) -m evidence audit --out $(OUT)
 	$(PY) -m submission.check --out $(OUT)
+	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
 heldout: $(STAGE_submission) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
 	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
