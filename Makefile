@@ -87,7 +87,7 @@ infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked mod
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist")
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist replay")
 	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)

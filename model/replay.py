@@ -69,7 +69,7 @@ def read_scores(path: Path) -> dict[str, tuple[int, float]]:
 def _rebased(rows, out: Path, store: Store):
     """A demo cohort's images travel with the run folder: paths under the folder the manifest was
     written in are read from this folder's copy when the original is gone (an auditor's copy)."""
-    source = store.get("cohort.manifest")["data"].get("source", {})
+    source = store.get("cohort.manifest")["data"].get("source", {}) if store.has("cohort.manifest") else {}
     old = source.get("data_dir")
     if source.get("kind") != "demo" or not old:
         return rows
