@@ -16,7 +16,7 @@ from . import completeness, layout, semantic
 from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
-from .record import read_record
+from .record import read_record, record_ids
 
 
 def run_dirs(out_dir: str | Path) -> list[Path]:
@@ -38,8 +38,7 @@ def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, 
     file_hashes = {} if file_hashes is None else file_hashes
     failures: list[str] = []
     records: dict[str, dict] = {}
-    for path in sorted(layout.evidence(run_dir).glob("*.json")):
-        rid = path.stem
+    for rid in record_ids(run_dir):
         try:
             record = read_record(run_dir, rid)
         except EvidenceError as e:

@@ -18,6 +18,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from . import layout
+from .errors import EvidenceError
+from .record import record_ids
 from .stages import STAGES, Stage, by_name, out_declared, run_records, stage_of
 
 HELDOUT_STAGE = "validation.heldout"
@@ -70,7 +72,7 @@ def check(run_dir: str | Path, records: dict[str, dict], out: str | Path | None 
     out = run_dir if out is None else Path(out)
     stages = folder_stages(run_dir, out)
     required, families = expected_records(stages, run_dir, out)
-    present = sorted(p.stem for p in layout.evidence(run_dir).glob("*.json"))
+    present = record_ids(run_dir)
     failures = [f"record {rid}: field evidence/{rid}.json: expected a record (stage {stage_of(rid).name}) "
                 f"found missing record" for rid in required if rid not in present]
     failures += [f"record {rid}: field evidence/{rid}.json: expected one of the records this folder holds "
@@ -103,5 +105,5 @@ def check(run_dir: str | Path, records: dict[str, dict], out: str | Path | None 
 def _stage(rid: str) -> Stage | None:
     try:
         return stage_of(rid)
-    except Exception:  # an unknown record: reported above
+    except EvidenceError:  # an unknown record: reported above
         return None

@@ -45,6 +45,7 @@ def replace(src, dst, *a, **k):
     return real(src, dst, *a, **k)
 os.replace = replace
 module = importlib.import_module(sys.argv[1])
+module = module if hasattr(module, "main") else importlib.import_module(sys.argv[1] + ".__main__")
 sys.exit(module.main(sys.argv[2:]))
 """
 
@@ -78,7 +79,7 @@ def fresh(stage, out: Path) -> None:
 
 def writes_of(stage, out: Path, params: Path, tmp_path: Path) -> list[str]:
     """The destinations of the stage's writes, in order, from a run that is not killed."""
-    log = tmp_path / "writes.log"
+    log = tmp_path / f"{stage.name}.writes"
     proc = run_stage(stage, out, params, 0, log)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return log.read_text().split()
@@ -128,7 +129,7 @@ def test_every_output_is_written_before_the_record_that_lists_it(demo, tmp_path)
         stage = by_name(name)
         run = copy_run(out, tmp_path / name)
         fresh(stage, run)
-        writes = writes_of(stage, run, params, tmp_path / name)
+        writes = writes_of(stage, run, params, tmp_path)
         for rid in stage.records:
             at = writes.index(f"evidence/{rid}.json")
             listed = {o["path"] for o in json.loads(layout.record(run, rid).read_text())["outs"]}
@@ -203,3 +204,15 @@ def test_files_that_are_not_outputs_are_named_with_a_reason():
     assert all(reason for reason in completeness.NOT_OUTPUTS.values())
     folders = completeness.output_folders(tuple(s for s in STAGES if s.in_run))
     assert {"submission", "figures", "predictions", "models", "workflow", "cohort", "evidence"} <= set(folders)
+
+
+def test_an_interrupted_record_write_is_not_a_record(tmp_path):
+    from evidence.record import record_ids
+
+    folder = layout.evidence(tmp_path)
+    folder.mkdir()
+    (folder / "eda.quality.json").write_text("{}")
+    (folder / ".model.predictions.json.agkvl4ib.tmp.json").write_text("{")  # a kill before the rename
+    assert record_ids(tmp_path) == ["eda.quality"]
+    assert completeness._excluded("evidence/.model.predictions.json.agkvl4ib.tmp.json")
+    assert not completeness._excluded("evidence/model.predictions.json")
