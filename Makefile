@@ -18,6 +18,7 @@ BENCH ?=
 INPUTS ?=
 TRUSTED ?=
 WAIT ?=
+REPLAY ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -95,9 +96,10 @@ plan: $(STAGE_submission.plan) ## render and lock the validation plan (validatio
 validate: $(STAGE_validation.evaluate) ## predict val, lock the threshold and the plan, then score and evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
-audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics (TRUSTED=<allowed signers>, INPUTS=1)
+audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics, replay the model on test images (TRUSTED=<allowed signers>, INPUTS=1, REPLAY=--all)
 	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))$(if $(TRUSTED), --trusted "$(TRUSTED)")
 	$(PY) -m submission.check --out $(OUT)
+	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
 heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
 	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
@@ -110,7 +112,7 @@ infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked mod
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs")
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs replay")
 	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)

@@ -3,18 +3,20 @@
 For every record under OUT/evidence (and OUT/heldout/*/evidence): validate the schema,
 recompute the record's sha256, re-hash every dep and out file, check that every record it
 depends on exists and matches, check the hash-chained log (`evidence.chain`), and flag code
-that changed since the record was written.
+that changed since the record was written; then the folder's completeness (`evidence.completeness`:
+exactly the declared records, no unlisted output file; `complete=False` skips it for a partial run)
+and the records' own summaries and params (`evidence.semantic`).
 Each failure is one line naming the record, the field, and the expected and found values.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import chain, layout, prespecified
+from . import chain, completeness, layout, prespecified, semantic
 from .canonical import sha256_file
 from .errors import EvidenceError
 from .provenance import REPO_ROOT, resolve_run_path
-from .record import read_record
+from .record import read_record, record_ids
 
 
 def run_dirs(out_dir: str | Path) -> list[Path]:
@@ -27,7 +29,8 @@ def run_dirs(out_dir: str | Path) -> list[Path]:
 
 
 def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, str] | None = None,
-              file_hashes: dict[Path, str] | None = None) -> tuple[list[str], int]:
+              file_hashes: dict[Path, str] | None = None, out: Path | None = None,
+              complete: bool = True) -> tuple[list[str], int]:
     """(failure lines, number of records checked) for one run folder; `code_hashes` caches the
     sha256 of each code file (path relative to the repository) and `file_hashes` that of each
     dep or out file (resolved path) across records and runs."""
@@ -35,8 +38,7 @@ def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, 
     file_hashes = {} if file_hashes is None else file_hashes
     failures: list[str] = []
     records: dict[str, dict] = {}
-    for path in sorted(layout.evidence(run_dir).glob("*.json")):
-        rid = path.stem
+    for rid in record_ids(run_dir):
         try:
             record = read_record(run_dir, rid)
         except EvidenceError as e:
@@ -44,6 +46,8 @@ def audit_run(run_dir: Path, *, check_code: bool = True, code_hashes: dict[str, 
             continue
         records[rid] = record
     failures += chain.check(run_dir, records)
+    failures += completeness.check(run_dir, records, out) if complete else []
+    failures += semantic.check(run_dir, records, out)
 
     for rid, record in records.items():
         for kind in ("outs", "deps"):
@@ -90,7 +94,7 @@ def _check_file(rid: str, kind: str, entry: dict, run_dir: Path, file_hashes: di
     return []
 
 
-def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], int]:
+def audit(out_dir: str | Path, *, check_code: bool = True, complete: bool = True) -> tuple[list[str], int]:
     failures: list[str] = []
     total = 0
     dirs = run_dirs(out_dir)
@@ -99,7 +103,8 @@ def audit(out_dir: str | Path, *, check_code: bool = True) -> tuple[list[str], i
     code_hashes: dict[str, str] = {}
     file_hashes: dict[Path, str] = {}
     for d in dirs:
-        f, n = audit_run(d, check_code=check_code, code_hashes=code_hashes, file_hashes=file_hashes)
+        f, n = audit_run(d, check_code=check_code, code_hashes=code_hashes, file_hashes=file_hashes, out=Path(out_dir),
+                        complete=complete)
         prefix = "" if d == Path(out_dir) else f"[{d.name}] "
         failures += [prefix + line for line in f]
         total += n

@@ -46,6 +46,13 @@ def record_path(out_dir: str | Path, record_id: str) -> Path:
     return layout.record(out_dir, record_id)
 
 
+def record_ids(out_dir: str | Path) -> list[str]:
+    """Ids of the records in `OUT/evidence`, sorted: every `<id>.json` but the temporary file of an
+    interrupted atomic write (`.<id>.json.*.tmp.json`), which the next write of that record replaces."""
+    folder = layout.evidence(out_dir)
+    return sorted(p.stem for p in folder.glob("*.json") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
 def validate(record: dict, *, where: str = "") -> None:
     """Schema, estimate shape, and hash. Raises EvidenceError naming the record and field."""
     name = record.get("id", where or "<record>") if isinstance(record, dict) else where

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import layout
 from .errors import MissingRecord, MissingValue
-from .record import read_record, record_path
+from .record import read_record, record_ids, record_path
 
 
 def to_pointer(path: str) -> str:
@@ -42,8 +41,7 @@ class Store:
         self._cache: dict[str, dict] = {}
 
     def ids(self) -> list[str]:
-        folder = layout.evidence(self.out_dir)
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        return record_ids(self.out_dir)
 
     def has(self, record_id: str) -> bool:
         return record_path(self.out_dir, record_id).is_file()

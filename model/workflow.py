@@ -10,6 +10,7 @@ record `workflow.dicom` last.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -153,6 +154,10 @@ def run(out: str | Path, params: dict) -> dict:
         raise WorkflowError("no workflow files: no cohort images, no <data_dir>/dicom and no "
                             "workflow.dicom_dirs (set params workflow.dicom_dirs or demo_dicom_count)")
     origins = dict(files)
+    previous = layout.record(out, RECORD)  # a rerun replaces the clinician images listed before (names hash paths)
+    for entry in json.loads(previous.read_text(encoding="utf-8")).get("outs", []) if previous.is_file() else []:
+        if Path(entry["path"]).parts[:1] == (layout.workflow("").name,) and ".." not in Path(entry["path"]).parts:
+            (out / entry["path"]).unlink(missing_ok=True)
     rows = list(classify([f for f, _ in files], device, image_dir=layout.workflow(out)))
     synthetic = bool(store.get("cohort.manifest")["synthetic"])
     entries, outs = [], []

@@ -111,7 +111,7 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
 
 
 def test_audit_passes_on_untouched_run(run):
-    failures, n = audit(run)
+    failures, n = audit(run, complete=False)
     assert failures == [] and n == 2
 
 
@@ -120,7 +120,7 @@ def test_audit_names_a_changed_evidence_value(run):
     record = json.loads(path.read_text())
     record["data"]["sensitivity"]["wilson"]["estimate"] = 0.81
     path.write_text(json.dumps(record))
-    failures, _ = audit(run)
+    failures, _ = audit(run, complete=False)
     assert len(failures) == 1
     assert failures[0].startswith("record eda.dataset: field sha256: expected ")
 
@@ -134,7 +134,7 @@ def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
-    failures, _ = audit(run)
+    failures, _ = audit(run, complete=False)
     assert len(failures) == 1 and f"record eda.dataset: field {field}: expected" in failures[0]
 
 
@@ -142,16 +142,16 @@ def test_audit_names_a_replaced_parent_record(run, tmp_path):
     src = tmp_path / "labels.csv"
     src.write_text("x,y\n1,3\n")
     write_record(run, "cohort.manifest", data={"images": 3}, deps=[src], synthetic=True)
-    failures, _ = audit(run)
+    failures, _ = audit(run, complete=False)
     assert any("field deps.records[cohort.manifest]" in f for f in failures)
 
 
 def test_audit_cli_exit_codes(run):
-    ok = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
+    ok = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run), "--partial"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     (run / "figures" / "roc.png").write_bytes(b"changed")
-    bad = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run)],
+    bad = subprocess.run([sys.executable, "-m", "evidence", "audit", "--out", str(run), "--partial"],
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "FAIL record eda.dataset: field outs[figures/roc.png]" in bad.stdout
@@ -181,7 +181,7 @@ def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
 
 def test_audit_names_a_record_copied_over_another_name(run):
     record_path(run, "eda.copy").write_text(record_path(run, "eda.dataset").read_text())
-    failures, _ = audit(run)
+    failures, _ = audit(run, complete=False)
     assert failures == ["record eda.copy: field id: expected eda.copy found eda.dataset"]
 
 
@@ -204,7 +204,7 @@ def test_audit_hashes_each_code_file_once(run, monkeypatch):
     calls = []
     real = audit_module.sha256_file
     monkeypatch.setattr(audit_module, "sha256_file", lambda p: calls.append(str(p)) or real(p))
-    failures, n = audit(run)
+    failures, n = audit(run, complete=False)
     code = [c for c in calls if "/evidence/" in c and c.endswith(".py")]
     assert failures == [] and n == 2 and code and len(code) == len(set(code))
 
@@ -216,7 +216,7 @@ def test_audit_hashes_a_file_shared_by_records_once(run, monkeypatch):
     calls = []
     real = audit_module.sha256_file
     monkeypatch.setattr(audit_module, "sha256_file", lambda p: calls.append(str(p)) or real(p))
-    failures, n = audit(run, check_code=False)
+    failures, n = audit(run, check_code=False, complete=False)
     assert failures == [] and n == 3
     assert sorted(Path(c).name for c in calls) == ["labels.csv", "roc.png", "test.csv"]
 

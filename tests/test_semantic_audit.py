@@ -1,0 +1,84 @@
+"""Semantic audit: a record's own summaries are recomputed from its files, and its params compared
+with the run's params stamp; a forger who rehashes everything is still caught."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from audit_demo import audit, copy_run, make, rehash, small_build
+from evidence import layout, semantic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return small_build(tmp_path_factory)
+
+
+def fabricate(run, split: str) -> None:
+    """Score 0.97 for every positive and 0.03 for every negative."""
+    path = layout.predictions(run, split)
+    rows = list(csv.DictReader(path.open(newline="")))
+    for row in rows:
+        row["score"] = "0.97" if row["label"] == "1" else "0.03"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue())
+
+
+def test_the_honest_run_has_no_semantic_failure(demo):
+    out, _ = demo
+    records = {p.stem: json.loads(p.read_text()) for p in layout.evidence(out).glob("*.json")}
+    assert semantic.check(out, records) == []
+
+
+def test_fabricated_predictions_rehashed_and_rerun_fail_on_the_score_summary(demo, tmp_path):
+    out, params = demo
+    run = copy_run(out, tmp_path / "run")
+    for split in layout.PREDICTED_SPLITS:
+        fabricate(run, split)
+    rehash(run, "model.predictions")
+    make("submission", f"OUT={run}", f"PARAMS={params}")   # the documents now report AUC 1.000
+    assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]
+    proc = audit(run)
+    assert proc.returncode != 0
+    assert "FAIL record model.predictions: field data.test.score_mean: expected " in proc.stdout
+    assert "FAIL record model.predictions: field data.val.score_mean: expected " in proc.stdout
+
+
+def test_a_rehashed_split_summary_fails(demo, tmp_path):
+    out, _ = demo
+    run = copy_run(out, tmp_path / "run")
+    found = rehash(run, "split.patients", lambda r: r["data"]["splits"]["test"].update(images=999))
+    assert found["data"]["splits"]["test"]["images"] == 999
+    proc = audit(run)
+    assert proc.returncode != 0
+    assert "FAIL record split.patients: field data.splits.test.images: expected " in proc.stdout
+    assert "found 999" in proc.stdout
+
+
+def test_a_rehashed_cohort_count_and_workflow_tally_fail(demo, tmp_path):
+    out, _ = demo
+    run = copy_run(out, tmp_path / "run")
+    rehash(run, "cohort.manifest", lambda r: r["data"]["counts"].update(pneumonia_images=1))
+    rehash(run, "workflow.dicom", lambda r: r["data"]["counts"].update(accepted=r["data"]["counts"]["accepted"] + 1))
+    proc = audit(run)
+    assert "FAIL record cohort.manifest: field data.counts.pneumonia_images: expected " in proc.stdout
+    assert "FAIL record workflow.dicom: field data.counts.accepted: expected " in proc.stdout
+
+
+def test_record_params_that_differ_from_the_params_stamp_fail(demo, tmp_path):
+    out, _ = demo
+    run = copy_run(out, tmp_path / "run")
+    stamp = json.loads(layout.params_stamp(run, "train").read_text())
+    rehash(run, "training.run", lambda r: r["params"].update(epochs=stamp["epochs"] + 10))
+    proc = audit(run)
+    assert proc.returncode != 0
+    assert (f"FAIL record training.run: field params.epochs: expected {stamp['epochs']} (params/train.json) "
+            f"found {stamp['epochs'] + 10}") in proc.stdout
