@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 SC, SR = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.22"
 
 
-def require_tool(name: str) -> str:
-    """The path of an external tool; skip outside CI (fail in CI) when it is not installed."""
-    path = shutil.which(name)
+def require_tool(name: str, also_in: str = "") -> str:
+    """The path of an external tool (on PATH or in `also_in`); skip outside CI (fail in CI) when
+    it is not installed."""
+    path = shutil.which(name) or shutil.which(name, path=also_in or None)
     if path is None:
         message = f"{name} not installed (apt-get install orthanc dcmtk dicom3tools)"
         if os.environ.get("CI"):
