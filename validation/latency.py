@@ -5,8 +5,8 @@
 The node (`model.node`, the locked device of OUT) is started on a free loopback port with a
 receiving PACS; every file of the workflow's DICOM set (record `workflow.dicom`) is sent `repeats`
 times, each time as a new study (new Study, Series and SOP Instance UIDs, prepared before the clock
-starts), one association per study, one study after the other with no pause, by a real DICOM
-sender: dcmtk `storescu` (receiver dcmtk `storescp`) when installed, else pynetdicom's SCU (receiver
+starts), one association per study, one at a time (the next when the previous notification is
+out; params `latency.load: burst`: no pause, so that studies queue), by a real DICOM sender: dcmtk `storescu` (receiver dcmtk `storescp`) when installed, else pynetdicom's SCU (receiver
 a pynetdicom Storage SCP) (params `latency.peers`). The stage waits for every notification and
 for every result delivered to the receiver.
 
@@ -42,7 +42,12 @@ from .stats import bootstrap_quantile
 RECORD = "workflow.latency"
 NODE_AET, RECEIVER_AET, SENDER_AET = "PNEUMO_TRIAGE", "LATENCY_PACS", "LATENCY_MODALITY"
 PEERS = ("auto", "dcmtk", "pynetdicom")
-DEFAULTS = {"repeats": 5, "peers": "auto", "ci_level": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
+LOADS = {
+    "one_at_a_time": "one study at a time: the next is sent when the previous one's notification is out, "
+                     "one association per study",
+    "burst": "studies sent one after another with no pause, one association per study (they queue)",
+}
+DEFAULTS = {"repeats": 5, "peers": "auto", "load": "one_at_a_time", "ci_level": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
             "timeout_s": 300}
 
 
@@ -199,8 +204,11 @@ def run(out: str | Path, params: dict) -> dict:
         node.start()
         state: NodeState = node.state
         try:
-            for path, _ in copies:
+            for i, (path, _) in enumerate(copies, 1):
                 peers.send(path, node.listen[1])
+                if p["load"] == "one_at_a_time" and not _wait(lambda: len(state.notified()) >= i,
+                                                              float(p["timeout_s"])):
+                    break
             done = _wait(lambda: len(state.notified()) >= len(copies), float(p["timeout_s"]))
             delivered = done and _wait(lambda: not state.undelivered(), float(p["timeout_s"]))
         finally:
@@ -248,7 +256,7 @@ def _write(out, p, copies, sops, notes, origin, peers, delivered, device, pynetd
         "measurement": {
             "start": "the node's C-STORE handler has received the complete data set (before it is queued on disk)",
             "end": "the decision is journaled and the notification line is fsynced in notifications.jsonl",
-            "load": "studies sent one after another with no pause, one association per study",
+            "load": LOADS[p["load"]],
         },
         "threshold": device.threshold, "model_sha256": device.model_sha256,
         "studies": rows,
