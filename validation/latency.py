@@ -116,13 +116,14 @@ class Peers:
             if not _wait(lambda: _listening(self.port), 30, 0.1):
                 raise LatencyError(f"storescp did not listen on 127.0.0.1:{self.port}")
             return
-        from pynetdicom import AE
+        from pynetdicom import AE, evt
         from model.pacs import RESULT_SOP_CLASSES
 
         ae = AE(ae_title=RECEIVER_AET)
         for sop_class in RESULT_SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False)  # answers 0x0000 and discards
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,   # acknowledges and discards
+                                      evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
 
     def send(self, path: Path, port: int) -> None:
         if self.kind == "dcmtk":
