@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from evidence import console
+from evidence import console, layout
 from evidence.cli import guarded
 from evidence.errors import ToolkitError
 
@@ -77,7 +77,7 @@ class Node:
                  max_associations: int = DEFAULT_MAX_ASSOCIATIONS, max_bytes: int = DEFAULT_MAX_MB << 20,
                  first_backoff_s: float = 1.0):
         self.out, self.device = Path(out), device
-        self.state = NodeState(state_dir or self.out / "node")
+        self.state = NodeState(state_dir or layout.node(self.out))
         self.listen, self.aet, self.pacs, self.worklist_url = listen, aet, pacs, worklist_url
         self.max_associations, self.max_bytes = max_associations, max_bytes
         self.version = device_version(device)

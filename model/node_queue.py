@@ -1,4 +1,4 @@
-"""The node's durable state under `OUT/node/`: what was received, what was decided, what is still to
+"""The node's durable state under `OUT/node/` (`evidence.layout.node`): what was received, what was decided, what is still to
 be delivered. Every file is written to a temporary name, fsynced, renamed, and the folder fsynced,
 so that a kill -9 (or a power loss) at any point leaves either the old state or the new one.
 
