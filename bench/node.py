@@ -24,7 +24,7 @@ GOAL_RATIO = 1.3
 def main(n_studies: int = 48, out: str | Path = "build") -> dict:
     import pydicom
     from pydicom.uid import generate_uid
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     from model import dicom
     from model.infer import LockedDevice, classify
@@ -45,7 +45,8 @@ def main(n_studies: int = 48, out: str | Path = "build") -> dict:
         pacs_ae = AE(ae_title="BENCH_PACS")
         for sop_class in RESULT_SOP_CLASSES:
             pacs_ae.add_supported_context(sop_class)
-        pacs = pacs_ae.start_server(("127.0.0.1", 0), block=False)
+        pacs = pacs_ae.start_server(("127.0.0.1", 0), block=False,
+                                    evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
         node = Node(Path(out), device, state_dir=tmp / "node", listen=("127.0.0.1", 0),
                     pacs=Peer("127.0.0.1", pacs.server_address[1], "BENCH_PACS"))
         node.start()

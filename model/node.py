@@ -163,7 +163,15 @@ class Node:
                 continue
             self.busy.set()
             try:
-                self.process(items)
+                for sop, _, _ in items:
+                    if self.state.is_done(sop):     # received again while it was being completed
+                        self.state.dequeue(sop)
+                todo = [item for item in items if not self.state.is_done(item[0])]
+                if todo:
+                    self.process(todo)
+            except Exception:  # e.g. the disk is full: keep the queue, try again shortly
+                log.exception("the worker could not complete a batch; retrying")
+                self.stopping.wait(1.0)
             finally:
                 self.busy.clear()
 

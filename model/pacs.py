@@ -1,8 +1,9 @@
 """Delivery of result objects to the PACS by C-STORE, with retries and back-off while it is down.
 
 A `Sender` thread sends every instance in the node's outbox (`OUT/node/outbox/<sop>/*.dcm`) in one
-association, removes each one the PACS acknowledged (status 0x0000 or a warning), and after a
-failure (no association, a failure status, a network error) waits 1, 2, 4, ... seconds (at most
+association, removes each one the PACS acknowledged (status 0x0000 or a warning), keeps the ones it
+refused (a failure status) without holding back the others, and after a failure (no association,
+a refusal, a network error) waits 1, 2, 4, ... seconds (at most
 `MAX_BACKOFF_S`) before it tries again, for as long as the node runs.
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Sender(threading.Thread):
         assoc = ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.aet)
         if not assoc.is_established:
             raise ConnectionError("association not established (PACS down, wrong address or AE title)")
+        refused = []
         try:
             for path in files:
                 if self.stop.is_set():
@@ -75,7 +77,11 @@ class Sender(threading.Thread):
                 if code is None:
                     raise ConnectionError(f"no response to the C-STORE of {path.name}")
                 if code != 0 and not 0xB000 <= code <= 0xBFFF:
-                    raise ConnectionError(f"C-STORE of {path.parent.name}/{path.name} failed with status 0x{code:04X}")
+                    refused.append(f"{path.parent.name}/{path.name} (status 0x{code:04X})")
+                    continue   # the others are still delivered; this one is tried again later
                 self.state.delivered(path)
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
+        if refused:
+            raise ConnectionError(f"C-STORE refused for {len(refused)} object(s): {', '.join(refused[:3])}")

@@ -49,10 +49,10 @@ def wait_for(condition, timeout: float, step: float = 0.05) -> bool:
 class Pacs:
     """A Storage SCP for Secondary Capture and Enhanced SR on loopback; keeps what it received."""
 
-    def __init__(self, port: int = 0, aet: str = "TEST_PACS"):
+    def __init__(self, port: int = 0, aet: str = "TEST_PACS", refuse: tuple[str, ...] = ()):
         from pynetdicom import AE, evt
 
-        self.aet, self.received, self.lock = aet, [], threading.Lock()
+        self.aet, self.received, self.lock, self.refuse = aet, [], threading.Lock(), refuse
         ae = AE(ae_title=aet)
         for sop_class in (SC, SR):
             ae.add_supported_context(sop_class)
@@ -61,6 +61,8 @@ class Pacs:
         self.port = self.server.server_address[1]
 
     def _store(self, event) -> int:
+        if event.request.AffectedSOPClassUID in self.refuse:
+            return 0xA700
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self.lock:

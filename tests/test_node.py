@@ -194,6 +194,21 @@ def test_pacs_down_then_up_delivers_after_retries(device_out, device, tmp_path):
             pacs.stop()
 
 
+def test_a_refused_object_does_not_hold_back_the_others(device_out, device, tmp_path):
+    pacs = Pacs(refuse=(SC,))
+    node = node_mod.Node(device_out, device, state_dir=tmp_path / "node", listen=("127.0.0.1", 0),
+                         pacs=node_mod.Peer("127.0.0.1", pacs.port, pacs.aet), first_backoff_s=0.2)
+    node.start()
+    try:
+        assert send(node.listen[1], [instance(11), instance(12)]) == [0, 0]
+        assert wait_for(lambda: len(pacs.of_class(SR)) == 2, 60)
+        assert wait_for(lambda: node.sender.failures >= 2, 30)
+        assert sorted(p.name for p in node.state.outbox.rglob("*.dcm")) == ["sc.dcm", "sc.dcm"]
+    finally:
+        node.stop()
+        pacs.stop()
+
+
 def test_recover_finishes_a_half_done_state(tmp_path):
     state = NodeState(tmp_path / "node")
     note = {"sop_instance_uid": "1.2.3", "status": "flagged"}
