@@ -250,3 +250,24 @@ def test_kill_9_and_restart_lose_nothing_and_repeat_nothing(device_out, tmp_path
     srs = {str(o.SOPInstanceUID): str(o.StudyInstanceUID) for o in pacs.of_class(SR)}
     assert sorted(srs.values()) == sorted(str(d.StudyInstanceUID) for d in first + later)
     assert list((device_out / "node" / "queue").glob("*.dcm")) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pacs", "pacs-without-port", "--pacs-aet", "PACS"], "--pacs 'pacs-without-port' is not HOST:PORT"),
+    (["--pacs", "127.0.0.1:104", "--pacs-aet", "A_TITLE_LONGER_THAN_16"], "is not an AE title"),
+])
+def test_bad_configuration_is_one_line_error(tmp_path, capsys, args, message):
+    assert node_mod.main(["--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_model_that_changed_after_training_is_refused_at_start_up(device_out, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(device_out, out, ignore=shutil.ignore_patterns("node"))
+    with open(out / "models" / "model.keras", "ab") as f:
+        f.write(b"x")
+    assert node_mod.main(["--out", str(out), "--pacs", "127.0.0.1:104", "--pacs-aet", "PACS"]) == 2
+    assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
