@@ -109,10 +109,22 @@ infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked mod
 	@test -n "$(FILES)" || { echo "error: set FILES=<DICOM files or folders>" >&2; exit 2; }
 	@$(PY) -m model.infer --out $(OUT) $(FILES)
 
+# The device as a DICOM node (model.node): receives CR/DX from the modality or PACS, results back to PACS.
+LISTEN ?= 127.0.0.1:11112
+AET ?= PNEUMO_TRIAGE
+PACS ?=
+PACS_AET ?=
+WORKLIST ?=
+.PHONY: node latency
+latency: $(STAGE_validation.latency) ## time to notification through the DICOM node over loopback (record workflow.latency)
+node: $(STAGE_model.workflow) ## run the device as a DICOM node: make node PACS=host:port PACS_AET=AET [LISTEN= AET= WORKLIST=url]
+	@test -n "$(PACS)" -a -n "$(PACS_AET)" || { echo "error: set PACS=<host:port> and PACS_AET=<its AE title>" >&2; exit 2; }
+	$(PY) -m model.node --out $(OUT) --listen $(LISTEN) --aet $(AET) --pacs $(PACS) --pacs-aet $(PACS_AET) $(if $(WORKLIST),--worklist-url $(WORKLIST))
+
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs replay")
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs replay node")
 	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)

@@ -99,6 +99,15 @@ def workflow_dicom(out: str | Path) -> Path:
     return workflow(out) / "dicom"
 
 
+def node(out: str | Path) -> Path:
+    """The DICOM node's state (model.node_queue): queue, journal, outbox, notifications."""
+    return Path(out) / "node"
+
+
+def node_notifications(out: str | Path) -> Path:
+    return node(out) / "notifications.jsonl"
+
+
 def submission(out: str | Path) -> Path:
     return Path(out) / "submission"
 

@@ -17,6 +17,7 @@ METHOD_NAMES = {
     "cluster-bootstrap-percentile": "patient-cluster bootstrap, percentile",
     "cluster-bootstrap-bca": "patient-cluster bootstrap, BCa",
     "delong": "DeLong",
+    "bootstrap-percentile": "bootstrap, percentile",
 }
 
 

@@ -159,12 +159,25 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
             {"metric": "sensitivity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.6, "observed": 0.7533, "passed": True},
             {"metric": "specificity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.7, "observed": 0.6607, "passed": False}],
         "all_passed": False})
+    write_record(out, "workflow.latency", dep_records=["workflow.dicom"], data={
+        "n_files": 2, "repeats": 5, "n_studies": 10,
+        "median_seconds": _est(0.812, 0.75, 0.9, method="bootstrap-percentile", n=10),
+        "p95_seconds": _est(1.42, 1.1, 1.6, method="bootstrap-percentile", n=10),
+        "analysed": {"n": 5, "median_seconds": _est(1.01, 0.9, 1.2, method="bootstrap-percentile", n=5),
+                     "p95_seconds": _est(1.5, 1.2, 1.6, method="bootstrap-percentile", n=5)},
+        "mean_seconds": 0.9, "max_seconds": 1.6, "throughput_per_minute": 70.5,
+        "statuses": {"flagged": 2, "not_flagged": 3, "rejected": 5, "error": 0}, "all_results_delivered": True,
+        "sender": {"software": "dcmtk storescu", "version": "3.6.7"},
+        "receiver": {"software": "dcmtk storescp", "version": "3.6.7"},
+        "platform": {"python": "3.11.7", "machine": "x86_64", "cpus": 2},
+        "measurement": {"start": "the data set is received", "end": "the notification is written", "load": "one at a time"}},
+    )
     return out
 
 
 def test_builder_writes_valid_records(tmp_path):
     out = build_run(tmp_path)
     store = Store(out)
-    assert "validation.test" in store.ids() and len(store.ids()) == 17
+    assert "validation.test" in store.ids() and len(store.ids()) == 18
     assert store.value("validation.test", "confusion.tp") == 30
     assert store.get("validation.test")["synthetic"] is True

@@ -455,3 +455,22 @@ def _bca_interval(vals: np.ndarray, theta: float, jack: np.ndarray, alpha: float
         return None, "the BCa adjusted levels are not defined"
     lo, hi = np.quantile(vals, adj)
     return (float(lo), float(hi)), ""
+
+
+# --------------------------------------------------------------------------- quantiles
+
+def bootstrap_quantile(values, q: float, *, n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """The `q` quantile of independent observations (e.g. per-study seconds) with a percentile
+    bootstrap interval (resampling observations with replacement); not estimable below 2 values."""
+    level = _check_level(level)
+    x = np.asarray(values, dtype=np.float64)
+    if not 0 <= q <= 1:
+        raise StatsError(f"quantile must be between 0 and 1, got {q!r}")
+    if len(x) < 2 or not np.isfinite(x).all():
+        return not_estimable(f"{len(x)} finite values: a bootstrap interval needs at least 2")
+    rng = np.random.default_rng(seed)
+    stats = np.quantile(x[rng.integers(0, len(x), (int(n_resamples), len(x)))], q, axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return _estimate(np.quantile(x, q), lo, hi, level, "bootstrap-percentile", len(x), quantile=q,
+                     n_resamples=int(n_resamples))
