@@ -99,6 +99,11 @@ def workflow_dicom(out: str | Path) -> Path:
     return workflow(out) / "dicom"
 
 
+def inference(out: str | Path) -> Path:
+    """Clinician images and index.html of `make infer` (outside the evidence: not a stage's output)."""
+    return Path(out) / "infer"
+
+
 def node(out: str | Path) -> Path:
     """The DICOM node's state (model.node_queue): queue, journal, outbox, notifications."""
     return Path(out) / "node"

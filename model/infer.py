@@ -309,7 +309,7 @@ def _infer(args: argparse.Namespace) -> int:
     files = expand(args.inputs)
     if not files:
         raise ToolkitError(f"no files found in {' '.join(args.inputs)} (pass DICOM files or folders)")
-    image_dir = None if args.no_images else Path(args.out) / "workflow"
+    image_dir = None if args.no_images else layout.inference(args.out)
     bar = console.Progress("infer", len(files))
     rows = []
     try:

@@ -83,7 +83,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],
               "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, outs=[chart, *plan_files, *main_files, trace], sign=params.get("signing", {})))
+        dep_records=deps, deps=plan_files, outs=[chart, *main_files, trace], sign=params.get("signing", {})))
     return records
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from evidence import layout
 from evidence.canonical import record_hash, sha256_file
+from evidence.stages import STAGES, out_declared
 
 REPO = Path(__file__).resolve().parent.parent
 _BUILT: dict[str, Path] = {}
@@ -49,6 +51,11 @@ def small_build(tmp_path_factory) -> tuple[Path, Path]:
 def copy_run(out: Path, dest: Path) -> Path:
     shutil.copytree(out, dest, symlinks=True)
     return dest
+
+
+#: {split: the record that lists its predictions file}, from the stage table.
+SCORES = {split: stage.records[0] for split in layout.PREDICTED_SPLITS for stage in STAGES
+          if stage.in_run and out_declared(stage, layout.predictions("", split).as_posix())}
 
 
 def rehash(out: Path, record_id: str, change=None) -> dict:

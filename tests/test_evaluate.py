@@ -191,7 +191,7 @@ def test_benchmark_reference_standard_follows_the_cohort_source(run):
 
 
 def test_audit_passes_on_the_run(run):
-    failures, n = audit(run, check_code=False)
+    failures, n = audit(run, check_code=False, complete=False)
     assert failures == [] and n == 12
 
 

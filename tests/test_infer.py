@@ -80,7 +80,7 @@ def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys)
     for r in files[3:]:
         assert r["reasons"] and r["probability"] is None and r["prediction"] is None and r["clinician_image"] is None
     assert "empty file" in files[6]["reasons"][0] and "not a DICOM" in files[7]["reasons"][0]
-    assert (device_out / "workflow" / "index.html").is_file()
+    assert (device_out / "infer" / "index.html").is_file()
 
 
 def test_probability_matches_direct_prediction(device_out, nih_dir, capsys):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from audit_demo import REPO, audit, copy_run, make, rehash, small_build
+from audit_demo import REPO, SCORES, audit, copy_run, make, rehash, small_build
 from evidence import layout
 from model import replay
 
@@ -44,7 +44,7 @@ def test_replay_of_the_honest_run_is_within_tolerance(demo):
     out, _ = demo
     proc = run_replay(out, "--all")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    n = json.loads(layout.record(out, "model.predictions").read_text())["data"]["test"]["n_images"]
+    n = json.loads(layout.record(out, SCORES["test"]).read_text())["data"]["test"]["n_images"]
     assert f"replay: OK, {n} of {n} test images re-scored" in proc.stdout
 
 
@@ -54,7 +54,8 @@ def test_fabricated_predictions_with_consistent_summaries_fail_only_on_replay(de
     out, params = demo
     run = copy_run(out, tmp_path / "run")
     means = {s: rewrite_scores(run, s, lambda r: 0.97 if r["label"] == "1" else 0.03) for s in layout.PREDICTED_SPLITS}
-    rehash(run, "model.predictions", lambda r: [r["data"][s].update(score_mean=m) for s, m in means.items()])
+    for split, mean in means.items():
+        rehash(run, SCORES[split], lambda r, split=split, mean=mean: r["data"][split].update(score_mean=mean))
     make("submission", f"OUT={run}", f"PARAMS={params}")
     assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]
     proc = audit(run)
@@ -70,7 +71,7 @@ def test_one_changed_score_is_named(demo, tmp_path):
     rows = list(csv.DictReader(layout.predictions(run, "test").open(newline="")))
     target = rows[0]["image_id"]
     mean = rewrite_scores(run, "test", lambda r: float(r["score"]) + (1e-3 if r["image_id"] == target else 0.0))
-    rehash(run, "model.predictions", lambda r: r["data"]["test"].update(score_mean=mean))
+    rehash(run, SCORES["test"], lambda r: r["data"]["test"].update(score_mean=mean))
     proc = run_replay(run, "--all")
     assert proc.returncode == 1
     assert [x.split(":")[0] for x in proc.stdout.splitlines()] == [f"FAIL image {target}"]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from audit_demo import audit, copy_run, make, rehash, small_build
+from audit_demo import SCORES, audit, copy_run, make, rehash, small_build
 from evidence import layout, semantic
 
 pytestmark = pytest.mark.slow
@@ -43,13 +43,14 @@ def test_fabricated_predictions_rehashed_and_rerun_fail_on_the_score_summary(dem
     run = copy_run(out, tmp_path / "run")
     for split in layout.PREDICTED_SPLITS:
         fabricate(run, split)
-    rehash(run, "model.predictions")
+    for record_id in SCORES.values():
+        rehash(run, record_id)
     make("submission", f"OUT={run}", f"PARAMS={params}")   # the documents now report AUC 1.000
     assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]
     proc = audit(run)
     assert proc.returncode != 0
-    assert "FAIL record model.predictions: field data.test.score_mean: expected " in proc.stdout
-    assert "FAIL record model.predictions: field data.val.score_mean: expected " in proc.stdout
+    assert f"FAIL record {SCORES['test']}: field data.test.score_mean: expected " in proc.stdout
+    assert f"FAIL record {SCORES['val']}: field data.val.score_mean: expected " in proc.stdout
 
 
 def test_a_rehashed_split_summary_fails(demo, tmp_path):

@@ -128,18 +128,18 @@ def test_demo_key_lives_outside_out_and_its_signatures_say_demo(run, tmp_path, c
     statement = json.loads(layout.signature_ledger(run).read_text())
     assert statement["demo"] is True and statement["signer"] == signing.DEMO_SIGNER and statement["role"] == "author"
     capsys.readouterr()
-    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check"]) == 0
+    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--partial"]) == 0
     out = capsys.readouterr().out
     assert "signature: submission.documents signed by Demo Signer" in out and "DEMO signature" in out
 
 
 def test_audit_cli_fails_on_an_untrusted_or_missing_signature(run, key, tmp_path, capsys):
-    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check"]) == 1
+    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--partial"]) == 1
     assert "FAIL record submission.documents: field signatures: expected a signature found none" in capsys.readouterr().out
     signing.sign_record(run, "submission.documents", "reviewer", key=key, signer=JANE)
-    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--trusted", str(_trusted(tmp_path, key))]) == 0
+    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--partial", "--trusted", str(_trusted(tmp_path, key))]) == 0
     other = _trusted(tmp_path / "other", _key(tmp_path / "other", "mallory"))
-    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--trusted", str(other)]) == 1
+    assert audit_cli.main(["audit", "--out", str(run), "--no-code-check", "--partial", "--trusted", str(other)]) == 1
     assert "is not in the trusted signers file" in capsys.readouterr().out
 
 
