@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from evidence import layout
-from evidence.canonical import record_hash, sha256_file
+from evidence import chain, layout
+from evidence.canonical import record_hash, sha256_bytes, sha256_file
 from evidence.stages import STAGES, out_declared
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,8 +70,24 @@ def rehash(out: Path, record_id: str, change=None) -> dict:
         if file.is_file():
             entry["sha256"], entry["size"] = sha256_file(file), file.stat().st_size
     record["sha256"] = record_hash(record)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    path.write_text(text)
+    rechain(out, record, text.encode("utf-8"))
     return record
+
+
+def rechain(out: Path, record: dict, file_bytes: bytes) -> None:
+    """Make the hash-chained log agree with a rewritten record, as a careful forger would: the
+    record's last entry takes the new hashes and every entry from there is re-linked (the log
+    holds hashes only, so without a signature anyone can recompute it)."""
+    log = layout.evidence_log(out)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    last = max(i for i, e in enumerate(entries) if e.get("record_id") == record["id"])
+    entries[last].update(record_sha256=record["sha256"], file_sha256=sha256_bytes(file_bytes))
+    for i in range(last, len(entries)):
+        entries[i]["prev"] = entries[i - 1]["entry_sha256"]
+        entries[i]["entry_sha256"] = chain.entry_hash(entries[i])
+    log.write_text("".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries))
 
 
 def audit(out: Path, *extra: str) -> subprocess.CompletedProcess:

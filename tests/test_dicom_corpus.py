@@ -101,7 +101,7 @@ def test_corpus_through_infer_cli(tmp_path, capsys):
     assert hostile["study_description"].startswith("<script>")  # kept as data in JSON
     sc = pydicom.dcmread(hostile["secondary_capture"])
     assert str(sc.PatientName).startswith("Müller^Jörg") and sc.BurnedInAnnotation == "YES"
-    page = (out / "workflow" / "index.html").read_text()
+    page = (out / "infer" / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "ünd" in page
     assert by_name["good"]["status"] == "accepted"
     assert lines[-1]["files"] == len(corpus) + 1  # and good.dcm

@@ -57,6 +57,7 @@ def test_a_batch_gives_each_input_its_own_map():
     import keras
     from model.saliency import saliency_maps
 
+    keras.utils.set_random_seed(0)   # an untrained net: seeded (some inits give every input the same map)
     cnn, _ = arch.build("small_cnn", "none", PreprocessingSpec.create(32, 1))
     dense = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(1, activation="sigmoid")])
@@ -67,4 +68,4 @@ def test_a_batch_gives_each_input_its_own_map():
         for x, got in zip(batch, maps):
             np.testing.assert_allclose(got, saliency_map(model, x)[0], atol=1e-5)
         if method == GRAD_CAM:  # (a linear model's scaled input gradient is the same for every input)
-            assert not np.allclose(maps[0], maps[1])
+            assert any(not np.allclose(maps[0], m) for m in maps[1:]), "every input got the same map"

@@ -49,15 +49,16 @@ def test_replay_of_the_honest_run_is_within_tolerance(demo):
 
 
 def test_fabricated_predictions_with_consistent_summaries_fail_only_on_replay(demo, tmp_path):
-    """The careful forger: scores 0.97/0.03, the record's summaries and hashes made consistent,
-    `make submission` rerun; every hash and recomputation agrees, the model does not."""
+    """The careful forger: after the plan lock, test scores 0.97/0.03, the record's summaries,
+    hashes and log entry made consistent, `make submission` rerun (the documents now report AUC
+    1.000); every hash and recomputation agrees, the model does not."""
     out, params = demo
     run = copy_run(out, tmp_path / "run")
-    means = {s: rewrite_scores(run, s, lambda r: 0.97 if r["label"] == "1" else 0.03) for s in layout.PREDICTED_SPLITS}
-    for split, mean in means.items():
-        rehash(run, SCORES[split], lambda r, split=split, mean=mean: r["data"][split].update(score_mean=mean))
-    make("submission", f"OUT={run}", f"PARAMS={params}")
-    assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]
+    mean = rewrite_scores(run, "test", lambda r: 0.97 if r["label"] == "1" else 0.03)
+    rehash(run, SCORES["test"], lambda r: r["data"]["test"].update(score_mean=mean))
+    proc = make("submission", f"OUT={run}", f"PARAMS={params}")
+    assert "[model.score_test]" not in proc.stdout, "the forged scores were not meant to be rescored"
+    assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]["delong"]["estimate"] == 1.0
     proc = audit(run)
     assert proc.returncode != 0
     assert "audit: OK" in proc.stdout, "the forgery is meant to pass the evidence audit"

@@ -49,8 +49,10 @@ def test_fabricated_predictions_rehashed_and_rerun_fail_on_the_score_summary(dem
     assert json.loads(layout.record(run, "validation.test").read_text())["data"]["metrics"]["auc"]
     proc = audit(run)
     assert proc.returncode != 0
-    assert f"FAIL record {SCORES['test']}: field data.test.score_mean: expected " in proc.stdout
     assert f"FAIL record {SCORES['val']}: field data.val.score_mean: expected " in proc.stdout
+    # the changed val record reran the plan lock, so the test split was scored again, honestly
+    scores = {row["score"] for row in csv.DictReader(layout.predictions(run, "test").open(newline=""))}
+    assert not scores <= {"0.97", "0.03"}
 
 
 def test_a_rehashed_split_summary_fails(demo, tmp_path):
