@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import atomic, inputs, layout
 from .cli import guarded
-from .params import stamp
+from .params import ParamsError, load_all, stamp
 from .provenance import REPO_ROOT
 from .stages import STAGES, Stage, code_files
 
@@ -60,6 +60,11 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 def prepare(params: str | Path, out: str | Path, data: str) -> None:
     out = Path(out)
+    sections = load_all(params)
+    for stage in STAGES:
+        if stage.in_run and stage.params and stage.params not in sections:
+            raise ParamsError(f"{params}: section {stage.params!r} is missing; stage {stage.name} reads it "
+                              f"(copy the section from params.yaml)")
     stamp(params, out)
     write_if_changed(layout.data_source(out), f"{data}\n")
     inputs.write_stamp(out)

@@ -168,3 +168,16 @@ def test_run_records_in_pipeline_order():
     records = run_records()
     assert records[0] == "cohort.manifest" and records[-1] == "submission.documents"
     assert not any(r.startswith("heldout.") for r in records)
+
+
+def test_prepare_names_a_missing_section_a_stage_reads(tmp_path):
+    import yaml
+    from evidence.params import ParamsError
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["latency"]
+    file = tmp_path / "params.yaml"
+    file.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="section 'latency' is missing; stage validation.latency reads it"):
+        prepare(file, tmp_path / "run", "demo")
+    assert not (tmp_path / "run").exists()
