@@ -12,11 +12,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import yaml
 
 from evidence import chain, layout
 from evidence.canonical import record_hash, sha256_bytes, sha256_file
 from evidence.stages import STAGES, out_declared
+from demo_params import write_small
 
 REPO = Path(__file__).resolve().parent.parent
 _BUILT: dict[str, Path] = {}
@@ -36,12 +36,7 @@ def small_build(tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, params file) of the shared small demo run."""
     if not _BUILT:
         folder = tmp_path_factory.mktemp("audit-demo")
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["cohort"]["demo"]["n_patients"] = 80
-        params["train"]["epochs"] = 2
-        params["validate"]["bootstrap_resamples"] = 200
-        path = folder / "params.yaml"
-        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        path = write_small(folder / "params.yaml")
         out = folder / "build"
         make("submission", f"OUT={out}", f"PARAMS={path}")
         _BUILT.update(out=out, params=path)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from eda import cohort
 from evidence import inputs, layout, read_record, write_record
 from evidence.__main__ import main as evidence_main
 from evidence.make import prepare
 from evidence.manifest import read_manifest
+from demo_params import write_small
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = {"seed": 5, "n_patients": 20, "image_size": 64, "pneumonia_prevalence": 0.3}
@@ -204,10 +204,7 @@ def make(*args) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_make_reruns_the_cohort_when_an_image_changes(tmp_path, nih_dir):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["cohort"]["demo"]["n_patients"] = 20
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    params_file = write_small(tmp_path / "params.yaml", n_patients=20)
     data = tmp_path / "data"
     data.mkdir()
     for name in IMAGES:

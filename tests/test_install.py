@@ -15,10 +15,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evidence.canonical import sha256_file
 from evidence import stages
+from demo_params import write_small
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -97,13 +97,7 @@ def test_every_module_and_the_metadata_resolve_from_the_wheel(site, installed_en
 
 
 def test_installed_wheel_runs_every_stage_from_an_empty_folder(site, installed_env, tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["cohort"]["demo"]["n_patients"] = 60
-    params["train"]["epochs"] = 1
-    params["validate"]["bootstrap_resamples"] = 200
-    params_file = tmp_path / "params" / "params.yaml"
-    params_file.parent.mkdir()
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    params_file = write_small(tmp_path / "params" / "params.yaml", n_patients=60, epochs=1)
     work = tmp_path / "empty"
     work.mkdir()
     for stage in STAGES:

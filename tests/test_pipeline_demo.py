@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evidence import Store
+from demo_params import write_small
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -32,13 +32,7 @@ def make(*args, cwd=REPO, check=True):
 
 @pytest.fixture(scope="session")
 def demo_params(tmp_path_factory) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["cohort"]["demo"]["n_patients"] = 160
-    params["train"]["epochs"] = 6
-    params["validate"]["bootstrap_resamples"] = 500
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    return write_small(tmp_path_factory.mktemp("params") / "params.yaml", n_patients=160, epochs=6, resamples=500)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evidence import chain, layout
 from evidence.stages import run_records
+from demo_params import write_small
 
 REPO = Path(__file__).resolve().parent.parent
 BUSY = "error: another make is working on OUT="
@@ -61,12 +61,7 @@ def test_goals_without_a_run_folder_take_no_lock(tmp_path):
 
 @pytest.mark.slow
 def test_two_concurrent_make_submission_one_exits_no_record_lost(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["cohort"]["demo"]["n_patients"] = 80
-    params["train"]["epochs"] = 2
-    params["validate"]["bootstrap_resamples"] = 200
-    small = tmp_path / "params.yaml"
-    small.write_text(yaml.safe_dump(params, sort_keys=False))
+    small = write_small(tmp_path / "params.yaml")
     out = tmp_path / "x"
     args = ("submission", f"OUT={out}", f"PARAMS={small}")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

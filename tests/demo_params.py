@@ -1,0 +1,25 @@
+"""The params of the demo builds the tests run: `params.yaml` made small enough for a test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small(*, n_patients: int = 80, epochs: int = 2, resamples: int = 200) -> dict:
+    """params.yaml with a smaller demo cohort, fewer epochs, fewer bootstrap resamples and one pass
+    of the workflow set through the DICOM node for the time-to-notification."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["cohort"]["demo"]["n_patients"] = n_patients
+    params["train"]["epochs"] = epochs
+    params["validate"]["bootstrap_resamples"] = resamples
+    params["latency"].update(repeats=1, bootstrap_resamples=resamples)
+    return params
+
+
+def write_small(path: Path, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(small(**kwargs), sort_keys=False))
+    return path
