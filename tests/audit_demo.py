@@ -74,10 +74,15 @@ def rehash(out: Path, record_id: str, change=None) -> dict:
 def rechain(out: Path, record: dict, file_bytes: bytes) -> None:
     """Make the hash-chained log agree with a rewritten record, as a careful forger would: the
     record's last entry takes the new hashes and every entry from there is re-linked (the log
-    holds hashes only, so without a signature anyone can recompute it)."""
+    holds hashes only, so without a signature anyone can recompute it); a record the log does not
+    know gets a new last entry."""
     log = layout.evidence_log(out)
     entries = [json.loads(line) for line in log.read_text().splitlines()]
-    last = max(i for i, e in enumerate(entries) if e.get("record_id") == record["id"])
+    mine = [i for i, e in enumerate(entries) if e.get("record_id") == record["id"]]
+    if not mine:   # a forged extra record gets an entry of its own at the end
+        entries.append({"seq": len(entries), "record_id": record["id"], "created_utc": record["created_utc"]})
+        mine = [len(entries) - 1]
+    last = mine[-1]
     entries[last].update(record_sha256=record["sha256"], file_sha256=sha256_bytes(file_bytes))
     for i in range(last, len(entries)):
         entries[i]["prev"] = entries[i - 1]["entry_sha256"]
