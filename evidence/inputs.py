@@ -22,7 +22,6 @@ is the lower-case hex of the top hash.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -31,7 +30,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import atomic, layout
+from .canonical import sha256_file
 from .errors import EvidenceError
+from .manifest import ManifestError, image_path, read_manifest
 from .record import read_record
 
 SCHEME = "rfc6962-sha256/sha256sum-lines-sorted-by-image_id"
@@ -44,17 +45,10 @@ HASH_BYTES_PER_S = 200e6
 #: `--inputs auto` re-hashes only when the estimate is under this many seconds.
 AUTO_LIMIT_S = 60.0
 BATCH = 64            # files per task of the pool
-CHUNK = 1 << 20       # bytes read at a time
 
 
 def sha256_and_size(path: str | Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
+    return sha256_file(path), os.stat(path).st_size
 
 
 def _batch(paths: list[str]) -> list[tuple[str, int]]:
@@ -109,21 +103,8 @@ def summary(image_ids: Iterable[str], hashes: list[tuple[str, int]]) -> dict:
 # --- the audit ---------------------------------------------------------------------------------
 
 def _manifest_rows(path: Path) -> list[dict]:
-    """image_id, path, sha256 of every manifest row (the csv module: no pandas needed)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: r.get(k) or "" for k in ("image_id", "path", "sha256")} for r in csv.DictReader(f)]
-
-
-def _locate(stored: str, source: dict, out: Path) -> Path:
-    """Where an image is now: the demo's images lie in the run folder, so they are found below
-    OUT/demo even when the run folder was copied or moved since."""
-    p = Path(stored)
-    if source.get("kind") == "demo":
-        try:
-            return layout.demo(out) / p.relative_to(source["data_dir"])
-        except ValueError:
-            pass
-    return p
+    """image_id, path, sha256 of every manifest row (`evidence.manifest.read_manifest`)."""
+    return read_manifest(path, ["path", "sha256"]).to_dict("records")
 
 
 def estimate_s(n_bytes: int) -> float:
@@ -154,8 +135,8 @@ def check(out: str | Path, when: str = "always", say: Callable[[str], None] = pr
         return []  # a record that binds no manifest binds no inputs
     try:
         rows = _manifest_rows(manifest)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return [f"{field}: cannot be checked: {manifest}: {e}"]
+    except ManifestError as e:
+        return [f"{field}: cannot be checked: {e}"]
     if not isinstance(recorded, dict) or not {"files", "bytes", "merkle_root"} <= recorded.keys():
         return [f"{field}: expected the sha256 of the input images found none (rerun `python -m eda.cohort`)"]
     failures = []
@@ -170,7 +151,7 @@ def check(out: str | Path, when: str = "always", say: Callable[[str], None] = pr
             "(python -m evidence audit --inputs always)")
         return failures
     present = [r for r in rows if r["path"]]
-    files = [_locate(r["path"], record["data"]["source"], out) for r in present]
+    files = [image_path(r["path"], record["data"]["source"], out) for r in present]
     exists = [f.is_file() for f in files]
     found = hash_files(str(f) if e else "" for f, e in zip(files, exists))
     for r, f, e, (sha, _) in zip(present, files, exists, found):
@@ -194,8 +175,8 @@ def fingerprint(out: str | Path) -> dict:
     path = layout.manifest(out)
     try:
         rows = _manifest_rows(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        state = "no manifest" if not path.exists() else f"unreadable manifest ({type(e).__name__})"
+    except ManifestError:
+        state = "no manifest" if not path.exists() else "unreadable manifest"
         return {"files": 0, "missing": 0, "fingerprint": hashlib.sha256(state.encode()).hexdigest()}
     h = hashlib.sha256()
     files = missing = 0

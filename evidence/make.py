@@ -65,7 +65,7 @@ def prepare(params: str | Path, out: str | Path, data: str) -> None:
         if stage.in_run and stage.params and stage.params not in sections:
             raise ParamsError(f"{params}: section {stage.params!r} is missing; stage {stage.name} reads it "
                               f"(copy the section from params.yaml)")
-    stamp(params, out)
+    stamp(params, out, sections)
     write_if_changed(layout.data_source(out), f"{data}\n")
     inputs.write_stamp(out)
     write_if_changed(layout.stage_rules(out), makefile())

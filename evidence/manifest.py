@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from . import layout
 from .errors import ToolkitError
 
 TEXT, LABEL, NUMBER = "str", "int 0/1", "float"
@@ -97,6 +98,20 @@ def _typed(values: pd.Series, column: str, where: str) -> pd.Series:
         raise ManifestError(f"{where}: row {_first_row(bad)}: column {column} has non-numeric value "
                             f"{values[bad].iloc[0]!r} (expected a number or empty)")
     return numbers.astype(float)
+
+
+def image_path(stored: str, source: dict, out: str | Path) -> Path:
+    """Where a manifest row's image is now. A demo cohort's images are part of its run folder
+    (`OUT/demo`), so they are found there even when the run folder was copied or moved since
+    (an auditor's copy); any other path is the stored one. `source` is `cohort.manifest`'s
+    `data.source`."""
+    p = Path(stored)
+    if source.get("kind") == "demo" and source.get("data_dir"):
+        try:
+            return layout.demo(out) / p.relative_to(source["data_dir"])
+        except ValueError:
+            pass
+    return p
 
 
 def read_splits(path: str | Path) -> pd.DataFrame:

@@ -384,10 +384,11 @@ def reference() -> str:
 
 # ----------------------------------------------------------------------------- command line
 
-def stamp(path: str | Path, out_dir: str | Path) -> list[str]:
-    """Write changed per-section stamp files; return the sections that changed."""
+def stamp(path: str | Path, out_dir: str | Path, sections: dict | None = None) -> list[str]:
+    """Write changed per-section stamp files; return the sections that changed. `sections`: the
+    file's sections when the caller has already read them (`load_all(path)`)."""
     changed = []
-    for name, value in load_all(path).items():
+    for name, value in (load_all(path) if sections is None else sections).items():
         target = layout.params_stamp(out_dir, name)
         text = json.dumps(value, sort_keys=True, indent=2) + "\n"
         if not target.is_file() or target.read_text() != text:

@@ -15,6 +15,7 @@ File patterns are relative to the repository root (`**` matches any folder depth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -176,7 +177,13 @@ def check_dependency(record_id: str, dep_id: str) -> None:
 
 def code_files(stage: Stage, root: Path = REPO_ROOT) -> list[Path]:
     """Every file whose content is the stage's code: the .py files of its source folders and the
-    non-Python files its patterns name, sorted and without repeats."""
+    non-Python files its patterns name, sorted and without repeats (listed once per process and
+    stage: a stage writes several records)."""
+    return list(_code_files(stage, root))
+
+
+@lru_cache(maxsize=None)
+def _code_files(stage: Stage, root: Path) -> tuple[Path, ...]:
     files: set[Path] = set()
     for pkg in stage.code_sources:
         folder = root / pkg
@@ -188,7 +195,7 @@ def code_files(stage: Stage, root: Path = REPO_ROOT) -> list[Path]:
         if not found:
             raise EvidenceError(f"stage {stage.name}: file pattern {pattern!r} matches no file under {root}")
         files.update(found)
-    return sorted(files)
+    return tuple(sorted(files))
 
 
 def hashed_by(path: str) -> list[Stage]:

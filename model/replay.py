@@ -26,6 +26,7 @@ import numpy as np
 
 from evidence import EvidenceError, Store, console, layout
 from evidence.cli import EXIT_FAILED, EXIT_OK, guarded
+from evidence.manifest import image_path
 
 from .infer import MODEL_FILE, SPEC_FILE, DeviceError, trained_sha256
 
@@ -67,18 +68,12 @@ def read_scores(path: Path) -> dict[str, tuple[int, float]]:
     return found
 
 
-def _rebased(rows, out: Path, store: Store):
-    """A demo cohort's images travel with the run folder: paths under the folder the manifest was
-    written in are read from this folder's copy when the original is gone (an auditor's copy)."""
+def _located(rows, out: Path, store: Store):
+    """The rows with each image's current path (`evidence.manifest.image_path`: a demo cohort's
+    images are read from this run folder's copy)."""
     source = store.get("cohort.manifest")["data"].get("source", {}) if store.has("cohort.manifest") else {}
-    old = source.get("data_dir")
-    if source.get("kind") != "demo" or not old:
-        return rows
-    new = layout.demo(out)
-    paths = [p if Path(p).is_file() or not p.startswith(old + "/") else str(new / p[len(old) + 1:])
-             for p in rows["path"]]
     rows = rows.copy()
-    rows["path"] = paths
+    rows["path"] = [str(image_path(p, source, out)) if p else p for p in rows["path"]]
     return rows
 
 
@@ -117,7 +112,7 @@ def replay(out: str | Path, *, sample: int | None = SAMPLE, seed: int = 0) -> tu
     if sample is not None and sample < len(rows):
         chosen = set(random.Random(seed).sample(sorted(rows["image_id"]), sample))
         rows = rows[rows["image_id"].isin(chosen)]
-    rows = _rebased(rows.reset_index(drop=True), out, store)
+    rows = _located(rows.reset_index(drop=True), out, store)
     data.check_files(rows)
     batch_size = int(record["params"].get("batch_size", 32))
     model, spec = load_model(out)

@@ -22,7 +22,7 @@ from evidence.params import section
 from evidence.provenance import relative_to_run
 from evidence.cli import stage_main
 from evidence.errors import ToolkitError
-from evidence.manifest import read_manifest
+from evidence.manifest import read_manifest, read_splits
 
 from . import dicom
 from .infer import STATUSES, classify, expand, load_device, summary
@@ -48,7 +48,7 @@ def pick_demo_images(out: Path, count: int) -> pd.DataFrame:
     table = table[table["path"] != ""]
     splits = layout.splits(out)   # the test split, not its scores: they exist only after the plan is locked
     if splits.is_file():
-        ids = set(pd.read_csv(splits, dtype={"image_id": str}).query("split == 'test'")["image_id"])
+        ids = set(read_splits(splits).query("split == 'test'")["image_id"])
         preferred = table[table["image_id"].isin(ids)]
         table = preferred if len(preferred) else table
     table = table.sort_values("image_id")
