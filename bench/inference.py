@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import timed
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO.parent / "shared" / "data" / "nih" / "images_1024"
 GOAL_RATIO = 1.3
@@ -91,8 +93,8 @@ def measure(n_images: int, out: str | Path, repeats: int, profile: str | None = 
 
         prediction_only()  # warm-up (graph tracing)
         end_to_end()
-        t_full = min(_timed(end_to_end) for _ in range(repeats))
-        t_pred = min(_timed(prediction_only) for _ in range(repeats))
+        t_full = min(timed(end_to_end) for _ in range(repeats))
+        t_pred = min(timed(prediction_only) for _ in range(repeats))
         stages = {"intake_s": 0.0, "preprocess_s": 0.0, "predict_s": 0.0}
         for batch in batches:  # the same work one step after the other, no overlap (one pass)
             start = time.perf_counter()
@@ -123,12 +125,6 @@ def measure(n_images: int, out: str | Path, repeats: int, profile: str | None = 
           f"one step after the other: {result['sequential_ratio']}) [{model_name}; "
           f"{result['source_image_size']}]")
     return result
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

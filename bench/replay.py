@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import timed
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +81,7 @@ def main(out: str | Path = "build", repeats: int = 2) -> dict:
                 predict(model, x)
 
         model_only()  # warm-up (graph tracing)
-        t_model = min(_timed(model_only) for _ in range(repeats))
+        t_model = min(timed(model_only) for _ in range(repeats))
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -88,7 +90,7 @@ def main(out: str | Path = "build", repeats: int = 2) -> dict:
             assert failures == [] and summary["replayed"] == n, failures[:3]
         t_replay = min(times)
         from model.predict import score_rows
-        t_score = min(_timed(lambda: score_rows(model, spec, df, 64, "bench")) for _ in range(repeats))
+        t_score = min(timed(lambda: score_rows(model, spec, df, 64, "bench")) for _ in range(repeats))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {"model": name, "n_images": n, "cpu_count": os.cpu_count(),
@@ -103,12 +105,6 @@ def main(out: str | Path = "build", repeats: int = 2) -> dict:
           f"ratio {result['scoring_ratio']}); "
           f"max |difference| {summary['max_abs_difference']:.2g} [{name}; {n} real NIH 64x64 images]")
     return result
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

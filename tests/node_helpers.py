@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
+
+from validation.latency import free_port, wait_for  # noqa: F401 (the tests poll and bind with these)
 
 REPO = Path(__file__).resolve().parent.parent
 SC, SR = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.22"
@@ -29,21 +29,6 @@ def require_tool(name: str, also_in: str = "") -> str:
             pytest.fail(message + "; CI must provide it")
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 class Pacs:

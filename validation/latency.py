@@ -55,7 +55,8 @@ class LatencyError(ToolkitError, RuntimeError):
     pass
 
 
-def _wait(condition, timeout: float, step: float = 0.02) -> bool:
+def wait_for(condition, timeout: float, step: float = 0.02) -> bool:
+    """Poll `condition` every `step` seconds until it holds or `timeout` passes; its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -64,7 +65,8 @@ def _wait(condition, timeout: float, step: float = 0.02) -> bool:
     return bool(condition())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -98,7 +100,7 @@ class Peers:
     def __init__(self, kind: str, folder: Path):
         import pynetdicom
 
-        self.kind, self.folder, self.port, self.proc, self.server = kind, folder, _free_port(), None, None
+        self.kind, self.folder, self.port, self.proc, self.server = kind, folder, free_port(), None, None
         if kind == "dcmtk":
             version = dcmtk_version("storescu")
             self.sender = {"software": "dcmtk storescu", "version": version}
@@ -113,7 +115,7 @@ class Peers:
             self.proc = subprocess.Popen(["storescp", "--aetitle", RECEIVER_AET, "--output-directory",
                                           str(self.folder / "received"), str(self.port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if not _wait(lambda: _listening(self.port), 30, 0.1):
+            if not wait_for(lambda: _listening(self.port), 30, 0.1):
                 raise LatencyError(f"storescp did not listen on 127.0.0.1:{self.port}")
             return
         from pynetdicom import AE, evt
@@ -207,11 +209,11 @@ def run(out: str | Path, params: dict) -> dict:
         try:
             for i, (path, _) in enumerate(copies, 1):
                 peers.send(path, node.listen[1])
-                if p["load"] == "one_at_a_time" and not _wait(lambda: len(state.notified()) >= i,
+                if p["load"] == "one_at_a_time" and not wait_for(lambda: len(state.notified()) >= i,
                                                               float(p["timeout_s"])):
                     break
-            done = _wait(lambda: len(state.notified()) >= len(copies), float(p["timeout_s"]))
-            delivered = done and _wait(lambda: not state.undelivered(), float(p["timeout_s"]))
+            done = wait_for(lambda: len(state.notified()) >= len(copies), float(p["timeout_s"]))
+            delivered = done and wait_for(lambda: not state.undelivered(), float(p["timeout_s"]))
         finally:
             node.stop()
             peers.stop()
