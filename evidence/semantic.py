@@ -28,6 +28,7 @@ from typing import Any
 
 from . import layout
 from .errors import EvidenceError
+from .manifest import ManifestError, read_manifest, read_splits
 from .stages import stage_of
 
 #: the score column is written with 8 significant digits: a mean over it differs from the mean of
@@ -68,10 +69,23 @@ def _positive(row: dict[str, str], column: str) -> bool:
     return float(row[column] or 0) == 1
 
 
+def _table(read, path: Path) -> list[dict] | str | None:
+    """The rows of a manifest or split file read with its contract reader (`evidence.manifest`),
+    None when the file is missing (the hash audit reports it), or the reader's error."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path).to_dict("records")
+    except ManifestError as e:
+        return str(e)
+
+
 def check_manifest(records: dict, run_dir: Path) -> list[str]:
-    rows = _rows(layout.manifest(run_dir))
+    rows = _table(lambda p: read_manifest(p, ["patient_id", "pneumonia", "path"]), layout.manifest(run_dir))
     if rows is None:
         return []
+    if isinstance(rows, str):
+        return [f"record cohort.manifest: field outs[{layout.manifest('').as_posix()}]: {rows}"]
     patients = {r["patient_id"] for r in rows}
     pos_patients = {r["patient_id"] for r in rows if _positive(r, "pneumonia")}
     counts = {"images": len(rows), "patients": len(patients),
@@ -93,10 +107,12 @@ def check_manifest(records: dict, run_dir: Path) -> list[str]:
     return failures
 
 
-def _check_splits(data: dict, run_dir: Path, manifest: list[dict[str, str]]) -> list[str]:
-    rows = _rows(layout.splits(run_dir))
+def _check_splits(data: dict, run_dir: Path, manifest: list[dict]) -> list[str]:
+    rows = _table(read_splits, layout.splits(run_dir))
     if rows is None:
         return []
+    if isinstance(rows, str):
+        return [f"record split.patients: field outs[{layout.splits('').as_posix()}]: {rows}"]
     label = {r["image_id"]: _positive(r, "pneumonia") for r in manifest}
     rid, failures = "split.patients", []
     failures += _compare(rid, data, "rows_split", len(rows))
