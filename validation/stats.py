@@ -181,16 +181,28 @@ def _fast_delong(y: np.ndarray, score_sets: Sequence[np.ndarray]):
     return np.array(aucs), s10 / m + s01 / n, m, n
 
 
+def auc_interval_reason(labels) -> str | None:
+    """Why no AUC interval can be given (None when one can): every AUC interval of this toolkit,
+    DeLong or bootstrap, needs at least two positives and two negatives. With one case of a class
+    the DeLong variance of its structural components is undefined, and a bootstrap interval
+    would only show how often that single case is drawn, not the uncertainty of the AUC."""
+    y = np.asarray(labels)
+    m, n = int(np.sum(y == 1)), int(np.sum(y == 0))
+    if m < 2 or n < 2:
+        return (f"an AUC interval needs at least two positives and two negatives "
+                f"(positives {m}, negatives {n})")
+    return None
+
+
 def delong_auc_ci(labels, scores, *, level: float = 0.95) -> dict:
     """AUC with the DeLong (1988) variance, fast algorithm of Sun & Xu (2014); Wald interval
     clipped to [0, 1]. Not estimable with fewer than two positives or two negatives: the variance
     of the structural components of a class of one case is undefined."""
     level = _check_level(level)
     y, s = _as_arrays(labels, scores)
-    m, n = int(y.sum()), int(len(y) - y.sum())
-    if m < 2 or n < 2:
-        return not_estimable(f"the DeLong interval needs at least two positives and two negatives "
-                             f"(positives {m}, negatives {n})")
+    reason = auc_interval_reason(y)
+    if reason:
+        return not_estimable(f"the DeLong interval: {reason}")
     aucs, cov, m, n = _fast_delong(y, [s])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = sps.norm.ppf(0.5 + level / 2)
@@ -356,13 +368,15 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     """Patient-cluster bootstrap of metrics at `threshold` (score >= threshold is positive).
 
     Each resample draws patients with replacement (multinomial multiplicities) and keeps all of
-    a drawn patient's images. Count metrics come from per-patient TP/FP/TN/FN sums by a matrix
-    product; AUC from weighted Mann-Whitney sums over the scores sorted once. Resamples where a
-    metric is undefined (e.g. no positive drawn) are counted in ``n_degenerate`` and left out
-    of its interval. method "percentile" or "bca" (bias-corrected and accelerated, acceleration
-    from the jackknife over patients); when BCa is degenerate (every resample equal, or its
-    corrections undefined) the interval falls back to Clopper-Pearson for a proportion and to
-    the percentile interval for F1 and AUC, and ``fallback`` says why.
+    a drawn patient's images. The AUC is not estimable with fewer than two positives or two
+    negatives (`auc_interval_reason`), as for DeLong. Count metrics come from per-patient
+    TP/FP/TN/FN sums by a matrix product; AUC from weighted Mann-Whitney sums over the scores
+    sorted once. Resamples where a metric is undefined (e.g. no positive drawn) are counted in
+    ``n_degenerate`` and left out of its interval. method "percentile" or "bca" (bias-corrected
+    and accelerated, acceleration from the jackknife over patients); when BCa is degenerate
+    (every resample equal, or its corrections undefined) the interval falls back to
+    Clopper-Pearson for a proportion and to the percentile interval for F1 and AUC, and
+    ``fallback`` says why.
     Returns {metric: estimate dict + n_resamples, n_degenerate, n_patients}.
     """
     metrics = tuple(metrics)
@@ -398,6 +412,9 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     out = {}
     for m in metrics:
         n = _denominator_n(m, conf, len(y))
+        if m == "auc" and auc_interval_reason(y):
+            out[m] = not_estimable(f"the bootstrap interval: {auc_interval_reason(y)}")
+            continue
         if not math.isfinite(point[m]):
             out[m] = not_estimable(f"{m}: not defined on the full sample (denominator zero or one class)")
             continue
