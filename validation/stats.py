@@ -10,6 +10,7 @@ Public API:
                       level=0.95, method="percentile", seed=0)
     delong_auc_ci(labels, scores, *, level=0.95)
     delong_test(labels, scores_a, scores_b)
+    homogeneity_test(successes, totals)
     buderer_sample_size(sensitivity, specificity, prevalence, half_width, *, level=0.95)
     ppv_npv_at_prevalence(sensitivity, specificity, prevalence)
     confusion(labels, scores, threshold), point_metrics(tp, fp, tn, fn), auc(labels, scores)
@@ -235,6 +236,46 @@ def delong_test(labels, scores_a, scores_b) -> dict:
         p = float(2 * sps.norm.sf(abs(z)))
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "se": se,
             "z": float(z), "p_value": float(p), "method": "delong", "n": m + n}
+
+
+# --------------------------------------------------------------------------- heterogeneity
+
+HOMOGENEITY_METHODS = {
+    "pearson-chi-square": "Pearson chi-square test of homogeneity of proportions (no continuity correction)",
+    "fisher-exact": "Fisher's exact test, two-sided",
+}
+
+
+def homogeneity_test(successes: Sequence[int], totals: Sequence[int]) -> dict:
+    """Test that k proportions successes[i] / totals[i] are equal (heterogeneity across strata).
+
+    Two strata: Fisher's exact test, two-sided (scipy.stats.fisher_exact), valid at any count;
+    three or more: the Pearson chi-square test of homogeneity of the k x 2 table, k - 1 degrees
+    of freedom, no continuity correction (scipy.stats.chi2_contingency), with the smallest expected
+    cell count reported (below 5 the chi-square approximation is rough). Not estimable with fewer
+    than two strata, or when every stratum has the same outcome for every case (the statistic is
+    0/0). Returns {method, p_value, n_strata, n, min_expected}, and for the chi-square test
+    `statistic` and `df`.
+    """
+    k = np.asarray(successes, dtype=int)
+    n = np.asarray(totals, dtype=int)
+    if k.shape != n.shape or k.ndim != 1:
+        raise ValueError("successes and totals must be 1-D of equal length")
+    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
+        raise ValueError(f"homogeneity test needs 0 <= successes <= totals and totals > 0, got {k} of {n}")
+    if len(k) < 2:
+        return not_estimable(f"{len(k)} {'stratum' if len(k) == 1 else 'strata'} with an estimate: "
+                             "a heterogeneity test needs at least two")
+    table = np.stack([k, n - k], axis=1)
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        return not_estimable("every case in every stratum has the same outcome: no heterogeneity to test")
+    expected = np.outer(n, table.sum(axis=0)) / n.sum()
+    base = {"n_strata": int(len(k)), "n": int(n.sum()), "min_expected": float(expected.min())}
+    if len(k) == 2:
+        _, p = sps.fisher_exact(table, alternative="two-sided")
+        return {"method": "fisher-exact", "p_value": float(min(1.0, p)), **base}
+    chi2, p, dof, _ = sps.chi2_contingency(table, correction=False)
+    return {"method": "pearson-chi-square", "statistic": float(chi2), "df": int(dof), "p_value": float(p), **base}
 
 
 # --------------------------------------------------------------------------- sample size, prevalence
