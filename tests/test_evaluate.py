@@ -26,7 +26,8 @@ RECORDS = ("validation.test", "validation.calibration", "validation.subgroups",
 def run(tmp_path_factory, repo_root=Path(__file__).resolve().parent.parent):
     tmp = tmp_path_factory.mktemp("eval")
     out = make_run(tmp, seed=3, n_test=200)
-    params = params_file(tmp, repo_root, bootstrap_resamples=300, min_subgroup_n=25)
+    params = params_file(tmp, repo_root, bootstrap_resamples=300, min_subgroup_positives=20,
+                         min_subgroup_negatives=25)
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
     lock_and_score(out, params)
     assert evaluate.main(["--out", str(out), "--params", str(params)]) == 0
@@ -70,7 +71,7 @@ def test_refuses_without_a_plan_lock(tmp_path, repo_root, capsys):
 
 @pytest.mark.parametrize("tamper, message", [
     ("plan", "record validation.plan_lock: plan file submission/validation_plan.md: expected"),
-    ("params", "params validate.min_subgroup_n: differ from the values locked in record validation.plan_lock"),
+    ("params", "params validate.min_subgroup_positives: differ from the values locked in record validation.plan_lock"),
     ("scores", "predictions/test.csv: sha256"),
 ])
 def test_refuses_unless_the_trail_proves_the_locked_plan(tmp_path, repo_root, capsys, tamper, message):
@@ -81,7 +82,7 @@ def test_refuses_unless_the_trail_proves_the_locked_plan(tmp_path, repo_root, ca
     if tamper == "plan":
         (out / "submission" / "validation_plan.md").write_text("# A plan edited after the lock\n")
     elif tamper == "params":
-        params = params_file(tmp_path, repo_root, bootstrap_resamples=100, min_subgroup_n=3)
+        params = params_file(tmp_path, repo_root, bootstrap_resamples=100, min_subgroup_positives=3)
     else:
         with (out / "predictions" / "test.csv").open("a") as f:
             f.write("t9999_000.png,t9999,1,0.99\n")
@@ -128,16 +129,42 @@ def test_test_metrics_against_references(run):
 
 
 def test_calibration_against_sklearn(run):
-    d = read_record(run, "validation.calibration")["data"]
+    rec = read_record(run, "validation.calibration")
+    d = rec["data"]
     df = pd.read_csv(run / "predictions" / "test.csv")
-    assert d["brier_score"] == pytest.approx(brier_score_loss(df["label"], df["score"]))
-    assert sum(b["n"] for b in d["bins"]) == len(df) and d["ece_bins"]["count"] == 10
-    # ECE by hand on the same bins
+    s, y = df["score"].to_numpy(), df["label"].to_numpy()
+    assert d["brier_score"] == pytest.approx(brier_score_loss(y, s))
+    assert sum(b["n"] for b in d["bins"]) == len(df)
+    # the default: equal-count bins, edges at the deciles of the scores, [low, high), the last closed
+    assert d["ece_bins"]["binning"] == "quantile" and d["ece_bins"]["requested"] == 10
+    inner = np.quantile(s, np.arange(1, 10) / 10)
+    assert [b["high"] for b in d["bins"][:-1]] == pytest.approx(list(inner))
+    idx = np.array([sum(v >= e for e in inner) for v in s])
+    assert [b["n"] for b in d["bins"]] == [int(np.sum(idx == k)) for k in range(10)]
+    assert max(b["n"] for b in d["bins"]) - min(b["n"] for b in d["bins"]) <= 3  # equal counts up to ties
+    ece = sum(np.sum(idx == k) / len(df) * abs(y[idx == k].mean() - s[idx == k].mean()) for k in range(10))
+    assert d["ece"] == pytest.approx(ece) == d["ece_ci"]["estimate"]
+    e = d["ece_ci"]
+    assert e["method"] == "cluster-bootstrap-percentile" and e["unit"] == "patient" and e["n_resamples"] == 300
+    assert e["n_clusters"] == df["patient_id"].nunique() and e["ci_low"] < e["ci_high"]
+    c = d["concentration"]
+    t = read_record(run, "validation.threshold")["data"]["threshold"]
+    assert c["threshold"] == t and c["n_within_window"] == int(np.sum(np.abs(s - t) <= 0.05))
+    assert c["share_within_window"] == pytest.approx(c["n_within_window"] / len(s))
+    assert c["concentrated"] is (c["share_within_window"] >= 0.5 or c["all_in_threshold_tenth"])
+    assert [o["path"] for o in rec["outs"]] == ["figures/reliability_test.png", "figures/scores_test.png"]
+
+
+def test_uniform_calibration_bins_by_hand():
+    rng = np.random.default_rng(5)
+    y, s = rng.integers(0, 2, 300), np.round(rng.random(300), 3)
+    d = calibration.calibration(y, s, n_bins=10, binning="uniform", n_resamples=50)
     edges = np.linspace(0, 1, 11)
-    idx = np.clip(np.digitize(df["score"], edges) - 1, 0, 9)
-    ece = sum(np.sum(idx == k) / len(df) * abs(df["label"][idx == k].mean() - df["score"][idx == k].mean())
+    idx = np.clip(np.digitize(s, edges) - 1, 0, 9)
+    ece = sum(np.sum(idx == k) / len(s) * abs(y[idx == k].mean() - s[idx == k].mean())
               for k in range(10) if np.any(idx == k))
-    assert d["ece"] == pytest.approx(ece)
+    assert d["ece"] == pytest.approx(ece) and d["ece_bins"]["count"] == 10
+    assert "concentration" not in d  # no threshold given
 
 
 def test_calibration_empty_bin_not_estimable():
@@ -148,19 +175,34 @@ def test_calibration_empty_bin_not_estimable():
 def test_subgroups(run):
     d = read_record(run, "validation.subgroups")["data"]
     g = d["groups"]
-    assert set(g) == {"sex", "age_band", "view", "finding"}
-    assert set(g["age_band"]) == {"lt18", "18_40", "40_60", "60_80", "ge80", "unknown"}
-    n_test = len(pd.read_csv(run / "predictions" / "test.csv"))
-    assert sum(x["n"] for x in g["sex"].values()) == n_test
-    assert sum(x["n"] for x in g["age_band"].values()) == n_test
+    assert set(g) == {"sex", "age_band", "age_out_of_scope", "view", "finding"}
+    assert set(g["age_band"]) == {"18_40", "40_60", "60_80", "80_100"}
+    assert set(g["age_out_of_scope"]) == {"under_min", "over_max", "unknown"}
+    assert d["min_subgroup_positives"] == 20 and d["min_subgroup_negatives"] == 25
+    df = pd.read_csv(run / "predictions" / "test.csv")
+    assert sum(x["n"] for x in g["sex"].values()) == len(df)
+    assert sum(x["n"] for x in list(g["age_band"].values()) + list(g["age_out_of_scope"].values())) == len(df)
     assert "Infiltration" in g["finding"] and "Pneumonia" not in g["finding"]
-    small = g["sex"]["unknown"]
-    assert small["n"] < 25 and small["estimable"] is False and "min_subgroup_n" in small["reason"]
-    assert small["sensitivity"]["estimable"] is False
-    for grp in list(g["sex"].values()) + list(g["view"].values()):
-        if grp["estimable"]:
+    for grp in [x for v in ("sex", "age_band", "age_out_of_scope", "view") for x in g[v].values()]:
+        assert grp["n_positive"] + grp["n_negative"] == grp["n"]
+        assert grp["n_positive"] == grp["confusion"]["tp"] + grp["confusion"]["fn"]
+        assert stats_is_estimable(grp["sensitivity"]) == (grp["n_positive"] >= 20)
+        assert stats_is_estimable(grp["specificity"]) == (grp["n_negative"] >= 25)
+        if grp["n_positive"] < 20:
+            assert grp["sensitivity"]["reason"].startswith(f"{grp['n_positive']} positive")
+        else:
             assert grp["sensitivity"]["method"] == "wilson"
+    small = g["sex"]["unknown"]
+    assert small["estimable"] is False and "fewer than the pre-specified 20" in small["reason"]
+    assert set(d["heterogeneity"]) == {"sex", "age_band", "view", "finding"}
+    het = d["heterogeneity"]["sex"]["specificity"]
+    assert het["method"] == "fisher-exact" and het["strata"] == ["M", "F"]
+    assert "multiplicity" in d["heterogeneity_statement"]
     assert read_record(run, "validation.subgroups")["outs"][0]["path"] == "figures/forest_test.png"
+
+
+def stats_is_estimable(v) -> bool:
+    return not (isinstance(v, dict) and v.get("estimable") is False)
 
 
 def test_benchmark_and_acceptance(run):
@@ -223,11 +265,24 @@ def test_manifest_mismatch_is_an_error(tmp_path, repo_root, capsys):
 
 def test_one_class_subgroup_is_not_estimable_never_nan():
     from validation.subgroups import group_metrics
-    g = group_metrics(np.zeros(30, dtype=int), np.zeros(30), 0.5, label="x", min_n=10, level=0.95)
-    assert g["estimable"] is False and "one class" in g["reason"]
-    assert g["sensitivity"]["estimable"] is False
-    assert g["specificity"]["estimate"] == 1.0
+    g = group_metrics(np.zeros(30, dtype=int), np.zeros(30), 0.5, label="x", min_positives=10,
+                      min_negatives=10, level=0.95)
+    assert g["estimable"] is False and g["sensitivity"]["reason"] == "0 positives, fewer than the pre-specified 10"
+    assert g["specificity"]["estimate"] == 1.0 and (g["n_positive"], g["n_negative"]) == (0, 30)
     json.dumps(g, allow_nan=False)
+
+
+def test_every_auc_interval_is_not_estimable_with_one_positive_or_one_negative():
+    """The issue's run: one positive still got an interval ([0.120, 1.0]) from the bootstrap."""
+    rng = np.random.default_rng(0)
+    p = {"ci_level": 0.95, "bootstrap_resamples": 400, "bootstrap_method": "percentile", "bootstrap_seed": 0,
+         "prevalences": [0.05]}
+    for labels in ([1] + [0] * 59, [0] + [1] * 59):
+        df = pd.DataFrame({"label": labels, "score": rng.random(60), "patient_id": [f"p{i // 2}" for i in range(60)]})
+        auc = evaluate.test_metrics(df, 0.5, p)["metrics"]["auc"]
+        assert set(auc) == {"delong", "bootstrap"}
+        for est in auc.values():
+            assert est["estimable"] is False and "at least two positives and two negatives" in est["reason"]
 
 
 def test_figure_curve_matches_sklearn_roc():

@@ -102,7 +102,7 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     labels.to_csv(folder / "labels.csv", index=False)
 
     params = tmp_path / "params.yaml"
-    params.write_text("validate: {ci_level: 0.95, bootstrap_resamples: 200, bootstrap_seed: 3, min_subgroup_n: 5}\n"
+    params.write_text("validate: {ci_level: 0.95, bootstrap_resamples: 200, bootstrap_seed: 3, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n"
                       "workflow: {allowed_modalities: [DX, CR]}\nsubmission: {}\n")
     from submission import render  # noqa: F401  (the renderer must exist for the report)
     template = Path(heldout.__file__).resolve().parent.parent / "templates" / "heldout_report.md.j2"
@@ -150,7 +150,7 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert str((locked_run / "models" / "model.keras").resolve()) in dep_paths
     sub = read_record(hout, "heldout.subgroups")["data"]["groups"]
     assert sub["sex"]["M"]["n"] + sub["sex"]["F"]["n"] + sub["sex"]["unknown"]["n"] == len(rows)
-    assert set(sub) == {"sex", "age_band", "view"}  # DICOM headers carry no finding labels
+    assert set(sub) == {"sex", "age_band", "age_out_of_scope", "view"}  # DICOM headers carry no finding labels
 
     report = (hout / "submission" / "heldout_report.md").read_text()
     assert "Held-out Clinical Revalidation Report" in report
@@ -192,7 +192,7 @@ def test_labels_csv_problems(locked_run, nih, tmp_path):
     labels.to_csv(folder / "labels.csv", index=False)
     (folder / "notes.txt").write_text("<script>alert(1)</script>")   # not a DICOM, not labelled
     params = tmp_path / "p.yaml"
-    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
     intake = read_record(_hout(locked_run, folder), "heldout.intake")["data"]
     kinds = sorted(q["problem"] for q in intake["label_problems"])
@@ -208,7 +208,7 @@ def test_reader_column_that_is_not_an_identifier(locked_run, nih, tmp_path):
     labels = build_heldout(folder, _heldout_rows(nih).head(8)).rename(columns={"reader_a": "Reader 1"})
     labels.to_csv(folder / "labels.csv", index=False)
     params = tmp_path / "p.yaml"
-    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
     readers = read_record(_hout(locked_run, folder), "heldout.metrics")["data"]["readers"]
     assert list(readers) == ["Reader 1"] and readers["Reader 1"]["n_reads"] == len(labels)
@@ -225,7 +225,7 @@ def test_rows_naming_files_the_run_skips_are_unknown_files(locked_run, nih, tmp_
         labels.loc[len(labels)] = {"file": name, "label": 0, "patient_id": "p", "reader_a": 0}
     labels.to_csv(folder / "labels.csv", index=False)
     params = tmp_path / "p.yaml"
-    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
     intake = read_record(_hout(locked_run, folder), "heldout.intake")["data"]
     assert [(q["file"], q["problem"]) for q in intake["label_problems"]] == [
@@ -254,7 +254,7 @@ def test_a_set_already_run_is_never_overwritten_and_a_changed_set_gets_its_own_f
     folder = tmp_path / "again"
     labels = build_heldout(folder, _heldout_rows(nih).head(8))
     params = tmp_path / "p.yaml"
-    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_n: 5}\n")
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n")
     heldout.run(locked_run, folder, params, render=False)
     first = _hout(locked_run, folder)
     before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
@@ -343,9 +343,9 @@ def test_heldout_params_use_the_shared_checker(tmp_path):
     params.write_text("validate: {bootstrap_resamples: 50}\n")
     with pytest.raises(ParamsError, match=r"validate\.bootstrap_resamples must be an integer >= 100"):
         heldout.heldout_params(params)
-    params.write_text("heldout: {min_subgroup_n: 3}\n")
+    params.write_text("heldout: {min_subgroup_positives: 3}\n")
     p, name = heldout.heldout_params(params)
-    assert name == "heldout" and p["min_subgroup_n"] == 3 and p["bootstrap_resamples"] == 2000
+    assert name == "heldout" and p["min_subgroup_positives"] == 3 and p["bootstrap_resamples"] == 2000
 
 
 def test_roc_figure_is_written(tmp_path):

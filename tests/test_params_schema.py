@@ -337,10 +337,10 @@ def test_the_loader_refuses_what_plain_settings_never_need(tmp_path, text, messa
 
 
 def test_aliases_within_the_budget_and_merge_keys_still_work(tmp_path):
-    file = write(tmp_path, text="heldout: &stats {ci_level: 0.9, min_subgroup_n: 4}\n"
+    file = write(tmp_path, text="heldout: &stats {ci_level: 0.9, min_subgroup_positives: 4}\n"
                                 "validate: {<<: *stats, ci_level: 0.95}\n")
-    assert load_all(file) == {"heldout": {"ci_level": 0.9, "min_subgroup_n": 4},
-                              "validate": {"ci_level": 0.95, "min_subgroup_n": 4}}
+    assert load_all(file) == {"heldout": {"ci_level": 0.9, "min_subgroup_positives": 4},
+                              "validate": {"ci_level": 0.95, "min_subgroup_positives": 4}}
 
 
 # ----------------------------------------------------------------------------- command line and stages

@@ -69,7 +69,7 @@ def test_auditor_edition_cites_record_and_hash(rendered):
 
 def test_not_estimable_rendered_with_reason(rendered):
     md = (rendered / "submission" / "510k_submission.md").read_text()
-    assert "not estimable (fewer than 10 images in the subgroup)" in md
+    assert "not estimable (2 positives, fewer than the pre-specified 10)" in md
     for bad in ("nan", "None", "null"):
         assert f" {bad} " not in md
 
@@ -228,3 +228,21 @@ def test_several_documents_in_one_call_pass_the_audit(tmp_path):
     assert audit(out, check_code=False, complete=False) == ([], 20)
     trace = json.loads((out / "submission" / "traceability.json").read_text())
     assert set(trace["documents"]) == {"validation_plan", "510k_submission"}
+
+
+def test_subgroups_heterogeneity_and_score_concentration_rendered(rendered):
+    md = (rendered / "submission" / "510k_submission.md").read_text()
+    assert "| with Effusion (co-occurring finding) | 20 | 6 | 14 | not estimable (2 positives" in md
+    i, j, k = (md.index(f"| {s} |") for s in ("younger than the intended use", "older than the intended use",
+                                                "age unknown"))
+    assert i < j < k and "| younger than the intended use | 3 | 1 | 2 | not estimable (1 positive, fewer" in md
+    assert "| Effusion (with against without) | Fisher's exact, p = 0.200 (2 strata) | Fisher's exact, p < 0.001" in md
+    assert "| age band | not estimable (1 stratum with an estimate" in md
+    assert "chi-square 1.23, df 2, p = 0.410 (3 strata; smallest expected count 2.5)" in md
+    assert "without adjustment for multiplicity" in md
+    assert "expected calibration error 0.071 (95% CI 0.050 to 0.120; patient-cluster bootstrap, percentile" in md
+    assert "over 9 equal-count (quantile) bins of the test scores (10 requested" in md
+    assert "68.1% of them (98 of 144) lie within 0.05 of the locked threshold 0.432" in md
+    assert "**Finding: the scores concentrate around the threshold**" in md
+    assert "Every test score falls in the same equal-width tenth" in md
+    assert "scores_test.png" in md and "reliability_test.png" in md

@@ -29,12 +29,18 @@ def _est(estimate, low, high, method="wilson", n=100, level=0.95):
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "ci_level": level, "method": method, "n": n}
 
 
-NE = {"estimable": False, "reason": "fewer than 10 images in the subgroup"}
+NE = {"estimable": False, "reason": "2 positives, fewer than the pre-specified 10"}
 
 
 def _group(label, n, pos, se, sp):
-    return {"label": label, "n": n, "positives": pos, "negatives": n - pos, "prevalence": pos / n,
+    return {"label": label, "n": n, "n_positive": pos, "n_negative": n - pos, "prevalence": pos / n,
             "sensitivity": se, "specificity": sp}
+
+
+def _htest(p, k=2):
+    return ({"method": "fisher-exact", "p_value": p, "n_strata": 2, "n": 36, "min_expected": 3.5} if k == 2 else
+            {"method": "pearson-chi-square", "statistic": 1.23, "df": k - 1, "p_value": p, "n_strata": k, "n": 36,
+             "min_expected": 2.5})
 
 
 def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
@@ -134,18 +140,49 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     forest = _png(out / "figures" / "forest_test.png")
     write_record(out, "validation.subgroups", dep_records=["validation.test"],
                  outs=[forest], data={
-                     "threshold": 0.4321, "min_subgroup_n": 10, "ci_method": "wilson", "ci_level": 0.95,
-                     "age_bands": [{"key": "18_39", "label": "18-39 years"}, {"key": "40_64", "label": "40-64 years"}],
+                     "threshold": 0.4321, "min_subgroup_positives": 10, "min_subgroup_negatives": 10,
+                     "ci_method": "wilson", "ci_level": 0.95,
+                     "age_bands": [{"key": "18_40", "label": "18 to under 40 years"},
+                                   {"key": "40_60", "label": "40 to under 60 years"}],
                      "groups": {
                          "sex": {"M": _group("male", 80, 20, _est(0.85, 0.64, 0.95, n=20), _est(0.75, 0.63, 0.84, n=60)),
                                  "F": _group("female", 64, 16, _est(0.8125, 0.57, 0.93, n=16), _est(0.73, 0.59, 0.83, n=48))},
-                         "age_band": {"18_39": _group("18-39 years", 8, 2, NE, NE)},
+                         "age_band": {"18_40": _group("18 to under 40 years", 8, 2, NE, _est(0.5, 0.19, 0.81, n=6))},
+                         "age_out_of_scope": {"under_min": _group("younger than the intended use", 3, 1,
+                                                                  {**NE, "reason": "1 positive, fewer than the pre-specified 10"},
+                                                                  {**NE, "reason": "2 negatives, fewer than the pre-specified 10"}),
+                                              "over_max": _group("older than the intended use", 1, 0,
+                                                                 {**NE, "reason": "0 positives, fewer than the pre-specified 10"},
+                                                                 {**NE, "reason": "1 negative, fewer than the pre-specified 10"}),
+                                              "unknown": _group("age unknown", 2, 1,
+                                                                {**NE, "reason": "1 positive, fewer than the pre-specified 10"},
+                                                                {**NE, "reason": "1 negative, fewer than the pre-specified 10"})},
                          "view": {"AP": _group("AP", 56, 18, _est(0.83, 0.61, 0.94, n=18), _est(0.71, 0.55, 0.83, n=38))},
-                         "finding": {}}})
+                         "finding": {"Effusion": {"with": _group("with Effusion", 20, 6, NE, _est(0.64, 0.39, 0.84, n=14)),
+                                                  "without": _group("without Effusion", 124, 30, _est(0.8, 0.63, 0.9, n=30),
+                                                                    _est(0.75, 0.65, 0.83, n=94))}}},
+                     "heterogeneity": {"sex": {"sensitivity": _htest(0.71), "specificity": _htest(0.83)},
+                                       "age_band": {"sensitivity": {"estimable": False, "reason": "1 stratum with an "
+                                                                    "estimate: a heterogeneity test needs at least two"},
+                                                    "specificity": _htest(0.41, 3)},
+                                       "view": {"sensitivity": _htest(0.33), "specificity": _htest(0.52)},
+                                       "finding": {"Effusion": {"sensitivity": _htest(0.2), "specificity": _htest(0.0004)}}},
+                     "heterogeneity_statement": "descriptive: one test per variable and metric, without adjustment "
+                                                "for multiplicity; no claim rests on it"})
     rel = _png(out / "figures" / "reliability_test.png")
+    hist = _png(out / "figures" / "scores_test.png")
     write_record(out, "validation.calibration", dep_records=["validation.test"],
-                 outs=[rel], data={"n": 144, "brier_score": 0.1623, "ece": 0.0712,
-                                   "ece_bins": {"count": 10, "scheme": "equal-width"}})
+                 outs=[rel, hist], data={"n": 144, "brier_score": 0.1623, "ece": 0.0712,
+                                         "ece_ci": _est(0.0712, 0.05, 0.12, method="cluster-bootstrap-percentile", n=144),
+                                         "ece_bins": {"count": 9, "requested": 10, "binning": "quantile",
+                                                      "scheme": "equal-count, tied scores share a bin"},
+                                         "concentration": {"threshold": 0.4321, "window": 0.05, "n_within_window": 98,
+                                                           "share_within_window": 0.6806, "share_rule": 0.5,
+                                                           "equal_width_tenths_occupied": 1,
+                                                           "all_in_threshold_tenth": True, "score_min": 0.41,
+                                                           "score_q1": 0.42, "score_median": 0.43, "score_q3": 0.44,
+                                                           "score_max": 0.47, "concentrated": True,
+                                                           "definition": "at least half of the scores within the window"}})
     write_record(out, "validation.benchmark", dep_records=["validation.test"], data={
         "published": {"citation": "Rajpurkar et al., CheXNet, arXiv:1711.05225 (2017)", "url": "https://arxiv.org/abs/1711.05225",
                       "test_set": "420 NIH images read by 4 radiologists", "metric": "F1",

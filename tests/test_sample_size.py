@@ -27,7 +27,7 @@ def test_record_matches_buderer_by_hand(tmp_path):
 
 def test_design_record_fixes_the_analysis_from_params_alone(tmp_path):
     params = {"ci_level": 0.9, "threshold_rule": "youden", "bootstrap_resamples": 500, "bootstrap_method": "bca",
-              "min_subgroup_n": 20, "prevalences": [0.01, 0.2], "acceptance": CRITERIA,
+              "min_subgroup_positives": 20, "prevalences": [0.01, 0.2], "acceptance": CRITERIA,
               "sample_size": {"sensitivity": 0.9, "specificity": 0.85, "prevalence": 0.2, "half_width": 0.05}}
     written = run(tmp_path, params)
     record = written["validation.design"]
@@ -38,7 +38,7 @@ def test_design_record_fixes_the_analysis_from_params_alone(tmp_path):
         ("auc", "ci_low", ">=", 0.7), ("sensitivity", "estimate", ">=", 0.8)]
     assert d["operating_point"]["rule"] == "youden" and d["ci_level"] == 0.9
     assert d["analysis"]["clustering"] == "cluster-bootstrap-bca" and d["bootstrap"]["n_resamples"] == 500
-    assert d["analysis"]["subgroups"]["min_subgroup_n"] == 20 and d["analysis"]["prevalences"] == [0.01, 0.2]
+    assert d["analysis"]["subgroups"]["min_subgroup_positives"] == 20 and d["analysis"]["prevalences"] == [0.01, 0.2]
     assert d["sample_size"]["total"] == written["validation.sample_size"]["data"]["total"]
     assert d["endpoints"]["primary"] == ["sensitivity", "specificity"] and record["params"] == params
 

@@ -121,7 +121,7 @@ def test_bootstrap_counts_degenerate_resamples():
     out = stats.bootstrap_metrics(y, s, np.arange(8), 0.5, n_resamples=1000, seed=0)
     # P(no positive drawn) = (7/8)^8 = 0.344
     assert 0.29 < out["sensitivity"]["n_degenerate"] / 1000 < 0.40
-    assert out["auc"]["n_degenerate"] == out["sensitivity"]["n_degenerate"]
+    assert out["auc"]["estimable"] is False  # one positive: no AUC interval (see below)
     assert out["specificity"]["n_degenerate"] == 0
 
 
@@ -207,6 +207,26 @@ def test_delong_is_not_estimable_with_a_single_case_of_a_class(labels):
     assert stats.auc(labels, scores) == pytest.approx(1.0 if labels[0] else 0.0)
     two = stats.delong_auc_ci([1, 1, 0, 0, 0], scores)
     assert two["n_positive"] == 2 and two["ci_low"] <= two["estimate"] <= two["ci_high"]
+
+
+@pytest.mark.parametrize("method", ["percentile", "bca"])
+@pytest.mark.parametrize("single", [1, 0])
+def test_bootstrap_auc_is_not_estimable_with_a_single_case_of_a_class(method, single):
+    """A single positive gave a bootstrap AUC interval before (resamples holding it had an AUC):
+    every AUC interval, bootstrap as DeLong, needs two positives and two negatives."""
+    rng = np.random.default_rng(0)
+    y = np.full(40, 1 - single)
+    y[7] = single
+    s = rng.random(40)
+    got = stats.bootstrap_metrics(y, s, np.arange(40) // 2, 0.5, n_resamples=300, method=method)
+    assert got["auc"]["estimable"] is False
+    assert got["auc"]["reason"] == ("the bootstrap interval: an AUC interval needs at least two positives and "
+                                    f"two negatives (positives {int(y.sum())}, negatives {int(40 - y.sum())})")
+    assert stats.delong_auc_ci(y, s)["reason"].startswith("the DeLong interval: an AUC interval needs")
+    assert stats.is_estimable(got["accuracy"])  # the count metrics keep their intervals
+    y[8] = single
+    assert stats.is_estimable(stats.bootstrap_metrics(y, s, np.arange(40) // 2, 0.5, n_resamples=300,
+                                                      method=method)["auc"])
 
 
 def test_buderer_by_hand():

@@ -9,12 +9,15 @@ rendered from that record (with the threshold, EDA and training records) and loc
 from __future__ import annotations
 
 from . import acceptance
+from . import calibration, stats, subgroups
 from .subgroups import AGE_BANDS
 from .threshold import CI_LEVEL, check_params as check_threshold_params
 
 STATISTICS = {"ci_level": CI_LEVEL, "bootstrap_resamples": 2000, "bootstrap_seed": 0,
-              "bootstrap_method": "percentile", "prevalences": [0.013], "min_subgroup_n": 10}
+              "bootstrap_method": "percentile", "prevalences": [0.013],
+              "min_subgroup_positives": 10, "min_subgroup_negatives": 10}
 CALIBRATION_BINS = 10
+CALIBRATION_BINNING = "quantile"
 PRIMARY = ("sensitivity", "specificity")
 SECONDARY = ("auc", "ppv", "npv", "f1", "calibration", "subgroups")
 
@@ -31,6 +34,7 @@ def check_params(p: dict) -> dict:
     out = check_threshold_params(p)
     out.update(check_statistics(p))
     out.update(calibration_bins=p.get("calibration_bins", CALIBRATION_BINS),
+               calibration_binning=p.get("calibration_binning", CALIBRATION_BINNING),
                acceptance=acceptance.check_criteria(p.get("acceptance")))
     return out
 
@@ -41,6 +45,27 @@ def locked_criteria(criteria: list[dict]) -> list[dict]:
     keys = ("metric", "bound", "op", "value")
     return [{**{k: c[k] for k in keys}, "value": float(c["value"]), "method": c.get("method") or acceptance.METHODS[0]}
             for c in criteria]
+
+
+def subgroup_plan(p: dict) -> dict:
+    """The pre-specified subgroup analysis (`analysis.subgroups` of `validation.design`)."""
+    return {"ci_method": "wilson", "min_subgroup_positives": p["min_subgroup_positives"],
+            "min_subgroup_negatives": p["min_subgroup_negatives"],
+            "age_bands": [{"key": k, "label": lab} for k, lab, _, _ in AGE_BANDS],
+            "age_out_of_scope": [{"key": k, "label": lab} for k, lab in subgroups.AGE_OUT_OF_SCOPE],
+            "heterogeneity": {"methods": dict(sorted(stats.HOMOGENEITY_METHODS.items())),
+                              "rule": "Fisher's exact test for two strata, Pearson chi-square for three or more",
+                              "variables": list(subgroups.TESTED_VARIABLES) + ["finding"],
+                              "statement": subgroups.HETEROGENEITY_STATEMENT}}
+
+
+def calibration_plan(p: dict) -> dict:
+    """The pre-specified calibration analysis (`analysis.calibration` of `validation.design`)."""
+    return {"bins": p["calibration_bins"], "binning": p["calibration_binning"],
+            "scheme": calibration.SCHEMES[p["calibration_binning"]],
+            "ece_interval": {"method": "cluster-bootstrap-percentile", "unit": "patient", "bin_edges": "fixed"},
+            "concentration_window": calibration.CONCENTRATION_WINDOW,
+            "concentration_share": calibration.CONCENTRATION_SHARE}
 
 
 def design(params: dict, sample_size: dict) -> dict:
@@ -57,8 +82,8 @@ def design(params: dict, sample_size: dict) -> dict:
         "analysis": {"proportions": "wilson", "auc": "delong",
                      "clustering": f"cluster-bootstrap-{p['bootstrap_method']}",
                      "calibration_bins": p["calibration_bins"], "prevalences": p["prevalences"],
-                     "subgroups": {"ci_method": "wilson", "min_subgroup_n": p["min_subgroup_n"],
-                                   "age_bands": [{"key": k, "label": lab} for k, lab, _, _ in AGE_BANDS]}},
+                     "calibration": calibration_plan(p),
+                     "subgroups": subgroup_plan(p)},
         "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
                       "method": p["bootstrap_method"]},
         "sample_size": {k: sample_size[k] for k in ("positives", "negatives", "total")},

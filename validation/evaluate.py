@@ -105,9 +105,10 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
 
 def _forest_rows(groups: dict) -> list[tuple[str, dict, dict]]:
     rows = []
-    for var in ("sex", "age_band", "view"):
+    for var in ("sex", "age_band", "age_out_of_scope", "view"):
         for g in groups[var].values():
-            rows.append((f"{var}: {g['label']}", g["sensitivity"], g["specificity"]))
+            name = "age" if var == "age_out_of_scope" else var
+            rows.append((f"{name}: {g['label']}", g["sensitivity"], g["specificity"]))
     for name, pair in groups["finding"].items():
         g = pair["with"]
         rows.append((f"finding: {g['label']}", g["sensitivity"], g["specificity"]))
@@ -131,8 +132,12 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     y, s = df["label"].to_numpy(), df["score"].to_numpy()
 
     test = test_metrics(df, threshold, p)
-    calib = calibration.calibration(y, s, n_bins=p["calibration_bins"])
-    groups = subgroups.subgroups(merged, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
+    calib = calibration.calibration(y, s, n_bins=p["calibration_bins"], binning=p["calibration_binning"],
+                                    threshold=threshold, patient_ids=df["patient_id"].to_numpy(),
+                                    n_resamples=p["bootstrap_resamples"], level=p["ci_level"],
+                                    seed=p["bootstrap_seed"])
+    groups = subgroups.subgroups(merged, threshold, min_positives=p["min_subgroup_positives"],
+                                 min_negatives=p["min_subgroup_negatives"], level=p["ci_level"])
     bench = benchmark.benchmark(test["metrics"]["f1"]["bootstrap"], test_n=len(y), test_positives=int(y.sum()),
                                 source_kinds=manifest["source"])
     verdict = acceptance.evaluate(lock["data"]["acceptance_criteria"], test["metrics"])
@@ -145,7 +150,9 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
     if roc_point["sensitivity"] is not None and roc_point["specificity"] is not None:
         test_figs = figures.roc_pr(y, s, threshold, roc_point, fig / "roc_test.png", fig / "pr_test.png",
                                    auc=auc.get("estimate"))
-    calib_fig = figures.reliability(calib["bins"], fig / "reliability_test.png")
+    calib_figs = [figures.reliability(calib["bins"], fig / "reliability_test.png"),
+                  figures.score_histogram(y, s, threshold, fig / "scores_test.png",
+                                          window=calib["concentration"]["window"])]
     forest_fig = figures.forest(_forest_rows(groups), fig / "forest_test.png", level=p["ci_level"])
 
     inputs = [test_path, manifest_path]
@@ -155,12 +162,14 @@ def run(out_dir: str | Path, params: dict) -> dict[str, dict]:
                                               deps=inputs,
                                               dep_records=DEPS, outs=test_figs, **common)
     written["validation.calibration"] = write_record(
-        out_dir, "validation.calibration", data=calib, deps=inputs, dep_records=DEPS, outs=[calib_fig], **common)
+        out_dir, "validation.calibration", data=calib, deps=inputs, dep_records=DEPS, outs=calib_figs, **common)
     written["validation.subgroups"] = write_record(
         out_dir, "validation.subgroups",
-        data={"threshold": threshold, "min_subgroup_n": p["min_subgroup_n"], "ci_method": "wilson",
+        data={"threshold": threshold, "min_subgroup_positives": p["min_subgroup_positives"],
+              "min_subgroup_negatives": p["min_subgroup_negatives"], "ci_method": "wilson",
               "ci_level": p["ci_level"], "age_bands": [{"key": k, "label": lab} for k, lab, _, _ in subgroups.AGE_BANDS],
-              "groups": groups},
+              "groups": groups, "heterogeneity": subgroups.heterogeneity(groups),
+              "heterogeneity_statement": subgroups.HETEROGENEITY_STATEMENT},
         deps=inputs, dep_records=DEPS, outs=[forest_fig], **common)
     written["validation.benchmark"] = write_record(
         out_dir, "validation.benchmark", data=bench, deps=[manifest_path],

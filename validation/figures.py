@@ -1,4 +1,5 @@
-"""Validation figures (PNG, written atomically): ROC and PR with the operating point, reliability, forest."""
+"""Validation figures (PNG, written atomically): ROC and PR with the operating point, reliability,
+score histogram by class, forest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from model.figures import save_figure  # noqa: E402
 
@@ -69,6 +71,37 @@ def reliability(bins: list[dict], path: Path) -> Path:
     ax.set(xlabel="mean predicted score", ylabel="observed pneumonia rate", xlim=(0, 1), ylim=(0, 1),
            title="Reliability diagram")
     ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def score_histogram(labels, scores, threshold: float, path: Path, *, window: float | None = None) -> Path:
+    """Histogram of the test scores by class with the locked threshold: over [0, 1] (40 equal
+    bins) and, when the scores span less than half of [0, 1], a second panel zoomed on their range
+    (30 equal bins) so that scores crowded in a narrow band stay visible."""
+    y = np.asarray(labels, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
+    zoom = hi - lo < 0.5
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(10 if zoom else 5.5, 4), squeeze=False)
+    spans = [((0.0, 1.0), 40, "test scores on [0, 1]")]
+    if zoom:
+        pad = max((hi - lo) * 0.05, 1e-3)
+        left, right = min(lo - pad, threshold - pad), max(hi + pad, threshold + pad)
+        spans.append(((left, right), 30, f"zoom on {left:.3f} to {right:.3f}"))
+    for ax, ((a, b), n_bins, title) in zip(axes[0], spans):
+        edges = np.linspace(a, b, n_bins + 1)
+        for cls, name, colour in ((0, "no pneumonia", "tab:blue"), (1, "pneumonia", "tab:red")):
+            ax.hist(s[y == cls], bins=edges, alpha=0.55, color=colour, label=f"{name} (n = {int(np.sum(y == cls))})")
+        ax.axvline(threshold, color="black", ls="--", lw=1, label=f"locked threshold {threshold:.3g}")
+        if window is not None:
+            ax.axvspan(threshold - window, threshold + window, color="grey", alpha=0.15,
+                       label=f"threshold +/- {window:g}")
+        ax.set(xlim=(a, b), xlabel="score", ylabel="test images")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title, parse_math=False)
+    axes[0][0].legend(loc="upper right", fontsize=7)
+    fig.suptitle("Score distribution by class, test split")
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -22,7 +22,8 @@ without touching its folder.
 
 Statistics come from `validation.evaluate`/`validation.subgroups` (same methods as validation).
 Parameters: section `heldout` (ci_level, bootstrap_resamples, bootstrap_seed, bootstrap_method,
-prevalences, min_subgroup_n); while params.yaml has no such section, section `validate`.
+prevalences, min_subgroup_positives, min_subgroup_negatives); while params.yaml has no such section,
+section `validate`.
 """
 from __future__ import annotations
 
@@ -220,9 +221,11 @@ def subgroup_data(df: pd.DataFrame, threshold: float, p: dict) -> dict:
     from .subgroups import subgroups
 
     frame = df[["label", "score", "sex", "age_years", "view"]]  # DICOM headers carry no finding labels
-    groups = subgroups(frame, threshold, min_n=p["min_subgroup_n"], level=p["ci_level"])
+    groups = subgroups(frame, threshold, min_positives=p["min_subgroup_positives"],
+                       min_negatives=p["min_subgroup_negatives"], level=p["ci_level"])
     return {"threshold": threshold, "source": "DICOM headers (PatientSex, PatientAge, ViewPosition/PatientPosition)",
-            "min_subgroup_n": p["min_subgroup_n"], "groups": groups}
+            "min_subgroup_positives": p["min_subgroup_positives"],
+            "min_subgroup_negatives": p["min_subgroup_negatives"], "groups": groups}
 
 
 def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Path:

@@ -10,6 +10,7 @@ Public API:
                       level=0.95, method="percentile", seed=0)
     delong_auc_ci(labels, scores, *, level=0.95)
     delong_test(labels, scores_a, scores_b)
+    homogeneity_test(successes, totals)
     buderer_sample_size(sensitivity, specificity, prevalence, half_width, *, level=0.95)
     ppv_npv_at_prevalence(sensitivity, specificity, prevalence)
     confusion(labels, scores, threshold), point_metrics(tp, fp, tn, fn), auc(labels, scores)
@@ -181,16 +182,28 @@ def _fast_delong(y: np.ndarray, score_sets: Sequence[np.ndarray]):
     return np.array(aucs), s10 / m + s01 / n, m, n
 
 
+def auc_interval_reason(labels) -> str | None:
+    """Why no AUC interval can be given (None when one can): every AUC interval of this toolkit,
+    DeLong or bootstrap, needs at least two positives and two negatives. With one case of a class
+    the DeLong variance of its structural components is undefined, and a bootstrap interval
+    would only show how often that single case is drawn, not the uncertainty of the AUC."""
+    y = np.asarray(labels)
+    m, n = int(np.sum(y == 1)), int(np.sum(y == 0))
+    if m < 2 or n < 2:
+        return (f"an AUC interval needs at least two positives and two negatives "
+                f"(positives {m}, negatives {n})")
+    return None
+
+
 def delong_auc_ci(labels, scores, *, level: float = 0.95) -> dict:
     """AUC with the DeLong (1988) variance, fast algorithm of Sun & Xu (2014); Wald interval
     clipped to [0, 1]. Not estimable with fewer than two positives or two negatives: the variance
     of the structural components of a class of one case is undefined."""
     level = _check_level(level)
     y, s = _as_arrays(labels, scores)
-    m, n = int(y.sum()), int(len(y) - y.sum())
-    if m < 2 or n < 2:
-        return not_estimable(f"the DeLong interval needs at least two positives and two negatives "
-                             f"(positives {m}, negatives {n})")
+    reason = auc_interval_reason(y)
+    if reason:
+        return not_estimable(f"the DeLong interval: {reason}")
     aucs, cov, m, n = _fast_delong(y, [s])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = sps.norm.ppf(0.5 + level / 2)
@@ -223,6 +236,46 @@ def delong_test(labels, scores_a, scores_b) -> dict:
         p = float(2 * sps.norm.sf(abs(z)))
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "se": se,
             "z": float(z), "p_value": float(p), "method": "delong", "n": m + n}
+
+
+# --------------------------------------------------------------------------- heterogeneity
+
+HOMOGENEITY_METHODS = {
+    "pearson-chi-square": "Pearson chi-square test of homogeneity of proportions (no continuity correction)",
+    "fisher-exact": "Fisher's exact test, two-sided",
+}
+
+
+def homogeneity_test(successes: Sequence[int], totals: Sequence[int]) -> dict:
+    """Test that k proportions successes[i] / totals[i] are equal (heterogeneity across strata).
+
+    Two strata: Fisher's exact test, two-sided (scipy.stats.fisher_exact), valid at any count;
+    three or more: the Pearson chi-square test of homogeneity of the k x 2 table, k - 1 degrees
+    of freedom, no continuity correction (scipy.stats.chi2_contingency), with the smallest expected
+    cell count reported (below 5 the chi-square approximation is rough). Not estimable with fewer
+    than two strata, or when every stratum has the same outcome for every case (the statistic is
+    0/0). Returns {method, p_value, n_strata, n, min_expected}, and for the chi-square test
+    `statistic` and `df`.
+    """
+    k = np.asarray(successes, dtype=int)
+    n = np.asarray(totals, dtype=int)
+    if k.shape != n.shape or k.ndim != 1:
+        raise ValueError("successes and totals must be 1-D of equal length")
+    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
+        raise ValueError(f"homogeneity test needs 0 <= successes <= totals and totals > 0, got {k} of {n}")
+    if len(k) < 2:
+        return not_estimable(f"{len(k)} {'stratum' if len(k) == 1 else 'strata'} with an estimate: "
+                             "a heterogeneity test needs at least two")
+    table = np.stack([k, n - k], axis=1)
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        return not_estimable("every case in every stratum has the same outcome: no heterogeneity to test")
+    expected = np.outer(n, table.sum(axis=0)) / n.sum()
+    base = {"n_strata": int(len(k)), "n": int(n.sum()), "min_expected": float(expected.min())}
+    if len(k) == 2:
+        _, p = sps.fisher_exact(table, alternative="two-sided")
+        return {"method": "fisher-exact", "p_value": float(min(1.0, p)), **base}
+    chi2, p, dof, _ = sps.chi2_contingency(table, correction=False)
+    return {"method": "pearson-chi-square", "statistic": float(chi2), "df": int(dof), "p_value": float(p), **base}
 
 
 # --------------------------------------------------------------------------- sample size, prevalence
@@ -356,13 +409,15 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     """Patient-cluster bootstrap of metrics at `threshold` (score >= threshold is positive).
 
     Each resample draws patients with replacement (multinomial multiplicities) and keeps all of
-    a drawn patient's images. Count metrics come from per-patient TP/FP/TN/FN sums by a matrix
-    product; AUC from weighted Mann-Whitney sums over the scores sorted once. Resamples where a
-    metric is undefined (e.g. no positive drawn) are counted in ``n_degenerate`` and left out
-    of its interval. method "percentile" or "bca" (bias-corrected and accelerated, acceleration
-    from the jackknife over patients); when BCa is degenerate (every resample equal, or its
-    corrections undefined) the interval falls back to Clopper-Pearson for a proportion and to
-    the percentile interval for F1 and AUC, and ``fallback`` says why.
+    a drawn patient's images. The AUC is not estimable with fewer than two positives or two
+    negatives (`auc_interval_reason`), as for DeLong. Count metrics come from per-patient
+    TP/FP/TN/FN sums by a matrix product; AUC from weighted Mann-Whitney sums over the scores
+    sorted once. Resamples where a metric is undefined (e.g. no positive drawn) are counted in
+    ``n_degenerate`` and left out of its interval. method "percentile" or "bca" (bias-corrected
+    and accelerated, acceleration from the jackknife over patients); when BCa is degenerate
+    (every resample equal, or its corrections undefined) the interval falls back to
+    Clopper-Pearson for a proportion and to the percentile interval for F1 and AUC, and
+    ``fallback`` says why.
     Returns {metric: estimate dict + n_resamples, n_degenerate, n_patients}.
     """
     metrics = tuple(metrics)
@@ -398,6 +453,9 @@ def bootstrap_metrics(labels, scores, patient_ids, threshold: float, *,
     out = {}
     for m in metrics:
         n = _denominator_n(m, conf, len(y))
+        if m == "auc" and auc_interval_reason(y):
+            out[m] = not_estimable(f"the bootstrap interval: {auc_interval_reason(y)}")
+            continue
         if not math.isfinite(point[m]):
             out[m] = not_estimable(f"{m}: not defined on the full sample (denominator zero or one class)")
             continue
