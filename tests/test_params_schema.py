@@ -201,7 +201,8 @@ def test_a_key_far_from_any_parameter_lists_the_section(tmp_path):
                            "(parameters of submission: signing, locked_by)")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
     assert error(file) == (f"{file}: split.zzz is not a parameter "
-                           "(parameters of split: seed, fractions, use_official_lists)")
+                           "(parameters of split: seed, fractions, use_official_lists, min_val_positives, "
+                           "min_val_negatives, allow_inadequate_val)")
 
 
 # ----------------------------------------------------------------------------- values
