@@ -120,6 +120,7 @@ def test_every_keyword_the_schema_uses_has_its_own_message():
     ("train.optimizer", "model.train:OPTIMIZERS"),
     ("train.balance", "model.data:BALANCE"),
     ("validate.threshold_rule", "validation.threshold:RULES"),
+    ("validate.target_bound", "validation.threshold:TARGET_BOUNDS"),
     ("validate.bootstrap_method", "validation.stats:BOOTSTRAP_METHODS"),
     ("heldout.bootstrap_method", "validation.stats:BOOTSTRAP_METHODS"),
     ("validate.acceptance.metric", "validation.stats:ALL_METRICS"),
