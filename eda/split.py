@@ -7,6 +7,13 @@ stratified so that patients with a positive image are spread over the splits. Wr
 `OUT/cohort/splits.csv` (`image_id, patient_id, split`) and the record `split.patients`. Rows
 whose image file is missing (empty path while other rows have one, or a path with no file) are
 left out and counted in the record.
+
+Validation adequacy (pre-specified, params `min_val_positives`, `min_val_negatives`): early
+stopping, model selection and the operating point are decided on the val split, so it must hold
+at least that many pneumonia and non-pneumonia images. Below either minimum the stage stops
+(`InadequateValidation`), unless `allow_inadequate_val: true`: then it proceeds and the record's
+`validation_adequacy` says so; training then keeps the last epoch without early stopping and the
+threshold record says the operating point is not estimable from the data.
 """
 from __future__ import annotations
 
@@ -28,6 +35,14 @@ RECORD_ID = "split.patients"
 
 class SplitError(ToolkitError, ValueError):
     pass
+
+
+class InadequateValidation(SplitError):
+    """The val split holds fewer positives or negatives than the pre-specified minimum."""
+
+
+#: The pre-specified validation minimums (images) and whether a run below them may proceed.
+ADEQUACY_DEFAULTS = {"min_val_positives": 20, "min_val_negatives": 20, "allow_inadequate_val": False}
 
 
 def check_params(params: dict) -> tuple[int, dict]:
@@ -104,6 +119,41 @@ def summary(s: pd.DataFrame) -> dict:
     return out
 
 
+def validation_adequacy(kept: pd.DataFrame, params: dict) -> dict:
+    """Counts of the val split (images and patients by class) against the pre-specified minimums.
+
+    The minimums are counted in images, the unit the threshold and the validation AUC are computed
+    on; patients are counted beside them. Raises InadequateValidation below a minimum unless
+    `allow_inadequate_val`.
+    """
+    p = {**ADEQUACY_DEFAULTS, **{k: params[k] for k in ADEQUACY_DEFAULTS if k in params}}
+    val = kept[kept["split"] == "val"]
+    pos, neg = val[val["pneumonia"] == 1], val[val["pneumonia"] != 1]
+    out = {"unit": "images", "positives": int(len(pos)), "negatives": int(len(neg)),
+           "positive_patients": int(pos["patient_id"].nunique()),
+           "negative_patients": int(neg["patient_id"].nunique()),
+           "min_positives": int(p["min_val_positives"]), "min_negatives": int(p["min_val_negatives"]),
+           "allow_inadequate": bool(p["allow_inadequate_val"])}
+    short = [f"{out[k]} {what} images (minimum split.{key} {out['min_' + k]})"
+             for k, what, key in (("positives", "pneumonia", "min_val_positives"),
+                                  ("negatives", "non-pneumonia", "min_val_negatives"))
+             if out[k] < out["min_" + k]]
+    out["adequate"] = not short
+    if short:
+        held = (f"the validation split holds {' and '.join(short)}, from {out['positive_patients']} pneumonia "
+                f"and {out['negative_patients']} non-pneumonia patients")
+        if not out["allow_inadequate"]:
+            raise InadequateValidation(
+                f"{held}: too few to early-stop, select a model or choose the operating point on; use a larger "
+                "cohort or a split that puts more cases in val (split.fractions, split.seed), or set "
+                "split.allow_inadequate_val: true to proceed with the operating point marked not estimable "
+                "from the data")
+        out["reason"] = (f"{held}; the run proceeds because split.allow_inadequate_val is true: training keeps "
+                         "the last epoch without early stopping and the operating point is not estimable from "
+                         "the data")
+    return out
+
+
 def run(out_dir: str | Path, params: dict) -> dict:
     out_dir = Path(out_dir)
     seed, fractions = check_params(params)
@@ -134,6 +184,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
                          "or set split.use_official_lists: false")
     splits = {"method": method, "seed": seed, "fractions": fractions, "splits": summary(kept),
               "leakage": {"patients_in_more_than_one_split": int(len(leaking)), "passed": len(leaking) == 0},
+              "validation_adequacy": validation_adequacy(kept, params),
               "rows_split": int(len(kept)),
               "rows_left_out": [{"reason": k, "n": v} for k, v in left_out.items()]}
     path = layout.splits(out_dir)
@@ -148,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         argv, prog="python -m eda.split", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "split")),
         summary=lambda record, a: "split ({}): ".format(record["data"]["method"]) + ", ".join(
-            f"{k} {v['images']} images/{v['patients']} patients" for k, v in record["data"]["splits"].items()))
+            f"{k} {v['images']} images/{v['patients']} patients" for k, v in record["data"]["splits"].items())
+        + _adequacy_line(record["data"]["validation_adequacy"]))
+
+
+def _adequacy_line(v: dict) -> str:
+    line = f"; val {v['positives']} positive/{v['negatives']} negative images"
+    return line + (" (adequate)" if v["adequate"] else " (below the pre-specified minimum; allowed)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Small Keras callbacks: one line of training progress per epoch on stderr, and prediction progress
-(both silent with --quiet)."""
+(both silent with --quiet); the model-selection callbacks of training (checkpoint, early stopping),
+which decide on validation AUC only when the validation split is adequate."""
 from __future__ import annotations
 
 import sys
@@ -43,3 +44,18 @@ class PredictProgress(keras.callbacks.Callback):
 
     def on_predict_end(self, logs=None):
         self.bar.close()
+
+
+MONITOR = {"monitor": "val_auc", "mode": "max"}
+
+
+def checkpoint(path, *, on_validation: bool):
+    """Keeps the epoch of the best validation AUC (`on_validation`), else every epoch, so the last remains."""
+    return keras.callbacks.ModelCheckpoint(str(path), **MONITOR, save_best_only=on_validation, verbose=0)
+
+
+def early_stopping(patience: int, *, on_validation: bool):
+    """Early stopping on validation AUC, or None when the validation split cannot carry the decision."""
+    if not on_validation:
+        return None
+    return keras.callbacks.EarlyStopping(**MONITOR, patience=patience, restore_best_weights=False)

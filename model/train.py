@@ -2,6 +2,8 @@
 
 Reads `OUT/cohort/manifest.csv` and `OUT/cohort/splits.csv`, fits on the train split with early
 stopping on validation AUC, and writes `OUT/models/model.keras` (best epoch),
+(when `split.patients` records the val split below its pre-specified minimum and the run was
+allowed to proceed: no early stopping, the fixed epochs, the last epoch kept; the record says why),
 `OUT/models/preprocessing.json`, `OUT/figures/training_curves.png` and the record `training.run`
 (documented in docs/records/model.md).
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import evidence
-from evidence import layout
+from evidence import layout, read_record
+from evidence.errors import MissingRecord
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -90,6 +93,27 @@ def _device(strategy) -> dict:
             "gpus": gpus, "device": "GPU" if gpus else "CPU"}
 
 
+def selection_policy(out_dir) -> dict:
+    """Whether early stopping and best-epoch selection use the val split, from the validation
+    adequacy the split stage recorded in `split.patients` (absent in an older record: used)."""
+    try:
+        adequacy = read_record(out_dir, "split.patients")["data"].get("validation_adequacy")
+    except MissingRecord:
+        adequacy = None
+    if adequacy is None:
+        return {"on_validation": True, "validation_adequacy": "not recorded",
+                "reason": "record split.patients holds no validation_adequacy: early stopping and best-epoch "
+                          "selection on validation AUC, as pre-specified by train.early_stopping_patience"}
+    counts = (f"{adequacy['positives']} pneumonia images (pre-specified minimum {adequacy['min_positives']}) and "
+              f"{adequacy['negatives']} non-pneumonia images (minimum {adequacy['min_negatives']})")
+    if adequacy["adequate"]:
+        return {"on_validation": True, "validation_adequacy": "adequate",
+                "reason": f"the validation split holds {counts}, enough to carry that choice"}
+    return {"on_validation": False, "validation_adequacy": "inadequate (allowed)",
+            "reason": f"the validation split holds {counts}, too few for its AUC to choose an epoch; the run "
+                      "was allowed to proceed by split.allow_inadequate_val"}
+
+
 def _figure(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -118,13 +142,15 @@ def run(out_dir: str | Path, params: dict) -> dict:
     """Train and write model, spec, figure and the `training.run` record; return the record."""
     from .tf import keras, tf
 
-    from .callbacks import StderrProgress
+    from .callbacks import StderrProgress, checkpoint as make_checkpoint, early_stopping
 
     out_dir = Path(out_dir)
     p = resolve_params(params)
     keras.utils.set_random_seed(p["seed"])
     tf.config.experimental.enable_op_determinism()
 
+    policy = selection_policy(out_dir)
+    on_val = policy["on_validation"]
     df, info = data.read_cohort(out_dir)
     train_rows, val_rows = data.split_rows(df, "train"), data.split_rows(df, "val")
     data.check_files(train_rows)
@@ -149,20 +175,18 @@ def run(out_dir: str | Path, params: dict) -> dict:
     model_path, spec_path = layout.model_file(out_dir), layout.preprocessing_spec(out_dir)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint_path = model_path.with_name(".checkpoint.keras")
-    checkpoint = keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_auc", mode="max",
-                                                 save_best_only=True, verbose=0)
+    checkpoint = make_checkpoint(checkpoint_path, on_validation=on_val)
     progress = StderrProgress(p["epochs"])
     phases, start = [], time.perf_counter()
 
     def fit(first, last, phase):
-        stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=p["early_stopping_patience"],
-                                             restore_best_weights=False)
+        stop = early_stopping(p["early_stopping_patience"], on_validation=on_val)
         hist = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
                          steps_per_epoch=steps, class_weight=class_weight, verbose=0, shuffle=False,
-                         callbacks=[checkpoint, stop, progress])
+                         callbacks=[checkpoint, progress] + ([stop] if stop else []))
         n = len(hist.history.get("loss", []))
         phases.append({"phase": phase, "first_epoch": first + 1, "last_epoch": first + n,
-                       "stopped_early": bool(stop.stopped_epoch)})
+                       "stopped_early": bool(stop and stop.stopped_epoch)})
         return [{"epoch": first + i + 1, "phase": phase,
                  **{k: _number(v[i]) for k, v in hist.history.items() if k in ("loss", "auc", "val_loss", "val_auc")}}
                 for i in range(n)]
@@ -196,6 +220,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
 
     val_aucs = [h["val_auc"] if isinstance(h.get("val_auc"), float) else -1.0 for h in history]
     best_i = int(np.argmax(val_aucs))
+    kept_i = best_i if on_val else len(history) - 1
     counts = {s: data.class_counts(df[df["split"] == s]) for s in ("train", "val", "test")}
     record_data = {
         "architecture": p["architecture"],
@@ -216,7 +241,8 @@ def run(out_dir: str | Path, params: dict) -> dict:
         "learning_rate": float(p["learning_rate"]),
         "loss": "binary_crossentropy",
         "schedule": {"epochs_max": p["epochs"], "epochs_run": len(history), "steps_per_epoch": int(steps),
-                     "early_stopping": {"monitor": "val_auc", "mode": "max", "patience": p["early_stopping_patience"]},
+                     "early_stopping": {"monitor": "val_auc", "mode": "max", "patience": p["early_stopping_patience"],
+                                        "used": on_val},
                      "frozen_epochs": ft["frozen_epochs"] if frozen_first else 0,
                      "unfreeze_from": ft["unfreeze_from"] if frozen_first else None,
                      "fine_tune_learning_rate": float(ft["fine_tune_learning_rate"]) if frozen_first else None,
@@ -230,6 +256,10 @@ def run(out_dir: str | Path, params: dict) -> dict:
         "history": history,
         "best_epoch": history[best_i]["epoch"],
         "best_val_auc": history[best_i]["val_auc"],
+        "model_selection": {"rule": "best_val_auc" if on_val else "last_epoch", "early_stopping": on_val,
+                            "validation_adequacy": policy["validation_adequacy"],
+                            "epoch": history[kept_i]["epoch"], "val_auc": history[kept_i]["val_auc"],
+                            "reason": policy["reason"]},
         "seed": p["seed"],
         "deterministic": True,
         "device": _device(strategy),
@@ -262,8 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m model.train", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
-        summary=lambda record, a: (f"train: best epoch {record['data']['best_epoch']} val AUC "
-                                   f"{record['data']['best_val_auc']} -> {layout.model_file(a.out)}"))
+        summary=lambda record, a: (f"train: {_kept(record['data'])} -> {layout.model_file(a.out)}"))
+
+
+def _kept(d: dict) -> str:
+    sel = d.get("model_selection") or {"rule": "best_val_auc", "epoch": d["best_epoch"], "val_auc": d["best_val_auc"]}
+    which = "best epoch" if sel["rule"] == "best_val_auc" else "last epoch (no early stopping: val split below its minimum)"
+    return f"{which} {sel['epoch']} val AUC {sel['val_auc']}"
 
 
 if __name__ == "__main__":

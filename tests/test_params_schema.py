@@ -120,6 +120,7 @@ def test_every_keyword_the_schema_uses_has_its_own_message():
     ("train.optimizer", "model.train:OPTIMIZERS"),
     ("train.balance", "model.data:BALANCE"),
     ("validate.threshold_rule", "validation.threshold:RULES"),
+    ("validate.target_bound", "validation.threshold:TARGET_BOUNDS"),
     ("validate.bootstrap_method", "validation.stats:BOOTSTRAP_METHODS"),
     ("heldout.bootstrap_method", "validation.stats:BOOTSTRAP_METHODS"),
     ("validate.acceptance.metric", "validation.stats:ALL_METRICS"),
@@ -201,7 +202,8 @@ def test_a_key_far_from_any_parameter_lists_the_section(tmp_path):
                            "(parameters of submission: signing, locked_by)")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
     assert error(file) == (f"{file}: split.zzz is not a parameter "
-                           "(parameters of split: seed, fractions, use_official_lists)")
+                           "(parameters of split: seed, fractions, use_official_lists, min_val_positives, "
+                           "min_val_negatives, allow_inadequate_val)")
 
 
 # ----------------------------------------------------------------------------- values

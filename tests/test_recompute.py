@@ -21,7 +21,8 @@ from validation_runs import lock_and_score, make_run, params_file
 def base_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recompute")
     out = make_run(tmp, seed=4)
-    params = params_file(tmp, Path(__file__).resolve().parent.parent, bootstrap_resamples=100)
+    params = params_file(tmp, Path(__file__).resolve().parent.parent, bootstrap_resamples=100,
+                         threshold_rule="max_f1")            # a threshold with metrics strictly inside (0, 1)
     assert threshold.main(["--out", str(out), "--params", str(params)]) == 0
     lock_and_score(out, params)
     assert evaluate.main(["--out", str(out), "--params", str(params)]) == 0

@@ -15,11 +15,13 @@ HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
 
 
-def _params(tmp_path, seed=17, fractions="{train: 0.7, val: 0.15, test: 0.15}", official="true"):
-    p = tmp_path / "params.yaml"
+def _params(tmp_path, seed=17, fractions="{train: 0.7, val: 0.15, test: 0.15}", official="true",
+            adequacy="  allow_inadequate_val: true\n", name="params.yaml"):
+    """Small cohorts: their val split is below the default minimum, so by default they are allowed."""
+    p = tmp_path / name
     p.write_text("cohort:\n  demo: {seed: 11, n_patients: 60, image_size: 64, pneumonia_prevalence: 0.3}\n"
                  "  nih: {max_age_years: 100}\n"
-                 f"split:\n  seed: {seed}\n  fractions: {fractions}\n  use_official_lists: {official}\n")
+                 f"split:\n  seed: {seed}\n  fractions: {fractions}\n  use_official_lists: {official}\n" + adequacy)
     return p
 
 
@@ -184,3 +186,71 @@ def test_unreadable_manifest_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "row 4: column pneumonia" in err and "\n" not in err
     assert not (tmp_path / "out" / "cohort" / "splits.csv").exists()
+
+
+def _val_counts(tmp_path) -> dict:
+    """Val-split counts computed here from splits.csv and the manifest, independently of eda.split."""
+    s, m = _splits(tmp_path), _manifest(tmp_path)
+    val = s[s["split"] == "val"].merge(m[["image_id", "pneumonia"]], on="image_id")
+    pos, neg = val[val["pneumonia"].astype(int) == 1], val[val["pneumonia"].astype(int) == 0]
+    return {"positives": len(pos), "negatives": len(neg), "positive_patients": pos["patient_id"].nunique(),
+            "negative_patients": neg["patient_id"].nunique()}
+
+
+def test_validation_adequacy_is_recorded_when_met(tmp_path):
+    params = _params(tmp_path, adequacy="  min_val_positives: 2\n  min_val_negatives: 5\n")
+    _cohort(tmp_path, "demo", params)
+    assert split.main(["--out", str(tmp_path / "out"), "--params", str(params)]) == 0
+    got = read_record(tmp_path / "out", "split.patients")["data"]["validation_adequacy"]
+    counts = _val_counts(tmp_path)
+    assert counts["positives"] >= 2 and counts["negatives"] >= 5
+    assert got == {"unit": "images", **counts, "min_positives": 2, "min_negatives": 5,
+                   "allow_inadequate": False, "adequate": True}
+
+
+def test_validation_below_minimum_stops_and_proceeds_only_when_allowed(tmp_path, capsys):
+    """60 demo patients: the val split holds a handful of positives, below the default minimum of 20."""
+    strict = _params(tmp_path, adequacy="", name="strict.yaml")
+    _cohort(tmp_path, "demo", strict)
+    out = tmp_path / "out"
+    assert split.main(["--out", str(out), "--params", str(strict)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not (out / "cohort" / "splits.csv").exists() and not (out / "evidence" / "split.patients.json").exists()
+    allowed = _params(tmp_path, adequacy="  allow_inadequate_val: true\n", name="allowed.yaml")
+    assert split.main(["--out", str(out), "--params", str(allowed)]) == 0
+    counts = _val_counts(tmp_path)
+    assert counts["positives"] < 20
+    assert err.startswith("error: ") and "\n" not in err
+    assert f"holds {counts['positives']} pneumonia images (minimum split.min_val_positives 20)" in err
+    assert "larger cohort" in err and "split.fractions" in err and "split.allow_inadequate_val: true" in err
+    got = read_record(out, "split.patients")["data"]["validation_adequacy"]
+    assert got["adequate"] is False and got["allow_inadequate"] is True
+    assert (got["positives"], got["negatives"], got["min_positives"], got["min_negatives"]) == (
+        counts["positives"], counts["negatives"], 20, 20)
+    assert "not estimable from the data" in got["reason"]
+
+
+def test_nih_sample_validation_split_is_too_small_for_its_decisions(tmp_path, nih_dir, capsys):
+    """The 1,000-image NIH sample: its val split holds a couple of pneumonia images. The split stage
+    stops with the counts and the fixes, and proceeds with the explicit parameter."""
+    strict = _params(tmp_path, adequacy="", name="strict.yaml")
+    params = tmp_path / "nih.yaml"
+    params.write_text(strict.read_text().replace("  nih: {max_age_years: 100}\n", "  nih:\n    max_age_years: 100\n"
+                      "    label_file_preference: [Data_Entry_2017_v2020.csv.gz]\n"))
+    _cohort(tmp_path, nih_dir, params)
+    out = tmp_path / "out"
+    assert split.main(["--out", str(out), "--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not (out / "evidence" / "split.patients.json").exists()
+    allowed = tmp_path / "nih_allowed.yaml"
+    allowed.write_text(params.read_text() + "  allow_inadequate_val: true\n")
+    assert split.main(["--out", str(out), "--params", str(allowed)]) == 0
+    counts = _val_counts(tmp_path)
+    assert 1 <= counts["positives"] <= 5 and counts["negatives"] >= 20
+    assert f"holds {counts['positives']} pneumonia images (minimum split.min_val_positives 20)" in err
+    assert "non-pneumonia images (minimum" not in err                    # the negatives are enough
+    rec = read_record(out, "split.patients")
+    assert rec["data"]["rows_split"] == 1000 and rec["synthetic"] is False
+    v = rec["data"]["validation_adequacy"]
+    assert (v["positives"], v["positive_patients"], v["adequate"]) == (
+        counts["positives"], counts["positive_patients"], False)

@@ -57,6 +57,7 @@ def test_training_writes_model_spec_figure_and_record(trained):
     assert d["augmentation"]["horizontal_flip"] is False and "lateralised" in d["augmentation"]["horizontal_flip_reason"]
     assert d["parameters"]["total"] > 1000 and d["device"]["device"] in ("CPU", "GPU")
     assert record["deps"]["records"][0]["id"] == "split.patients" and record["synthetic"] is True
+    assert d["model_selection"]["validation_adequacy"] == "not recorded" and d["model_selection"]["early_stopping"]
     model, spec = train.load_model(trained)
     assert spec.image_size == 32 and model.input_shape == (None, 32, 32, 1)
     assert train.weights_sha256(model) == d["weights_sha256"]
@@ -179,3 +180,53 @@ def test_stale_cache_files_of_an_earlier_run_are_removed(tmp_path):
     d = train.run(out, {**PARAMS, "epochs": 1, "cache": str(cache)})["data"]
     assert not (tmp_path / "cache.old").exists()
     assert isinstance(d["history"][0]["val_auc"], float)
+
+
+def _adequacy_record(out, adequate: bool):
+    """Replace make_cohort's split.patients record with one carrying the split stage's verdict."""
+    import evidence
+
+    counts = dict(pd.read_csv(out / "cohort" / "splits.csv").merge(
+        pd.read_csv(out / "cohort" / "manifest.csv")[["image_id", "pneumonia"]], on="image_id")
+        .query("split == 'val'")["pneumonia"].value_counts())
+    adequacy = {"unit": "images", "positives": int(counts.get(1, 0)), "negatives": int(counts.get(0, 0)),
+                "min_positives": 20 if not adequate else 1, "min_negatives": 20 if not adequate else 1,
+                "allow_inadequate": not adequate, "adequate": adequate}
+    evidence.write_record(out, "split.patients", data={"validation_adequacy": adequacy},
+                          deps=[out / "cohort" / "splits.csv"], synthetic=True)
+
+
+def test_inadequate_validation_trains_the_fixed_epochs_and_keeps_the_last(tmp_path):
+    """Val split below its minimum (allowed): no early stopping, no best-epoch selection; the saved
+    model is the one after the last epoch, whose validation AUC the history records."""
+    out = make_cohort(tmp_path, n_train=(12, 8), n_val=(6, 4), n_test=(2, 2))
+    _adequacy_record(out, adequate=False)
+    record = train.run(out, {**PARAMS, "epochs": 3, "early_stopping_patience": 1})
+    d = record["data"]
+    assert [h["epoch"] for h in d["history"]] == [1, 2, 3] and d["schedule"]["epochs_run"] == 3
+    assert d["schedule"]["early_stopping"]["used"] is False
+    assert all(ph["stopped_early"] is False for ph in d["schedule"]["phases"])
+    sel = d["model_selection"]
+    assert (sel["rule"], sel["early_stopping"], sel["epoch"]) == ("last_epoch", False, 3)
+    assert sel["val_auc"] == d["history"][-1]["val_auc"] and sel["validation_adequacy"] == "inadequate (allowed)"
+    assert "4 pneumonia images (pre-specified minimum 20) and 6 non-pneumonia images" in sel["reason"]
+    assert "too few" in sel["reason"]
+    assert {r["id"] for r in record["deps"]["records"]} == {"split.patients"}
+    model, spec = train.load_model(out)
+    assert train.weights_sha256(model) == d["weights_sha256"]
+    val = pd.read_csv(out / "cohort" / "splits.csv").query("split == 'val'")
+    manifest = pd.read_csv(out / "cohort" / "manifest.csv").set_index("image_id")
+    x = np.stack([preprocess(load_pixels(manifest.loc[i, "path"]), spec) for i in val["image_id"]])
+    auc = roc_auc_score(manifest.loc[val["image_id"], "pneumonia"], model.predict(x, verbose=0).ravel())
+    assert auc == pytest.approx(d["history"][-1]["val_auc"], abs=0.03)   # the last epoch's model was kept
+
+
+def test_adequate_validation_selects_the_best_epoch(tmp_path):
+    out = make_cohort(tmp_path, n_train=(12, 8), n_val=(6, 4), n_test=(2, 2))
+    _adequacy_record(out, adequate=True)
+    d = train.run(out, {**PARAMS, "epochs": 2})["data"]
+    sel = d["model_selection"]
+    assert (sel["rule"], sel["early_stopping"], sel["validation_adequacy"]) == ("best_val_auc", True, "adequate")
+    aucs = [h["val_auc"] for h in d["history"]]
+    assert sel["epoch"] == d["best_epoch"] == 1 + aucs.index(max(aucs)) and sel["val_auc"] == max(aucs)
+    assert d["schedule"]["early_stopping"]["used"] is True
