@@ -282,9 +282,9 @@ def rejection_data(files: list[dict], level: float) -> dict:
         "by_label": {"positives": tally([f for f in files if f["label"] == 1]),
                      "negatives": tally([f for f in files if f["label"] == 0])},
         "by_reason": by_reason,
-        "reason_counting": "a file with several reasons counts once in each of its reason categories (several "
-                           "reasons of one category count once), so the categories may sum to more than the "
-                           "files not analysed; each rate is over all labelled files",
+        "reason_counting": "a file with several reasons counts once in each of its reason categories, and once "
+                           "only when several of its reasons share a category, so the categories may sum to more "
+                           "than the files not analysed; each rate is over all labelled files",
     }
 
 
