@@ -11,6 +11,9 @@ from pathlib import Path
 
 PREDICTED_SPLITS = ("val", "test")
 TRACEABILITY = "traceability.json"  # in a submission folder
+#: in a held-out folder (`heldout(out, name)`): one row per labelled file, `file, patient_id, label,
+#: status, reasons, score, flagged` (`validation.heldout`), recomputed by the audit (`evidence.recompute`)
+HELDOUT_PREDICTIONS = "predictions.csv"
 
 
 def params_stamp(out: str | Path, section: str) -> Path:

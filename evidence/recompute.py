@@ -1,9 +1,17 @@
-"""Independent recomputation of the reported test metrics (used by `python -m evidence audit`).
+"""Independent recomputation of the reported test and held-out metrics (used by `python -m evidence audit`).
 
 Re-derives the confusion counts, sensitivity, specificity, PPV, NPV, accuracy, F1 and AUC from
 `OUT/predictions/test.csv` at the threshold locked in `validation.threshold`, with plain csv and
 numpy (no code of the `validation` package), and compares them with `validation.test`.
 An image is positive when score >= threshold. Absent records or files: nothing to check.
+
+Each held-out folder (`OUT/heldout/<name>`, or OUT itself when it is one) is recomputed the same way
+from its `predictions.csv` (`layout.HELDOUT_PREDICTIONS`): every row's `flagged` against its score and
+the threshold of `heldout.intake` (which must be the run's `validation.threshold`); the per-protocol
+metrics of `heldout.metrics` (the accepted rows); its `all_enrolled` sensitivity and specificity (every
+row; a row not analysed is not flagged) and their per-protocol counterparts; and the rejection counts
+and rates of `heldout.intake` `rejection` (status per row). The file's rows must be the files
+`heldout.intake` lists, with the same label and status.
 """
 from __future__ import annotations
 
@@ -83,8 +91,24 @@ def _compare(record_id: str, data: dict, field: str, expected) -> list[str]:
 
 
 def check(out_dir) -> list[str]:
-    """Failure lines, one per disagreement between `validation.test` and the recomputation."""
+    """Failure lines, one per disagreement between `validation.test` (and each held-out folder's
+    `heldout.metrics` and `heldout.intake`, its lines prefixed `[name] `) and the recomputation."""
     out_dir = Path(out_dir)
+    failures = check_test(out_dir) + check_heldout(out_dir, _threshold_of(out_dir))
+    root = layout.heldout_root(out_dir)
+    if root.is_dir():
+        for hout in sorted(p for p in root.iterdir() if layout.evidence(p).is_dir() and not p.name.startswith(".")):
+            failures += [f"[{hout.name}] {line}" for line in check_heldout(hout, _threshold_of(out_dir))]
+    return failures
+
+
+def _threshold_of(out_dir: Path):
+    locked = _load(out_dir, "validation.threshold")
+    return None if locked is None else locked.get("data", {}).get("threshold")
+
+
+def check_test(out_dir: Path) -> list[str]:
+    """Failure lines, one per disagreement between `validation.test` and the recomputation."""
     test = _load(out_dir, "validation.test")
     if test is None:
         return []
@@ -131,4 +155,169 @@ def _compare_metrics(record_id: str, data: dict, expected: dict) -> list[str]:
             continue
         for method in methods:
             failures += _compare(record_id, data, f"metrics.{m}.{method}.estimate", value)
+    return failures
+
+
+# ----------------------------------------------------------------------------- held-out folders
+
+def _read_heldout(path: Path) -> list[dict]:
+    """Rows of a held-out predictions file: file, label (int), status, score (float or None), flagged (int)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
+                   if c not in (reader.fieldnames or [])]
+        if missing:
+            raise KeyError(f"missing column(s) {', '.join(missing)}")
+        for i, row in enumerate(reader, start=2):
+            try:
+                score = float(row["score"]) if row["score"].strip() else None
+                if score is not None and not math.isfinite(score):
+                    raise ValueError(f"score {row['score']!r} is not finite")
+                rows.append({"line": i, "file": row["file"], "label": int(row["label"]), "status": row["status"],
+                             "score": score, "flagged": int(row["flagged"])})
+            except ValueError as e:
+                raise ValueError(f"line {i}: {e}") from None
+    return rows
+
+
+def _fraction(num: int, den: int):
+    return num / den if den else None
+
+
+def check_heldout(hout: Path, run_threshold=None) -> list[str]:
+    """Failure lines for one held-out folder (nothing when it holds no `heldout.metrics`)."""
+    metrics = _load(hout, "heldout.metrics")
+    if metrics is None:
+        return []
+    intake = _load(hout, "heldout.intake") or {}
+    idata, mdata = intake.get("data", {}), metrics.get("data", {})
+    rel = layout.HELDOUT_PREDICTIONS
+    threshold = idata.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        return [f"record heldout.intake: field data.threshold: expected a number found {threshold!r}"]
+    failures = []
+    if run_threshold is not None and threshold != run_threshold:
+        failures.append(f"record heldout.intake: field data.threshold: expected {run_threshold!r} "
+                        f"(validation.threshold of the run) found {threshold!r}")
+    if mdata.get("threshold") != threshold:
+        failures.append(f"record heldout.metrics: field data.threshold: expected {threshold!r} (heldout.intake) "
+                        f"found {mdata.get('threshold')!r}")
+    path = hout / rel
+    if not path.is_file():
+        return failures + [f"record heldout.metrics: field deps[{rel}]: expected a file found missing file {path}"]
+    try:
+        rows = _read_heldout(path)
+    except (KeyError, ValueError, csv.Error) as e:
+        return failures + [f"record heldout.metrics: field deps[{rel}]: expected file, patient_id, label, status, "
+                           f"reasons, score, flagged columns found an unreadable file ({e})"]
+
+    for r in rows:   # each row's decision from its own score
+        analysed = r["status"] == "accepted"
+        expected = int(analysed and r["score"] is not None and r["score"] >= threshold)
+        if analysed and r["score"] is None:
+            failures.append(f"record heldout.metrics: field deps[{rel}] line {r['line']} ({r['file']}): "
+                            "expected a score for an accepted file found an empty score")
+        elif not analysed and r["score"] is not None:
+            failures.append(f"record heldout.metrics: field deps[{rel}] line {r['line']} ({r['file']}): "
+                            f"expected an empty score for a file with status {r['status']} found {r['score']!r}")
+        if r["flagged"] != expected:
+            failures.append(f"record heldout.metrics: field deps[{rel}] line {r['line']} ({r['file']}): expected "
+                            f"flagged {expected} (score >= threshold {threshold!r}) found {r['flagged']}")
+
+    listed = idata.get("files")
+    if isinstance(listed, list):
+        mine = [(r["file"], r["label"], r["status"]) for r in rows]
+        theirs = [(f.get("file"), f.get("label"), f.get("status")) for f in listed if isinstance(f, dict)]
+        if mine != theirs:
+            i = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            first = lambda rows: "(none)" if i >= len(rows) else "file {!r} label {} status {}".format(*rows[i])  # noqa: E731
+            failures.append(f"record heldout.intake: field data.files[{i}]: expected the row of {rel} "
+                            f"({first(mine)}; {len(mine)} rows) found {first(theirs)} ({len(theirs)} files)")
+
+    accepted = [r for r in rows if r["status"] == "accepted" and r["score"] is not None]
+    y = np.array([r["label"] for r in accepted], dtype=int)
+    s = np.array([r["score"] for r in accepted], dtype=float)
+    exp = expected_metrics(y, s, float(threshold))
+    rid = "heldout.metrics"
+    failures += _compare(rid, mdata, "counts.n", exp["n"])
+    failures += _compare(rid, mdata, "counts.positives", exp["positives"])
+    if mdata.get("estimable") is not False:
+        for k, v in exp["confusion"].items():
+            failures += _compare(rid, mdata, f"confusion.{k}", v)
+        failures += _compare_metrics(rid, mdata, exp["values"])
+    elif exp["n"] and 0 < exp["positives"] < exp["n"]:
+        failures.append(f"record {rid}: field data.estimable: expected true ({exp['positives']} positives of "
+                        f"{exp['n']} accepted rows in {rel}) found false")
+    failures += _check_all_enrolled(rows, mdata.get("all_enrolled"), exp["confusion"], float(threshold))
+    failures += _check_rejection(rows, idata.get("rejection"))
+    return failures
+
+
+def _proportions(record_id: str, data: dict, prefix: str, conf: dict) -> list[str]:
+    """Every interval method of `prefix`.sensitivity / .specificity against the counts of `conf`."""
+    expected = {"sensitivity": _fraction(conf["tp"], conf["tp"] + conf["fn"]),
+                "specificity": _fraction(conf["tn"], conf["tn"] + conf["fp"])}
+    failures = []
+    for metric, value in expected.items():
+        try:
+            methods = resolve_pointer(data, "/" + f"{prefix}.{metric}".replace(".", "/"))
+        except KeyError:
+            methods = None
+        if not isinstance(methods, dict) or not methods:
+            failures.append(f"record {record_id}: field data.{prefix}.{metric}: expected {value!r} found missing field")
+            continue
+        for method in methods:
+            failures += _compare(record_id, data, f"{prefix}.{metric}.{method}.estimate", value)
+    return failures
+
+
+def _check_all_enrolled(rows: list[dict], block, per_protocol: dict, threshold: float) -> list[str]:
+    rid, field = "heldout.metrics", "all_enrolled"
+    if not isinstance(block, dict):
+        return [f"record {rid}: field data.{field}: expected the all-enrolled sensitivity and specificity "
+                "found missing field"]
+    data = {field: block}
+    conf = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    for r in rows:   # a row not analysed raised no flag: a positive is a miss, a negative a correct not-flagged
+        flagged = r["status"] == "accepted" and r["score"] is not None and r["score"] >= threshold
+        conf[("tp" if flagged else "fn") if r["label"] == 1 else ("fp" if flagged else "tn")] += 1
+    n_pos = sum(r["label"] == 1 for r in rows)
+    not_analysed = [r for r in rows if r["status"] != "accepted"]
+    failures = []
+    counts = {"n": len(rows), "positives": n_pos, "negatives": len(rows) - n_pos,
+              "positives_not_analysed": sum(r["label"] == 1 for r in not_analysed),
+              "negatives_not_analysed": sum(r["label"] == 0 for r in not_analysed)}
+    for k, v in counts.items():
+        failures += _compare(rid, data, f"{field}.counts.{k}", v)
+    for k, v in conf.items():
+        failures += _compare(rid, data, f"{field}.confusion.{k}", v)
+    failures += _proportions(rid, data, f"{field}.metrics", conf)
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    for k, v in {"n": len(accepted), "positives": sum(r["label"] == 1 for r in accepted),
+                 "negatives": sum(r["label"] == 0 for r in accepted)}.items():
+        failures += _compare(rid, data, f"{field}.per_protocol.counts.{k}", v)
+    for k, v in per_protocol.items():
+        failures += _compare(rid, data, f"{field}.per_protocol.confusion.{k}", v)
+    failures += _proportions(rid, data, f"{field}.per_protocol.metrics", per_protocol)
+    return failures
+
+
+def _check_rejection(rows: list[dict], block) -> list[str]:
+    rid = "heldout.intake"
+    if not isinstance(block, dict):
+        return [f"record {rid}: field data.rejection: expected the input-rejection rates found missing field"]
+    data = {"rejection": block}
+    failures = []
+    groups = {"rejection": rows,
+              "rejection.by_label.positives": [r for r in rows if r["label"] == 1],
+              "rejection.by_label.negatives": [r for r in rows if r["label"] == 0]}
+    for prefix, mine in groups.items():
+        k = {"rejected": sum(r["status"] == "rejected" for r in mine),
+             "error": sum(r["status"] == "error" for r in mine)}
+        k["not_analysed"] = k["rejected"] + k["error"]
+        failures += _compare(rid, data, f"{prefix}.n", len(mine))
+        for status, v in k.items():
+            failures += _compare(rid, data, f"{prefix}.{status}", v)
+            failures += _compare(rid, data, f"{prefix}.rate.{status}.estimate", _fraction(v, len(mine)))
     return failures

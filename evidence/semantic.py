@@ -13,6 +13,8 @@ or the reverse). This module recomputes, with plain csv (no stage code):
   states a `model_sha256` (predictions, workflow) against `training.run`;
 - `workflow.dicom` and `heldout.intake` tallies (`n_files`, `counts`, `flagged`, `origins`) from
   their `files` lists, and `workflow.dicom` `threshold` against `validation.threshold`;
+- `heldout.intake` `rejection`: the files not analysed (rejected, error), by class and by reason
+  category (each file once per category it lists), and each rate's estimate, from its `files` list;
 - each record's `params` against `OUT/params/<section>.json` (the section from the stage table),
   key by key for the keys both hold (a record may store a subset, or add resolved defaults).
 One failure line per mismatch: record, field, expected (recomputed), found (the record).
@@ -201,6 +203,39 @@ def check_tallies(records: dict) -> list[str]:
     return failures
 
 
+def check_rejection(records: dict) -> list[str]:
+    """`heldout.intake` `rejection` recomputed from the record's `files` list."""
+    rid = "heldout.intake"
+    record = records.get(rid)
+    if record is None or not isinstance(record["data"].get("files"), list) \
+            or not isinstance(record["data"].get("rejection"), dict):
+        return []
+    data, files = record["data"], record["data"]["files"]
+    failures = []
+    groups = {"rejection": files,
+              "rejection.by_label.positives": [f for f in files if f.get("label") == 1],
+              "rejection.by_label.negatives": [f for f in files if f.get("label") == 0]}
+    for prefix, mine in groups.items():
+        k = {"rejected": sum(f.get("status") == "rejected" for f in mine),
+             "error": sum(f.get("status") == "error" for f in mine)}
+        k["not_analysed"] = k["rejected"] + k["error"]
+        failures += _compare(rid, data, f"{prefix}.n", len(mine))
+        for status, v in k.items():
+            failures += _compare(rid, data, f"{prefix}.{status}", v)
+            if mine:
+                failures += _compare(rid, data, f"{prefix}.rate.{status}.estimate", v / len(mine), 1e-12)
+    reasons = Counter(c for f in files for c in set(f.get("reason_categories") or []))
+    stated = data["rejection"].get("by_reason") or {}
+    for key in sorted(set(reasons) | set(stated)):
+        failures += _compare(rid, data, f"rejection.by_reason.{key}.n_files", reasons[key])
+        if files:
+            failures += _compare(rid, data, f"rejection.by_reason.{key}.rate.estimate", reasons[key] / len(files), 1e-12)
+    no_reason = [f.get("file") for f in files if f.get("status") != "accepted" and not f.get("reason_categories")]
+    failures += [f"record {rid}: field data.files[{name}].reason_categories: expected at least one category "
+                 "for a file not analysed found none" for name in no_reason]
+    return failures
+
+
 def check_params(records: dict, out: Path) -> list[str]:
     """Each record's params, key by key, against the stamp of its stage's section. A string the
     record stores as a file's name (a weights file) matches the stamp's path to that file."""
@@ -241,4 +276,4 @@ def check(run_dir: str | Path, records: dict[str, dict], out: str | Path | None 
     run_dir = Path(run_dir)
     out = run_dir if out is None else Path(out)
     return (check_manifest(records, run_dir) + check_predictions(records, run_dir) + check_model_hashes(records)
-            + check_tallies(records) + check_params(records, out))
+            + check_tallies(records) + check_rejection(records) + check_params(records, out))

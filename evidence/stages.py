@@ -113,7 +113,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
           params="heldout", sources=("validation", "model"), args="--heldout DIR", in_run=False,
-          outs=("figures/roc_heldout.png",),
+          outs=("figures/roc_heldout.png", "predictions.csv"),
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",

@@ -152,8 +152,30 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert sub["sex"]["M"]["n"] + sub["sex"]["F"]["n"] + sub["sex"]["unknown"]["n"] == len(rows)
     assert set(sub) == {"sex", "age_band", "age_out_of_scope", "view"}  # DICOM headers carry no finding labels
 
+    # per-image predictions: one row per labelled file, hashed, recomputed by the audit
+    pred = pd.read_csv(hout / "predictions.csv", dtype=str, keep_default_na=False)
+    assert list(pred["file"]) == list(labels["file"])
+    assert (pred.loc[pred["status"] != "accepted", "score"] == "").all()
+    assert {f: float(x) for f, x in zip(pred["file"], pred["score"]) if x} == pytest.approx(scores, abs=1e-6)  # batched float32
+    assert "predictions.csv" in {o["path"] for o in read_record(hout, "heldout.intake")["outs"]}
+    assert "predictions.csv" in {d["path"] for d in read_record(hout, "heldout.metrics")["deps"]["files"]}
+    from evidence import recompute
+    from evidence.audit import audit_run
+    assert recompute.check_heldout(hout, 0.5) == []
+    assert audit_run(hout, check_code=False, out=locked_run)[0] == []
+    rej = intake["rejection"]
+    assert (rej["n"], rej["rejected"], rej["error"]) == (len(rows) + 3, 3, 0)
+    lo, hi = proportion_confint(3, len(rows) + 3, alpha=0.05, method="beta")
+    assert (rej["rate"]["rejected"]["ci_low"], rej["rate"]["rejected"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    assert {k: v["n_files"] for k, v in rej["by_reason"].items()} == {"body_part": 1, "view": 1, "age": 1}
+    ae = m["all_enrolled"]
+    assert ae["counts"]["negatives_not_analysed"] == 3 and ae["confusion"]["tn"] == m["confusion"]["tn"] + 3
+    assert ae["confusion"]["tp"] == m["confusion"]["tp"] and ae["confusion"]["fn"] == m["confusion"]["fn"]
+
     report = (hout / "submission" / "heldout_report.md").read_text()
     assert "Held-out Clinical Revalidation Report" in report
+    assert "### Input-rejection rate" in report and "### All enrolled beside per protocol" in report
+    assert "| rejected by the header checks | 3 of " in report and "Clopper-Pearson exact" in report
     assert ("did not meet" in report) != verdict["all_passed"]
     assert "view LL (from ViewPosition)" in report and "roc_heldout.png" in report and "(accepted)" not in report
     from submission.check import check
@@ -352,3 +374,71 @@ def test_roc_figure_is_written(tmp_path):
     df = pd.DataFrame({"label": [0, 0, 1, 1, 0, 1], "score": [0.1, 0.4, 0.35, 0.8, 0.2, 0.9]})
     path = heldout.roc_figure(df, 0.5, tmp_path / "figures" / "roc_heldout.png", "site_$x_")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- inputs and failures counted
+
+def test_reason_categories_of_the_header_checks_own_messages():
+    pixels = np.full((96, 96), 100, dtype=np.uint8)
+    cases = [({"view": "LL", "age": "010Y"}, ["view", "age"]),
+             ({"modality": "CT", "body_part": None}, ["modality", "body_part"]),
+             ({"view": None, "age": "3 years"}, ["view", "age"])]
+    for kw, expected in cases:
+        check = dicom.check_header(dicom.build_dataset(pixels, **{"age": "050Y", **kw}))
+        assert check.status == "rejected"
+        assert heldout.reason_categories(check.status, check.reasons) == expected, check.reasons
+    small = dicom.check_header(dicom.build_dataset(np.full((8, 8), 1, dtype=np.uint8), age="050Y"))
+    assert heldout.reason_categories(small.status, small.reasons) == ["image_format"]   # Rows and Columns: once
+    assert heldout.reason_categories("error", ["not a DICOM file (no 'DICM' marker)"]) == ["unreadable"]
+    assert heldout.reason_categories("error", ["pixel data could not be decoded (x): ValueError: y"]) == ["decode_error"]
+    assert heldout.reason_categories("rejected", ["something new"]) == ["other"]
+    assert heldout.reason_categories("accepted", []) == []
+
+
+def test_rejection_rate_exact_interval_against_scipy_and_statsmodels():
+    from scipy.stats import binomtest
+
+    files = ([{"label": 1, "status": "rejected", "reason_categories": ["view", "age"]}] * 3
+             + [{"label": 0, "status": "rejected", "reason_categories": ["view"]}] * 4
+             + [{"label": 0, "status": "error", "reason_categories": ["unreadable"]}] * 2
+             + [{"label": 1, "status": "accepted", "reason_categories": []}] * 17
+             + [{"label": 0, "status": "accepted", "reason_categories": []}] * 24)
+    r = heldout.rejection_data(files, 0.95)
+    assert (r["n"], r["rejected"], r["error"], r["not_analysed"]) == (50, 7, 2, 9)
+    for key, k, n in (("rejected", 7, 50), ("error", 2, 50), ("not_analysed", 9, 50)):
+        e = r["rate"][key]
+        exact = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        lo, hi = proportion_confint(k, n, alpha=0.05, method="beta")
+        assert e["method"] == "clopper-pearson" and e["n"] == n
+        assert (e["estimate"], e["ci_low"], e["ci_high"]) == pytest.approx((k / n, exact.low, exact.high), abs=1e-9)
+        assert (e["ci_low"], e["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    # a file with reasons in two categories counts once in each: the categories sum to more than the files
+    assert {k: v["n_files"] for k, v in r["by_reason"].items()} == {"view": 7, "age": 3, "unreadable": 2}
+    assert sum(v["n_files"] for v in r["by_reason"].values()) > r["not_analysed"]
+    assert r["by_reason"]["age"]["rate"]["estimate"] == pytest.approx(3 / 50)
+    pos, neg = r["by_label"]["positives"], r["by_label"]["negatives"]
+    assert (pos["n"], pos["not_analysed"], neg["n"], neg["not_analysed"]) == (20, 3, 30, 6)
+    lo, hi = proportion_confint(3, 20, alpha=0.05, method="beta")
+    assert (pos["rate"]["not_analysed"]["ci_low"], pos["rate"]["not_analysed"]["ci_high"]) == pytest.approx((lo, hi))
+    empty = heldout.rejection_data([], 0.95)
+    assert empty["rate"]["rejected"]["estimable"] is False and empty["by_reason"] == {}
+
+
+def test_all_enrolled_counts_not_analysed_positives_as_misses():
+    df = pd.DataFrame({"label": [1, 1, 1, 1, 0, 0, 0, 0, 0],
+                       "status": ["accepted", "accepted", "rejected", "error", "accepted", "accepted", "accepted",
+                                  "rejected", "error"],
+                       "score": [0.9, 0.2, None, None, 0.7, 0.1, 0.3, None, None]})
+    ae = heldout.all_enrolled_data(df, 0.5, 0.95)
+    assert ae["per_protocol"]["confusion"] == {"tp": 1, "fp": 1, "tn": 2, "fn": 1}
+    assert ae["confusion"] == {"tp": 1, "fp": 1, "tn": 4, "fn": 3}
+    sens = ae["metrics"]["sensitivity"]["clopper-pearson"]
+    lo, hi = proportion_confint(1, 4, alpha=0.05, method="beta")
+    assert (sens["estimate"], sens["ci_low"], sens["ci_high"]) == pytest.approx((0.25, lo, hi))
+    assert ae["metrics"]["specificity"]["wilson"]["estimate"] == pytest.approx(4 / 5)
+    assert ae["per_protocol"]["metrics"]["sensitivity"]["wilson"]["estimate"] == pytest.approx(1 / 2)
+    assert ae["counts"] == {"n": 9, "positives": 4, "negatives": 5, "positives_not_analysed": 2,
+                            "negatives_not_analysed": 2}
+    none = heldout.all_enrolled_data(df.assign(status="rejected", score=None), 0.5, 0.95)
+    assert none["per_protocol"]["metrics"]["sensitivity"]["wilson"]["estimable"] is False
+    assert none["metrics"]["sensitivity"]["wilson"]["estimate"] == 0.0

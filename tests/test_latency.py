@@ -58,3 +58,41 @@ def test_bootstrap_quantile_interval():
     assert e["ci_low"] < np.log(2) < e["ci_high"] and e["ci_level"] == 0.9 and e["n"] == 400
     assert e == bootstrap_quantile(x, 0.5, n_resamples=500, level=0.9, seed=3)
     assert bootstrap_quantile([1.0], 0.5)["estimable"] is False
+
+
+def test_time_to_notification_is_compared_with_the_predicates_published_figures(tmp_path):
+    """The latency partial renders, beside the measured figures, each predicate's published time to
+    notification from submission/data/predicate_performance.yml, with the start and end points."""
+    import yaml
+    from pathlib import Path
+
+    from submission.render import Renderer
+    from test_render_evidence import build_run
+
+    repo = Path(__file__).resolve().parent.parent
+    facts = yaml.safe_load((repo / "submission" / "data" / "predicate_performance.yml").read_text())["devices"]
+    out = build_run(tmp_path / "run")
+    templates = tmp_path / "t"
+    shutil.copytree(repo / "templates" / "partials", templates / "partials")
+    (templates / "one.md.j2").write_text('{% from "partials/latency.md.j2" import performance with context %}'
+                                         '{{ performance() }}')
+    r = Renderer(out, templates=templates).render("one")
+    text = " ".join(r.plain.split())
+    lat = Store(out).get("workflow.latency")["data"]
+    assert f"from when {lat['measurement']['start']}, to when {lat['measurement']['end']}" in text
+    assert "FDA gives no single definition" in text and "loopback" in text
+    k191556, k230899 = facts["K191556"], facts["K230899"]
+    ttn = k191556["time_to_notification"]
+    assert f"| {k191556['name']} (K191556) | mean processing time | as published (\"processing\") | " \
+           f"{ttn['mean_processing_seconds']:.1f} |" in text
+    assert f"| mean total time | as published (\"total\") | {ttn['mean_total_seconds']:.1f} |" in text
+    assert f"| {k230899['name']} (K230899) | mean processing time | as published (\"processing\") | " \
+           f"{k230899['time_to_notification']['mean_processing_seconds']:.1f} | " \
+           f"{k230899['time_to_notification']['source']}; unverified |" in text
+    assert text.count("mean total time") == 1          # K230899 publishes no total: no row, no empty cell
+    assert "K232410" not in text                         # no published time to notification: not listed
+    assert f"| this device | median, all studies | ours, as stated above | {lat['median_seconds']['estimate']:.3f} (" in text
+    from submission.check import untraced_numbers
+    assert untraced_numbers(r.plain, r.traces) == []     # every figure traced, the predicates' to the facts file
+    assert {f"{ttn['mean_processing_seconds']:.1f}", f"{ttn['mean_total_seconds']:.1f}"} <= \
+        {t["text"] for t in r.traces if "predicate_performance" in str(t)}

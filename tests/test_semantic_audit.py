@@ -85,3 +85,31 @@ def test_record_params_that_differ_from_the_params_stamp_fail(demo, tmp_path):
     assert proc.returncode != 0
     assert (f"FAIL record training.run: field params.epochs: expected {stamp['epochs']} (params/train.json) "
             f"found {stamp['epochs'] + 10}") in proc.stdout
+
+
+def test_heldout_rejection_summary_is_recomputed_from_the_files_list(tmp_path):
+    """`heldout.intake` `rejection`: counts by status, class and reason category from its `files`."""
+    import numpy as np
+
+    from evidence import read_record, write_record
+    from validation_runs import heldout_frame, make_heldout
+
+    hout = make_heldout(tmp_path / "run", heldout_frame(np.random.default_rng(2)))
+    records = {rid: read_record(hout, rid) for rid in ("heldout.intake", "heldout.metrics")}
+    assert semantic.check(hout, records, tmp_path / "run") == []
+    by_reason = records["heldout.intake"]["data"]["rejection"]["by_reason"]
+    assert by_reason["view"]["n_files"] == 4 and by_reason["age"]["n_files"] == 2   # frame: 6 rejected, 4 kinds
+
+    data = json.loads(json.dumps(records["heldout.intake"]["data"]))
+    data["rejection"]["by_reason"]["age"]["n_files"] = 5
+    data["rejection"]["by_label"]["positives"]["rate"]["not_analysed"]["estimate"] = 0.0
+    data["files"][0]["reason_categories"] = []          # the first file is rejected (view)
+    rec = write_record(hout, "heldout.intake", data=data, synthetic=True)
+    lines = semantic.check_rejection({"heldout.intake": rec})
+    assert "record heldout.intake: field data.rejection.by_reason.age.n_files: expected 2 found 5" in lines
+    assert "record heldout.intake: field data.rejection.by_reason.view.n_files: expected 3 found 4" in lines
+    assert any(x.startswith("record heldout.intake: field data.rejection.by_label.positives.rate.not_analysed."
+                            "estimate: expected ") and x.endswith(" found 0.0") for x in lines)
+    assert f"record heldout.intake: field data.files[{data['files'][0]['file']}].reason_categories: expected at " \
+           "least one category for a file not analysed found none" in lines
+    assert len(lines) == 5          # the view rate too

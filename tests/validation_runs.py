@@ -81,3 +81,52 @@ def params_file(tmp: Path, repo_root: Path, **overrides) -> Path:
     path = Path(tmp) / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def heldout_frame(rng, n: int = 60, *, n_rejected: int = 6, n_error: int = 2) -> pd.DataFrame:
+    """Labelled held-out results as `validation.heldout.intake` returns them: accepted files with a
+    score, rejected ones (one with two reasons of different categories, one with two of the same) and
+    failed ones, without a score."""
+    rows = []
+    for i in range(n):
+        label = int(rng.random() < 0.4)
+        status, reasons, score = "accepted", [], float(1 / (1 + np.exp(-rng.normal(1.6 * label - 0.8, 1.0))))
+        if i < n_rejected:
+            status, score = "rejected", None
+            reasons = [["view LL (from ViewPosition) is not one of AP, PA"],
+                       ["view LL (from ViewPosition) is not one of AP, PA", "PatientAge 10 years is outside the intended use 18-120 years"],
+                       ["Rows 20 is outside the accepted range 64-8192", "Columns 20 is outside the accepted range 64-8192"],
+                       ["Modality CT is not one of DX, CR"]][i % 4]
+        elif i < n_rejected + n_error:
+            status, score, reasons = "error", None, ["not a DICOM file (no 'DICM' marker after the 128-byte preamble)"]
+        rows.append({"file": f"site/f{i:03d}.dcm", "patient_id": f"P{i // 2:03d}", "label": label, "status": status,
+                     "reasons": reasons, "warnings": [], "score": score})
+    return pd.DataFrame(rows)
+
+
+def make_heldout(out: Path, df: pd.DataFrame, *, threshold: float = 0.5, name: str = "set-0123456789ab",
+                 resamples: int = 100) -> Path:
+    """A held-out folder `OUT/heldout/<name>` holding the five `validation.heldout` records, written
+    from `df` (`heldout_frame`) by the functions the held-out run uses; no DICOM, no model."""
+    from validation import heldout
+    from validation.design import check_statistics
+
+    hout = layout.heldout(out, name)
+    p = check_statistics({"bootstrap_resamples": resamples})
+    files = [{"file": r["file"], "label": int(r["label"]), "status": r["status"], "reasons": list(r["reasons"]),
+              "reason_categories": heldout.reason_categories(r["status"], r["reasons"])} for r in df.to_dict("records")]
+    accepted = df[df["status"] == "accepted"].copy()
+    accepted["score"] = accepted["score"].astype(float)
+    metrics = heldout.metrics_data(accepted, threshold, p, [])
+    metrics["all_enrolled"] = heldout.all_enrolled_data(df, threshold, p["ci_level"])
+    counts = {s: sum(f["status"] == s for f in files) for s in ("accepted", "rejected", "error")}
+    write_record(hout, "heldout.plan_lock", data={"plan_record": "validation.plan_lock"}, synthetic=True)
+    predictions = heldout.write_predictions(hout, df, threshold)
+    write_record(hout, "heldout.intake", synthetic=True, outs=[predictions], dep_records=["heldout.plan_lock"],
+                 data={"n_labelled_files": len(files), "counts": counts, "files": files, "threshold": threshold,
+                       "rejection": heldout.rejection_data(files, p["ci_level"])})
+    write_record(hout, "heldout.metrics", data=metrics, deps=[predictions], dep_records=["heldout.intake"], synthetic=True)
+    write_record(hout, "heldout.subgroups", data={"groups": {}}, dep_records=["heldout.intake"], synthetic=True)
+    write_record(hout, "heldout.acceptance", data={"all_passed": True},
+                 dep_records=["heldout.plan_lock", "heldout.metrics"], synthetic=True)
+    return hout

@@ -12,8 +12,20 @@ optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order 
    threshold from `validation.threshold`, header checks from `model.infer.header_rules`: the run's
    `workflow.dicom` record when present, else the `workflow` section of PARAMS);
 3. read labels.csv, run the device's header checks and inference on every file;
-4. write `heldout.intake`, `heldout.metrics`, `heldout.subgroups`, `heldout.acceptance` (records
-   last), then render `heldout_report`.
+4. write `predictions.csv` (one row per labelled file: `file, patient_id, label, status, reasons,
+   score, flagged`; a file that was not analysed has an empty score and flagged 0), then
+   `heldout.intake` (which lists it among its outs), `heldout.metrics` (which depends on it),
+   `heldout.subgroups`, `heldout.acceptance` (records last), then render `heldout_report`.
+
+Inputs and failures are results, not exclusions (`heldout.intake` `rejection`): the rate of labelled
+files rejected by the header checks, of files that failed (status error), and of both, each with an
+exact Clopper-Pearson interval over the labelled files, overall, by class and by reason category (a
+file with several reasons counts once in each of its categories, so the categories may sum to more
+than the files). Performance is reported twice (`heldout.metrics`): per protocol (the accepted files,
+as the plan's criteria are judged) and `all_enrolled`, every labelled file under the rule fixed here
+(`ALL_ENROLLED_RULE`): a file that was not analysed raised no flag, so a rejected or failed positive is
+a miss (false negative) and a rejected or failed negative counts as a correct not-flagged result
+(true negative), as a study without a notification stays in the standard reading queue.
 
 Everything is written into a hidden folder in OUT/heldout and renamed at the end to
 `OUT/heldout/<DIR name>-<first 12 hex of the set's content hash>/` (`folder_name`): a failed run
@@ -37,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import EvidenceError, Store, canonical_json, console, layout, record_path, sha256_file, write_record
+from evidence import EvidenceError, Store, atomic, canonical_json, console, layout, record_path, sha256_file, write_record
 from evidence.canonical import sha256_bytes
 from evidence.prespecified import LOCK, plan_file_failures
 from evidence.params import load_all
@@ -46,6 +58,42 @@ from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 
 REPORT = "heldout_report"
+
+#: The columns of the held-out folder's per-image file (`layout.HELDOUT_PREDICTIONS`).
+PREDICTION_COLUMNS = ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
+
+#: The pre-specified handling of labelled files that were not analysed (rejected or error), for the
+#: all-enrolled sensitivity and specificity reported beside the per-protocol figures.
+ALL_ENROLLED_RULE = {
+    "population": "every labelled file of the held-out set, analysed or not",
+    "not_analysed_positive": "false negative (a miss: no notification was raised)",
+    "not_analysed_negative": "true negative (no notification was raised, as is right for a negative)",
+    "rationale": "a file the device rejects or fails on raises no flag, so it is read in the standard "
+                 "queue without priority; counting it as not flagged measures what the triage delivers "
+                 "to the enrolled population",
+}
+
+#: The method of the rejection-rate intervals (exact: small counts are expected).
+REJECTION_CI_METHOD = "clopper-pearson"
+
+#: Reason categories of a file not analysed: (key, label, leading words of the reasons of
+#: `model.dicom` header, image-module and decoding checks). A reason matching none is `other`
+#: (status rejected) or `unreadable` (status error: the file could not be read as DICOM).
+REASON_CATEGORIES = (
+    ("modality", "modality missing or outside the intended use", ("Modality",)),
+    ("body_part", "body part missing or outside the intended use", ("BodyPartExamined",)),
+    ("view", "view missing or outside the intended use", ("view ",)),
+    ("age", "patient age missing, unreadable or outside the intended use", ("PatientAge",)),
+    ("image_format", "image format not supported (pixel data, frames, photometric interpretation, size, "
+                     "bit depth or transfer syntax)",
+     ("no Pixel Data", "float pixel data", "NumberOfFrames", "PhotometricInterpretation", "SamplesPerPixel",
+      "Rows", "Columns", "BitsAllocated", "BitsStored", "TransferSyntaxUID", "transfer syntax")),
+    ("header_unreadable", "header could not be checked", ("header could not be checked",)),
+    ("decode_error", "pixel data could not be decoded", ("pixel data could not be decoded",)),
+    ("model_error", "the model returned no probability", ("the model returned",)),
+)
+OTHER_REASONS = {"rejected": ("other", "another reason"),
+                 "error": ("unreadable", "file could not be read as DICOM")}
 
 
 class HeldoutError(ToolkitError, ValueError):
@@ -182,6 +230,120 @@ def _patient_id(row: dict, result) -> str:
     return str(pid) if pid else f"file:{row['file']}"
 
 
+# ----------------------------------------------------------------------------- inputs and failures
+
+def reason_categories(status: str, reasons) -> list[str]:
+    """The categories (keys of `REASON_CATEGORIES`, `other`, `unreadable`) of a file's reasons, each
+    once, in table order; none for an accepted file."""
+    if status == "accepted":
+        return []
+    found = set()
+    for reason in reasons or []:
+        text = str(reason)
+        key = next((k for k, _, lead in REASON_CATEGORIES if text.startswith(lead)), None)
+        found.add(key or OTHER_REASONS.get(status, OTHER_REASONS["rejected"])[0])
+    if not found:
+        found.add(OTHER_REASONS.get(status, OTHER_REASONS["rejected"])[0])
+    order = [k for k, _, _ in REASON_CATEGORIES] + [k for k, _ in OTHER_REASONS.values()]
+    return [k for k in order if k in found]
+
+
+def _category_labels() -> dict[str, str]:
+    return {**{k: label for k, label, _ in REASON_CATEGORIES}, **dict(OTHER_REASONS.values())}
+
+
+def rejection_data(files: list[dict], level: float) -> dict:
+    """Input-rejection and failure rates over the labelled files (`files`: dicts with `label`,
+    `status`, `reason_categories`), exact Clopper-Pearson intervals: overall, by class, by reason."""
+    from . import stats
+
+    n = len(files)
+
+    def rate(k: int, d: int) -> dict:
+        return stats.proportion_ci(k, d, method=REJECTION_CI_METHOD, level=level)
+
+    def tally(rows: list[dict]) -> dict:
+        rejected = sum(f["status"] == "rejected" for f in rows)
+        error = sum(f["status"] == "error" for f in rows)
+        return {"n": len(rows), "rejected": rejected, "error": error, "not_analysed": rejected + error,
+                "rate": {"rejected": rate(rejected, len(rows)), "error": rate(error, len(rows)),
+                         "not_analysed": rate(rejected + error, len(rows))}}
+
+    labels = _category_labels()
+    counts: dict[str, int] = {}
+    for f in files:
+        for key in f["reason_categories"]:
+            counts[key] = counts.get(key, 0) + 1
+    by_reason = {key: {"label": labels[key], "n_files": k, "rate": rate(k, n)}
+                 for key in labels if (k := counts.get(key, 0))}
+    return {
+        "denominator": "labelled files (the enrolled cases: files of the set with a usable row in labels.csv)",
+        "method": REJECTION_CI_METHOD, "ci_level": level,
+        **tally(files),
+        "by_label": {"positives": tally([f for f in files if f["label"] == 1]),
+                     "negatives": tally([f for f in files if f["label"] == 0])},
+        "by_reason": by_reason,
+        "reason_counting": "a file with several reasons counts once in each of its reason categories, and once "
+                           "only when several of its reasons share a category, so the categories may sum to more "
+                           "than the files not analysed; each rate is over all labelled files",
+    }
+
+
+def all_enrolled_data(df: pd.DataFrame, threshold: float, level: float) -> dict:
+    """Sensitivity and specificity over every labelled file under `ALL_ENROLLED_RULE`, beside the
+    per-protocol (accepted files only) figures with the same intervals (Wilson and exact)."""
+    from . import stats
+
+    n = len(df)
+    y = df["label"].to_numpy(dtype=int) if n else np.zeros(0, dtype=int)
+    analysed = (df["status"] == "accepted").to_numpy() if n else np.zeros(0, dtype=bool)
+    score = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float) if n else np.zeros(0)
+    flagged = analysed & (np.nan_to_num(score, nan=-np.inf) >= threshold)
+
+    def confusion(mask: np.ndarray) -> dict:
+        yy, ff = y[mask], flagged[mask]
+        return {"tp": int(np.sum(ff & (yy == 1))), "fp": int(np.sum(ff & (yy == 0))),
+                "tn": int(np.sum(~ff & (yy == 0))), "fn": int(np.sum(~ff & (yy == 1)))}
+
+    def intervals(conf: dict) -> dict:
+        out = {}
+        for metric, (k, d) in (("sensitivity", (conf["tp"], conf["tp"] + conf["fn"])),
+                               ("specificity", (conf["tn"], conf["tn"] + conf["fp"]))):
+            out[metric] = {m: stats.proportion_ci(k, d, method=m, level=level) for m in ("wilson", "clopper-pearson")}
+        return out
+
+    everyone, accepted = confusion(np.ones(n, dtype=bool)), confusion(analysed)
+    return {
+        "rule": ALL_ENROLLED_RULE, "threshold": threshold,
+        "counts": {"n": n, "positives": int(y.sum()), "negatives": int(n - y.sum()),
+                   "positives_not_analysed": int(np.sum(~analysed & (y == 1))),
+                   "negatives_not_analysed": int(np.sum(~analysed & (y == 0)))},
+        "confusion": everyone,
+        "metrics": intervals(everyone),
+        "per_protocol": {"counts": {"n": int(analysed.sum()), "positives": int(np.sum(analysed & (y == 1))),
+                                    "negatives": int(np.sum(analysed & (y == 0)))},
+                         "confusion": accepted, "metrics": intervals(accepted)},
+    }
+
+
+def write_predictions(hout: Path, df: pd.DataFrame, threshold: float) -> Path:
+    """`predictions.csv` of the held-out folder, atomically: one row per labelled file, its status and
+    reasons; the score (full precision) and flagged (score >= threshold) of an analysed file, an empty
+    score and flagged 0 for one that was not analysed."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
+    for r in df.to_dict("records"):
+        analysed = r["status"] == "accepted" and r["score"] is not None and np.isfinite(float(r["score"]))
+        score = float(r["score"]) if analysed else None
+        writer.writerow([r["file"], r["patient_id"], int(r["label"]), r["status"], "; ".join(r["reasons"]),
+                         repr(score) if analysed else "", int(analysed and score >= threshold)])
+    return atomic.write_text(hout / layout.HELDOUT_PREDICTIONS, buffer.getvalue())
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def reader_metrics(df: pd.DataFrame, readers: list[str], level: float) -> dict:
@@ -303,6 +465,11 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     accepted = df[df["status"] == ACCEPTED].copy() if len(df) else df
 
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
+    files_list = [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
+                   "reason_categories": reason_categories(r.status, r.reasons),
+                   "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
+                   "view": _plain(r.view), "age": _plain(r.age_years), "sex": _plain(r.sex)}
+                  for r in df.itertuples()] if len(df) else []
     tally = summary(df.to_dict("records"))
     intake_data = {
         "folder": str(folder.resolve()), "name": name, "content_sha256": digest,
@@ -311,10 +478,8 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
         "counts": {s: tally[s] for s in STATUSES},
         "positives_rejected": int(((df["status"] != ACCEPTED) & (df["label"] == 1)).sum()) if len(df) else 0,
         "label_problems": problems, "unlabelled_files": unlabelled,
-        "files": [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
-                   "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
-                   "view": _plain(r.view), "age": _plain(r.age_years), "sex": _plain(r.sex)}
-                  for r in df.itertuples()] if len(df) else [],
+        "files": files_list,
+        "rejection": rejection_data(files_list, p["ci_level"]),
         "header_checks": {**device.rules, "source": device.rules_source},
         "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
                          for r in df.itertuples() if r.status != ACCEPTED] if len(df) else [],
@@ -325,6 +490,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     if len(accepted):
         accepted["score"] = accepted["score"].astype(float)
     metrics = metrics_data(accepted, device.threshold, p, readers)
+    metrics["all_enrolled"] = all_enrolled_data(df, device.threshold, p["ci_level"])
     subgroups = subgroup_data(accepted, device.threshold, p) if len(accepted) else {
         "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labelled images"}
 
@@ -335,11 +501,12 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     params = {**p, "params_section": params_source}   # 4. records, last
     common = dict(params=params, synthetic=synthetic)
     records = {"heldout.plan_lock": lock}
-    records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data,
+    predictions = write_predictions(hout, df, device.threshold)
+    records["heldout.intake"] = write_record(hout, "heldout.intake", data=intake_data, outs=[predictions],
                                              deps=[*files_dep, *device_deps], dep_records=["heldout.plan_lock"], **common)
     figures = [roc_figure(accepted, device.threshold, layout.figures(hout) / "roc_heldout.png", name)] \
         if metrics["estimable"] else []
-    records["heldout.metrics"] = write_record(hout, "heldout.metrics", data=metrics, deps=device_deps,
+    records["heldout.metrics"] = write_record(hout, "heldout.metrics", data=metrics, deps=[predictions, *device_deps],
                                               outs=figures, dep_records=["heldout.intake"], **common)
     records["heldout.subgroups"] = write_record(hout, "heldout.subgroups", data=subgroups, deps=device_deps,
                                                 dep_records=["heldout.intake"], **common)
@@ -374,8 +541,10 @@ def _arguments(parser) -> None:
 
 def _summary(records: dict, args) -> str:
     verdict = records["heldout.acceptance"]["data"]
-    counts = records["heldout.intake"]["data"]["counts"]
-    return (f"heldout: {', '.join(f'{n} {status}' for status, n in counts.items())}; "
+    intake = records["heldout.intake"]["data"]
+    rate = intake["rejection"]["rate"]["not_analysed"]
+    share = f" ({rate['estimate']:.1%} not analysed)" if "estimate" in rate else ""
+    return (f"heldout: {', '.join(f'{n} {status}' for status, n in intake['counts'].items())}{share}; "
             f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
 
 
