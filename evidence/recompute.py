@@ -49,9 +49,11 @@ def _read_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mann_whitney_auc(y: np.ndarray, s: np.ndarray):
-    """AUC = P(score_pos > score_neg) + 0.5 P(tie), by counting over the sorted distinct scores."""
+    """AUC = P(score_pos > score_neg) + 0.5 P(tie), by counting over the sorted distinct scores.
+    None (not estimable) with fewer than two positives or two negatives: every AUC a record reports
+    comes with an interval, and the toolkit gives none from a single case of a class."""
     pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
+    if len(pos) < 2 or len(neg) < 2:
         return None
     neg_sorted = np.sort(neg)
     below = np.searchsorted(neg_sorted, pos, side="left")
