@@ -140,9 +140,15 @@ def test_rebuild_gives_identical_documents(rendered, tmp_path):
 
 def test_plan_keeps_each_criterion_method(rendered):
     lock = json.loads((rendered / "evidence" / "validation.plan_lock.json").read_text())
-    assert [c["method"] for c in lock["data"]["acceptance_criteria"]] == ["delong", "wilson", "wilson"]
+    assert [c["method"] for c in lock["data"]["acceptance_criteria"]] == ["delong", "wilson", "clopper-pearson"]
     plan = (rendered / "submission" / "validation_plan.md").read_text()
-    assert "| auc | DeLong | ci\\_low |" in plan and "| sensitivity | Wilson score | ci\\_low |" in plan
+    assert ("| AUC: lower bound of the two-sided 95% DeLong interval at or above 0.70 | secondary | "
+            "not used (not sized by power) | K191556 |") in plan
+    assert ("| sensitivity: lower bound of the two-sided 95% Wilson score interval at or above 0.60 | primary | "
+            "0.80 | K191556, K223491 |") in plan
+    assert "| specificity: lower bound of the two-sided 95% exact (Clopper-Pearson) interval at or above 0.70 |" in plan
+    goals = plan[plan.index("## Pre-specified performance goals"):plan.index("## Statistical analysis plan")]
+    assert "ci\\_low" not in goals and "\\>=" not in goals
 
 
 def _rewrite(out, record_id, **changes):
@@ -191,9 +197,12 @@ def test_non_estimable_acceptance_criterion_renders_its_reason(tmp_path):
     _rewrite(out, "validation.acceptance", data={**acceptance, "criteria": criteria})
     r = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
     reason = "not estimable (metric 'auc' (method 'delong') was not reported)"
-    assert f"| auc | ci\\_low | \\>= | 0.700 | {reason} | no |" in r.plain
-    assert f"Acceptance criterion not met: auc ci\\_low {reason} (required \\>= 0.700)." in r.plain
-    assert "Acceptance criterion not met: specificity ci\\_low 0.661 (required \\>= 0.700)." in r.plain
+    auc = "AUC: lower bound of the two-sided 95% DeLong interval at or above 0.70"
+    assert f"| {auc} | secondary | {reason} | no |" in r.plain
+    assert f"Secondary performance goal not met: {auc}; observed {reason}." in r.plain
+    assert ("Primary performance goal not met: specificity: lower bound of the two-sided 95% exact "
+            "(Clopper-Pearson) interval at or above 0.70; observed 0.651.") in r.plain
+    assert "ci\\_low" not in r.plain
 
 
 @pytest.mark.parametrize("value", [None, 0])
