@@ -18,7 +18,7 @@ CRITERIA = [{"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">=",
              "justification": ["K191556"]},
             {"metric": "sensitivity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.6,
              "anticipated": 0.8, "justification": ["K191556", "K223491"]},
-            {"metric": "specificity", "method": "clopper-pearson", "bound": "ci_low", "op": ">=", "value": 0.7,
+            {"metric": "specificity", "method": "wilson", "bound": "ci_low", "op": ">=", "value": 0.7,
              "anticipated": 0.85}]
 
 
