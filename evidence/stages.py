@@ -82,7 +82,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("validation.threshold", ("validation.threshold",), needs=("model.predictions",), params="validate",
           sources=("validation",), doc="(the val split only)"),
     Stage("validation.sample_size", ("validation.sample_size", "validation.design"), params="validate",
-          sources=("validation",), doc="(params only: the pre-specified design and the held-out sample size)"),
+          sources=("validation",), files=("submission/data/predicate_performance.yml",),
+          doc="(params only, and the published predicate performance the goals cite: the pre-specified design "
+              "and the held-out sample size)"),
     Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
           params="workflow", sources=("model",), outs=("workflow/**",)),
     Stage("submission.plan", ("submission.plan", "validation.plan_lock"),

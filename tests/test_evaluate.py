@@ -216,8 +216,12 @@ def test_benchmark_and_acceptance(run):
     assert len(a["criteria"]) == 3
     for c in a["criteria"]:
         est = t["metrics"][c["metric"]][c["method"]]
-        assert c["observed"] == est[c["bound"]] and c["passed"] == (est[c["bound"]] >= c["value"])
-    assert a["all_passed"] == all(c["passed"] for c in a["criteria"])
+        assert c["observed"] == est[c["bound"]] and c["passed"] == acceptance.OPS[c["op"]](est[c["bound"]], c["value"])
+    assert a["all_passed"] == all(c["passed"] for c in a["criteria"] if c["primary"])
+    assert [c["primary"] for c in a["criteria"]] == [True, True, False]   # params.yaml: AUC a secondary goal
+    conf = t["confusion"]
+    exact = proportion_confint(conf["tp"], conf["tp"] + conf["fn"], alpha=0.05, method="beta")
+    assert t["metrics"]["sensitivity"]["clopper-pearson"]["ci_low"] == pytest.approx(exact[0], abs=1e-12)
 
 
 def test_benchmark_reference_standard_follows_the_cohort_source(run):

@@ -221,14 +221,22 @@ BAD_VALUES = [
      "validate.acceptance[1].metric 'aucc' is not one of sensitivity, specificity, ppv, npv, accuracy, f1, auc "
      "(did you mean auc?)"),
     (lambda p: p["validate"]["acceptance"][1].update(method="delong"),
-     "validate.acceptance[1].metric must be auc (got 'sensitivity') (delong intervals are reported for auc only)"),
-    (lambda p: p["validate"]["acceptance"][0].update(method="wilson"),
-     "validate.acceptance[0].metric 'auc' is not one of sensitivity, specificity, ppv, npv, accuracy (wilson "
+     "validate.acceptance[1].metric must be auc (got 'specificity') (delong intervals are reported for auc only)"),
+    (lambda p: p["validate"]["acceptance"][2].update(method="wilson"),
+     "validate.acceptance[2].metric 'auc' is not one of sensitivity, specificity, ppv, npv, accuracy (wilson "
      "intervals are reported for the proportions only)"),
     (lambda p: p["validate"]["acceptance"][0].pop("value"),
      "validate.acceptance[0] lacks value (set metric, bound, op, value)"),
     (lambda p: p["validate"].update(acceptance=[]),
-     "validate.acceptance must list at least 1 item (got []), e.g. [{metric: auc, bound: ci_low, op: >=, value: 0.7}]"),
+     "validate.acceptance must list at least 1 item (got []), e.g. [{metric: sensitivity, bound: ci_low, op: >, "
+     "value: 0.8, method: clopper-pearson, anticipated: 0.9, primary: true, justification: [K191556]}]"),
+    (lambda p: p["validate"]["acceptance"][2].update(method="clopper-pearson"),
+     "validate.acceptance[2].metric 'auc' is not one of sensitivity, specificity, ppv, npv, accuracy "
+     "(clopper-pearson intervals are reported for the proportions only)"),
+    (lambda p: p["validate"]["acceptance"][0].update(anticipated=1.0),
+     "validate.acceptance[0].anticipated must be a number in (0, 1) (got 1.0)"),
+    (lambda p: p["validate"]["sample_size"].update(enrichment={"positives_fraction": 0}),
+     "validate.sample_size.enrichment.positives_fraction must be a number in (0, 1) (got 0)"),
     (lambda p: p["validate"].update(bootstrap_method="bac"),
      "validate.bootstrap_method 'bac' is not one of percentile, bca (did you mean bca?)"),
     (lambda p: p["validate"].update(threshold_rule="youdn"),

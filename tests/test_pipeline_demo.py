@@ -97,7 +97,7 @@ def test_test_scores_follow_the_plan_lock_and_the_pdf_says_pre_specified(demo_bu
     assert claim["plan_lock_sha256"] == lock["sha256"] and claim["test_scores_sha256"] == scores["sha256"]
     text = " ".join(" ".join((p.extract_text() or "") for p in
                              PdfReader(demo_build / "submission" / "510k_submission.pdf").pages).split())
-    assert "Acceptance criteria pre-specified in the validation plan, locked by" in text
+    assert "Performance goals pre-specified in the validation plan, locked by" in text
     assert lock["sha256"] in text.replace(" ", "")
 
 

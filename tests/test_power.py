@@ -65,3 +65,53 @@ def test_power_is_a_sawtooth_and_the_plan_takes_the_stable_n():
 def test_impossible_designs_are_refused(goal, anticipated):
     with pytest.raises(StatsError, match="goal < anticipated"):
         exact_binomial_n(goal, anticipated)
+
+
+# ----------------------------------------------------------------------------- published and independent references
+
+@pytest.mark.parametrize("goal, anticipated, target, n_first, stable", [
+    (0.80, 0.90, 0.80, 107, 113),   # REFERENCES.md: 0.90 vs 0.80 -> 107 for 80% power, stable from 113
+    (0.80, 0.90, 0.90, 137, None),  # 137 for 90% power
+    (0.80, 0.95, 0.80, 41, 48),     # 0.95 vs 0.80 -> 41 (48)
+    (0.75, 0.85, 0.80, 132, 142),   # 0.85 vs 0.75 -> 132 (142)
+    (0.85, 0.90, 0.80, 356, None),  # 0.90 vs 0.85 -> 356
+])
+def test_worked_numbers_of_references(goal, anticipated, target, n_first, stable):
+    design = exact_binomial_n(goal, anticipated, target=target, max_n=1000)
+    assert design["n_first"] == n_first
+    if stable is not None:
+        assert design["n"] == stable
+    # and the same numbers from scipy's binomial distribution, searched over n one by one
+    assert _scipy_design(goal, anticipated, 0.025, target, 1000) == (design["n_first"], design["n"])
+
+
+def test_default_plan_needs_113_cases_with_99_correct_calls():
+    """The default goal (0.80, anticipated 0.90): 113 cases, met with 99 correct calls or more."""
+    design = exact_binomial_n(0.80, 0.90)
+    assert (design["n"], design["critical_successes"]) == (113, 99)
+    assert binom.sf(98, 113, 0.80) <= 0.025 < binom.sf(97, 113, 0.80)
+    assert design["power"] == pytest.approx(binom.sf(98, 113, 0.90), abs=1e-12)
+
+
+@pytest.mark.parametrize("goal", [0.6, 0.75, 0.8, 0.9])
+@pytest.mark.parametrize("n", [20, 57, 113, 250])
+def test_critical_value_is_where_the_exact_test_and_the_clopper_pearson_bound_say_met(goal, n):
+    """The goal is met (k >= k(n)) exactly when scipy's one-sided exact binomial test rejects p <= goal
+    at 0.025, and exactly when statsmodels' two-sided 95% Clopper-Pearson lower bound lies above the goal."""
+    from scipy.stats import binomtest
+    from statsmodels.stats.proportion import proportion_confint
+
+    k_crit = int(critical_successes(np.array([n]), goal, 0.025)[0])
+    for k in range(max(0, k_crit - 4), min(n, k_crit + 4) + 1):
+        met = k >= k_crit
+        assert (binomtest(k, n, goal, alternative="greater").pvalue <= 0.025) == met, (k, n, goal)
+        lower = proportion_confint(k, n, alpha=0.05, method="beta")[0]
+        assert (lower > goal) == met, (k, n, goal, lower)
+
+
+def test_power_equals_scipy_binomial_tail_at_the_critical_value():
+    for n in (30, 107, 110, 113):
+        k = int(critical_successes(np.array([n]), 0.80, 0.025)[0])
+        assert power(n, 0.80, 0.90) == pytest.approx(binom.sf(k - 1, n, 0.90), abs=1e-12)
+    # the sawtooth: 107 reaches 80% power, some n between it and 113 does not
+    assert power(107, 0.80, 0.90) >= 0.80 and min(power(n, 0.80, 0.90) for n in range(108, 113)) < 0.80

@@ -16,7 +16,7 @@ from submission.__main__ import main as submission_main
 from test_render_evidence import build_run
 
 REPO = Path(__file__).resolve().parent.parent
-CLAIM = "Acceptance criteria pre-specified in the validation plan, locked by Test Engineer"
+CLAIM = "Performance goals pre-specified in the validation plan, locked by Test Engineer"
 UNPROVEN = "the evidence trail does not show that they were fixed before the test split was scored"
 
 
@@ -50,7 +50,7 @@ def test_submission_says_pre_specified_with_the_lock_it_was_proven_by(proven):
     text = (proven / "submission" / "510k_submission.md").read_text()
     lock = read_record(proven, "validation.plan_lock")
     scores = read_record(proven, "model.test_predictions")
-    line = next(ln for ln in text.splitlines() if ln.startswith("Acceptance criteria"))
+    line = next(ln for ln in text.splitlines() if ln.startswith("Performance goals"))
     assert line.startswith(CLAIM) and UNPROVEN not in text
     assert f"`{lock['sha256']}`" in line and lock["created_utc"] in line and scores["created_utc"] in line
     assert check(proven) == [] and audit(proven, check_code=False, complete=False)[0] == []

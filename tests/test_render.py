@@ -142,7 +142,13 @@ def test_plan_keeps_each_criterion_method(rendered):
     lock = json.loads((rendered / "evidence" / "validation.plan_lock.json").read_text())
     assert [c["method"] for c in lock["data"]["acceptance_criteria"]] == ["delong", "wilson", "wilson"]
     plan = (rendered / "submission" / "validation_plan.md").read_text()
-    assert "| auc | DeLong | ci\\_low |" in plan and "| sensitivity | Wilson score | ci\\_low |" in plan
+    assert ("| AUC: lower bound of the two-sided 95% DeLong interval at or above 0.70 | secondary | "
+            "not used (not sized by power) | K191556 |") in plan
+    assert ("| sensitivity: lower bound of the two-sided 95% Wilson score interval at or above 0.60 | primary | "
+            "0.80 | K191556, K223491 |") in plan
+    assert "| specificity: lower bound of the two-sided 95% Wilson score interval at or above 0.70 | primary | 0.85 |" in plan
+    goals = plan[plan.index("## Pre-specified performance goals"):plan.index("## Statistical analysis plan")]
+    assert "ci\\_low" not in goals and "\\>=" not in goals
 
 
 def _rewrite(out, record_id, **changes):
@@ -191,9 +197,12 @@ def test_non_estimable_acceptance_criterion_renders_its_reason(tmp_path):
     _rewrite(out, "validation.acceptance", data={**acceptance, "criteria": criteria})
     r = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission")
     reason = "not estimable (metric 'auc' (method 'delong') was not reported)"
-    assert f"| auc | ci\\_low | \\>= | 0.700 | {reason} | no |" in r.plain
-    assert f"Acceptance criterion not met: auc ci\\_low {reason} (required \\>= 0.700)." in r.plain
-    assert "Acceptance criterion not met: specificity ci\\_low 0.661 (required \\>= 0.700)." in r.plain
+    auc = "AUC: lower bound of the two-sided 95% DeLong interval at or above 0.70"
+    assert f"| {auc} | secondary | {reason} | no |" in r.plain
+    assert f"Secondary performance goal not met: {auc}; observed {reason}." in r.plain
+    assert ("Primary performance goal not met: specificity: lower bound of the two-sided 95% Wilson score "
+            "interval at or above 0.70; observed 0.661.") in r.plain
+    assert "ci\\_low" not in r.plain
 
 
 @pytest.mark.parametrize("value", [None, 0])
@@ -246,3 +255,20 @@ def test_subgroups_heterogeneity_and_score_concentration_rendered(rendered):
     assert "**Finding: the scores concentrate around the threshold**" in md
     assert "Every test score falls in the same equal-width tenth" in md
     assert "scores_test.png" in md and "reliability_test.png" in md
+
+
+def test_plan_without_a_powered_goal_says_so(tmp_path, monkeypatch):
+    """Goals that the exact binomial calculation does not size (AUC, a point estimate): the plan says
+    which and why, and prints the totals as not estimable rather than a number."""
+    import test_render_evidence
+    monkeypatch.setattr(test_render_evidence, "CRITERIA", [
+        {"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">", "value": 0.7},
+        {"metric": "sensitivity", "method": "wilson", "bound": "estimate", "op": ">=", "value": 0.6}])
+    out = test_render_evidence.build_run(tmp_path)
+    plan = Renderer(out).render("validation_plan").plain
+    assert "- The primary auc goal is not sized here: auc: not sized by the exact binomial calculation" in plan
+    assert ("No complete sample size by power: positives not estimable (no primary lower-bound goal on sensitivity); "
+            "negatives not estimable (no primary lower-bound goal on specificity).") in plan
+    assert "| consecutive series at the intended-use prevalence | 1.3% | not estimable (no powered positives or " \
+           "negatives: the totals need both) |" in plan
+    assert "**Precision cross-check.**" in plan

@@ -2,9 +2,10 @@
 
 `check_params` resolves the section (defaults filled in) for the stages that analyse the test
 split; `design` turns it into the `validation.design` record's data: endpoints, the operating-point
-rule, acceptance criteria (each with the estimate it judges), interval and bootstrap methods, CI
-level, calibration and subgroup settings, and the held-out sample size. The validation plan is
-rendered from that record (with the threshold, EDA and training records) and locked.
+rule, the performance goals (acceptance criteria, each with the estimate it judges), interval and
+bootstrap methods, CI level, calibration and subgroup settings, and the held-out sample size (by
+power; Buderer as a cross-check). The validation plan is rendered from that record (with the
+threshold, EDA and training records) and locked.
 """
 from __future__ import annotations
 
@@ -40,11 +41,30 @@ def check_params(p: dict) -> dict:
 
 
 def locked_criteria(criteria: list[dict]) -> list[dict]:
-    """Each criterion with the estimate it judges named (`method`; by default the first of
-    `acceptance.METHODS`, which every test metric reports), so that a held-out run judges the same."""
-    keys = ("metric", "bound", "op", "value")
-    return [{**{k: c[k] for k in keys}, "value": float(c["value"]), "method": c.get("method") or acceptance.METHODS[0]}
-            for c in criteria]
+    """Each performance goal with the estimate it judges named (`method`; by default the first of
+    `acceptance.METHODS`, which every test metric reports), so that a held-out run judges the same;
+    `primary`, `anticipated` and `justification` as given."""
+    keys, optional = ("metric", "bound", "op", "value"), ("primary", "anticipated", "justification")
+    return [{**{k: c[k] for k in keys}, "value": float(c["value"]), "method": c.get("method") or acceptance.METHODS[0],
+             **{k: c[k] for k in optional if k in c}} for c in criteria]
+
+
+def performance_goals(criteria: list[dict], ci_level: float) -> list[dict]:
+    """The locked goals as the plan states them: in words, primary or secondary, with their sources."""
+    return [{"metric": c["metric"], "statement": acceptance.describe(c, ci_level),
+             "role": "primary" if c.get("primary", True) else "secondary",
+             "justification": list(c.get("justification", [])),
+             **({"anticipated": float(c["anticipated"])} if "anticipated" in c else {})} for c in criteria]
+
+
+def planned_size(sample_size: dict) -> dict:
+    """The plan's sample size: positives and negatives by exact binomial power and the totals."""
+    pw = sample_size["power"]
+    return {"method": "exact-binomial-power", "positives": pw["positives"], "negatives": pw["negatives"],
+            "joint_power": pw["joint_power"], "prevalence": pw["prevalence"],
+            "total_at_prevalence": pw["at_prevalence"].get("total", pw["at_prevalence"]),
+            "total_enriched": pw["enrichment"]["total"],
+            "buderer_cross_check": {k: sample_size[k] for k in ("positives", "negatives", "total")}}
 
 
 def subgroup_plan(p: dict) -> dict:
@@ -73,11 +93,12 @@ def design(params: dict, sample_size: dict) -> dict:
     p = check_params(params)
     rule = {"rule": p["threshold_rule"], "split": "val", "decision": "positive when score >= threshold"}
     if p["threshold_rule"] == "target_sensitivity":
-        rule["target_sensitivity"] = float(p["target_sensitivity"])
+        rule.update(target_sensitivity=float(p["target_sensitivity"]), target_bound=p["target_bound"])
     return {
         "endpoints": {"primary": list(PRIMARY), "secondary": list(SECONDARY)},
         "operating_point": rule,
         "acceptance_criteria": locked_criteria(p["acceptance"]),
+        "performance_goals": performance_goals(locked_criteria(p["acceptance"]), p["ci_level"]),
         "ci_level": p["ci_level"],
         "analysis": {"proportions": "wilson", "auc": "delong",
                      "clustering": f"cluster-bootstrap-{p['bootstrap_method']}",
@@ -86,5 +107,5 @@ def design(params: dict, sample_size: dict) -> dict:
                      "subgroups": subgroup_plan(p)},
         "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
                       "method": p["bootstrap_method"]},
-        "sample_size": {k: sample_size[k] for k in ("positives", "negatives", "total")},
+        "sample_size": planned_size(sample_size),
     }

@@ -77,6 +77,9 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
                                    n_resamples=p["bootstrap_resamples"], level=level,
                                    method=p["bootstrap_method"], seed=p["bootstrap_seed"])
     metrics = {m: {"wilson": op["metrics"][m], "bootstrap": boot[m]} for m in stats.PROPORTION_METRICS}
+    for m in stats.PROPORTION_METRICS:   # the exact interval the performance goals are judged on
+        metrics[m]["clopper-pearson"] = stats.proportion_ci(*stats.metric_fraction(m, **conf),
+                                                            method="clopper-pearson", level=level)
     metrics["f1"] = {"bootstrap": boot["f1"]}
     metrics["auc"] = {"delong": stats.delong_auc_ci(y, s, level=level), "bootstrap": boot["auc"]}
     point = stats.point_metrics(**conf)
