@@ -80,6 +80,18 @@ def test_pdf_shows_sensitivity_and_specificity_cis_equal_to_evidence(demo_build)
             assert " ".join(e["text"].split()) in text, f"{e['text']!r} not in the PDF text"
 
 
+def _body_text(reader) -> str:
+    """The PDF's text without its running headers and footers (lines found on most pages, and the
+    page numbers), so that a value broken across a page boundary reads in one piece."""
+    import re
+    from collections import Counter
+    pages = [(p.extract_text() or "").splitlines() for p in reader.pages]
+    seen = Counter(line.strip() for lines in pages for line in set(lines))
+    running = {line for line, k in seen.items() if line and k >= max(2, len(pages) // 2)}
+    return "\n".join(line for lines in pages for line in lines
+                     if line.strip() not in running and not re.fullmatch(r"\s*Page \d+ of \d+\s*", line))
+
+
 def test_test_scores_follow_the_plan_lock_and_the_pdf_says_pre_specified(demo_build):
     from pypdf import PdfReader
     from evidence.canonical import sha256_file
@@ -95,8 +107,7 @@ def test_test_scores_follow_the_plan_lock_and_the_pdf_says_pre_specified(demo_bu
     assert check(demo_build) == []
     claim = store.value("validation.acceptance", "prespecified")
     assert claim["plan_lock_sha256"] == lock["sha256"] and claim["test_scores_sha256"] == scores["sha256"]
-    text = " ".join(" ".join((p.extract_text() or "") for p in
-                             PdfReader(demo_build / "submission" / "510k_submission.pdf").pages).split())
+    text = " ".join(_body_text(PdfReader(demo_build / "submission" / "510k_submission.pdf")).split())
     assert "Performance goals pre-specified in the validation plan, locked by" in text
     assert lock["sha256"] in text.replace(" ", "")
 

@@ -57,24 +57,12 @@ from evidence.provenance import resolve_run_path
 from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 
+from .design import ALL_ENROLLED_RULE, REJECTION_CI_METHOD
+
 REPORT = "heldout_report"
 
 #: The columns of the held-out folder's per-image file (`layout.HELDOUT_PREDICTIONS`).
 PREDICTION_COLUMNS = ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
-
-#: The pre-specified handling of labelled files that were not analysed (rejected or error), for the
-#: all-enrolled sensitivity and specificity reported beside the per-protocol figures.
-ALL_ENROLLED_RULE = {
-    "population": "every labelled file of the held-out set, analysed or not",
-    "not_analysed_positive": "false negative (a miss: no notification was raised)",
-    "not_analysed_negative": "true negative (no notification was raised, as is right for a negative)",
-    "rationale": "a file the device rejects or fails on raises no flag, so it is read in the standard "
-                 "queue without priority; counting it as not flagged measures what the triage delivers "
-                 "to the enrolled population",
-}
-
-#: The method of the rejection-rate intervals (exact: small counts are expected).
-REJECTION_CI_METHOD = "clopper-pearson"
 
 #: Reason categories of a file not analysed: (key, label, leading words of the reasons of
 #: `model.dicom` header, image-module and decoding checks). A reason matching none is `other`
