@@ -156,3 +156,42 @@ def test_small_demo_stays_small():
     assert set(m["split"]) == {"train", "val", "test"}
     assert m.groupby("split")["pneumonia"].agg(["min", "max"]).eq([0, 1]).all().all()   # both classes in each split
 
+
+def test_bench_threshold_is_the_highest_meeting_the_target_sensitivity():
+    from bench.demo import target_sensitivity_threshold
+
+    labels = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    scores = [.95, .9, .85, .8, .75, .7, .65, .6, .55, .2, .5, .3, .1]
+    assert target_sensitivity_threshold(labels, scores, 0.9) == 0.55      # 9 of 10 positives at >= 0.55
+    assert target_sensitivity_threshold(labels, scores, 0.91) == 0.2      # all 10: the lowest positive
+    assert target_sensitivity_threshold(labels, scores, 0.5) == 0.75
+    with pytest.raises(ValueError):
+        target_sensitivity_threshold([0, 0], [0.1, 0.2], 0.9)
+
+
+def test_bench_goals_match_an_independent_clopper_pearson(tmp_path):
+    """bench.demo.goals on hand-made scores: counts, threshold, and exact intervals equal to the beta
+    quantiles (scipy) of the Clopper-Pearson definition."""
+    from scipy.stats import beta
+
+    from bench.demo import goals
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "predictions").mkdir()
+    for name, n_pos, n_neg in (("val", 60, 80), ("test", 150, 200)):
+        label = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+        score = np.r_[rng.uniform(0.3, 1.0, n_pos), rng.uniform(0.0, 0.5, n_neg)]
+        pd.DataFrame({"image_id": [f"{name}{i}" for i in range(len(label))], "patient_id": np.arange(len(label)) // 2,
+                      "label": label, "score": score}).to_csv(tmp_path / "predictions" / f"{name}.csv", index=False)
+    got = goals(tmp_path, 0.9)
+    test = pd.read_csv(tmp_path / "predictions" / "test.csv")
+    assert got["counts"]["test"] == {"positives": 150, "negatives": 200, "patients": 175}
+    assert got["required_per_class"] == 113 and got["checks"]["test_size"] and got["checks"]["val_size"]
+    assert got["val_sensitivity"] >= 0.9
+    k = int((test["score"][test["label"] == 1] >= got["threshold"]).sum())
+    s = got["test_sensitivity"]
+    assert (s["k"], s["n"]) == (k, 150)
+    assert s["ci_low"] == pytest.approx(beta.ppf(0.025, k, 150 - k + 1), abs=1e-10)
+    assert s["ci_high"] == pytest.approx(beta.ppf(0.975, k + 1, 150 - k) if k < 150 else 1.0, abs=1e-10)
+    assert got["passed"] == (s["ci_low"] > 0.8 and got["test_specificity"]["ci_low"] > 0.8)
+    assert 0.5 < got["test_auc"] <= 1.0
