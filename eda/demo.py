@@ -3,10 +3,18 @@
 Everything here is synthetic and says so: the label file has a `Synthetic` column, every PNG carries
 a text chunk, and `demo.json` stamps the generator. The label file uses the NIH 2020 columns so the
 demo flows through the NIH adapter. Patients have several follow-up images; pneumonia patients are
-older and more often imaged AP, as in NIH; the 14 NIH findings co-occur (infiltration, effusion,
-atelectasis, consolidation more often with pneumonia). Pneumonia adds a patchy consolidation-like
-opacity inside a lung field; cardiomegaly, effusion, nodules, masses and infiltration also leave
-(confounding) marks.
+older and more often imaged AP, as in NIH; ages are mostly adult with a small share under 18 (as in
+NIH; outside the intended use, so the out-of-scope strata have rows); the 14 NIH findings co-occur
+(infiltration, effusion, atelectasis, consolidation more often with pneumonia). Pneumonia adds a patchy
+consolidation-like opacity inside a lung field, of varying size and density (faint ones are hard);
+cardiomegaly, effusion, nodules, masses and infiltration also leave (confounding) marks.
+
+The default cohort is enriched (`pneumonia_prevalence` is per patient, and a pneumonia patient has
+pneumonia on `PNEUMONIA_IMAGE_SHARE` of its images, at least one) and sized (`n_patients`) so that
+the patient-level test split holds at least 125 positive and 125 negative images, above the 113 of
+each that the default validation plan requires (exact binomial test of sensitivity and specificity
+above 0.80 at an anticipated 0.90, one-sided alpha 0.025, power 0.80), and the validation split
+enough of both for the operating point; `tests/test_demo.py` checks it without rendering.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ from scipy import ndimage
 from evidence import atomic, layout, sha256_file
 from evidence.errors import ToolkitError
 
-GENERATOR = "eda.demo/1"
+GENERATOR = "eda.demo/2"
 LABELS = "labels.csv"
 STAMP = "demo.json"
 COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
@@ -32,7 +40,9 @@ CHRONIC = {"Cardiomegaly": 0.05, "Emphysema": 0.04, "Fibrosis": 0.03, "Nodule": 
            "Pleural_Thickening": 0.04, "Hernia": 0.005}
 ACUTE = {"Infiltration": (0.15, 0.35), "Effusion": (0.10, 0.20), "Atelectasis": (0.09, 0.15),
          "Consolidation": (0.03, 0.12), "Edema": (0.02, 0.08), "Pneumothorax": (0.04, 0.0)}
-DEFAULTS = {"seed": 20240601, "n_patients": 240, "image_size": 64, "pneumonia_prevalence": 0.25}
+# Share of a pneumonia patient's images that show pneumonia (NIH: pneumonia is on some follow-ups only).
+PNEUMONIA_IMAGE_SHARE = 0.7
+DEFAULTS = {"seed": 20240601, "n_patients": 800, "image_size": 64, "pneumonia_prevalence": 0.6}
 
 
 class DemoError(ToolkitError, ValueError):
@@ -54,7 +64,7 @@ def metadata(s: dict) -> pd.DataFrame:
         sex = "M" if rng.random() < 0.565 else "F"
         age0 = float(np.clip(rng.normal(55 if pneu_patient else 46, 17), 2, 92))
         chronic = [f for f, p in CHRONIC.items() if rng.random() < p]
-        pneu = rng.random(n_images) < 0.6 if pneu_patient else np.zeros(n_images, bool)
+        pneu = rng.random(n_images) < PNEUMONIA_IMAGE_SHARE if pneu_patient else np.zeros(n_images, bool)
         if pneu_patient and not pneu.any():
             pneu[rng.integers(n_images)] = True
         spacing = float(rng.choice([0.143, 0.139, 0.168], p=[0.6, 0.2, 0.2]))
@@ -127,9 +137,9 @@ def render(row: pd.Series, s: dict) -> np.ndarray:
         return amplitude * blob * lungs
 
     if "Pneumonia" in findings:
-        img += lesion(rng.uniform(0.09, 0.14), rng.uniform(0.38, 0.52), True)
+        img += lesion(rng.uniform(0.08, 0.14), rng.uniform(0.20, 0.46), True)
     if "Infiltration" in findings:
-        img += lesion(rng.uniform(0.10, 0.16), rng.uniform(0.05, 0.10), True, lower=False)
+        img += lesion(rng.uniform(0.10, 0.16), rng.uniform(0.06, 0.14), True, lower=False)
     if "Nodule" in findings:
         img += lesion(0.025, 0.25, False, lower=False)
     if "Mass" in findings:

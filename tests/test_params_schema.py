@@ -277,7 +277,7 @@ BAD_VALUES = [
      "architecture: densenet121)"),
     (lambda p: p["train"].update(cache="memroy"),
      "train.cache 'memroy' is not memory or none or a file path prefix containing a / (did you mean memory?)"),
-    (lambda p: p["train"]["fine_tune"].update(frozen_epochs=12),
+    (lambda p: p["train"].update(epochs=12, fine_tune={**p["train"]["fine_tune"], "frozen_epochs": 12}),
      "train.fine_tune.frozen_epochs (12) must be less than train.epochs (12), or 0 to train the whole network "
      "from the start"),
     (lambda p: p["train"]["fine_tune"].update(unfreeze_from=[3]),
