@@ -124,7 +124,7 @@ node: $(STAGE_model.workflow) ## run the device as a DICOM node: make node PACS=
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="eda bootstrap inference pneumoniamnist inputs replay node")
+bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="names"; the names and the default, all: bench/__main__.py)
 	$(PY) -m bench $(BENCH)
 
 clean: ## remove the run folder (OUT)

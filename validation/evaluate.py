@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(written: dict, args) -> str:
     t, a = written["validation.test"]["data"], written["validation.acceptance"]["data"]
     return (f"validation.evaluate: threshold {t['threshold']:.6g}, n {t['counts']['n']}, "
-            f"acceptance {'passed' if a['all_passed'] else 'NOT passed'}")
+            f"{'every primary goal met' if a['all_passed'] else 'NOT every primary goal met'}")
 
 
 if __name__ == "__main__":
