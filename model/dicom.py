@@ -71,6 +71,8 @@ class HeaderCheck:
     view_source: str | None = None
     age: float | None = None
     sex: str | None = None
+    manufacturer: str | None = None     # Manufacturer (0008,0070): the scanner stratum of the subgroups
+    institution: str | None = None      # InstitutionName (0008,0080): the site stratum
     rows: int | None = None
     columns: int | None = None
     transfer_syntax: str | None = None
@@ -80,6 +82,7 @@ class HeaderCheck:
             "status": self.status, "reasons": list(self.reasons), "warnings": list(self.warnings),
             "modality": self.modality, "body_part": self.body_part, "view": self.view,
             "view_source": self.view_source, "age": self.age, "sex": self.sex,
+            "manufacturer": self.manufacturer, "institution": self.institution,
             "rows": self.rows, "columns": self.columns, "transfer_syntax": self.transfer_syntax,
         }
 
@@ -172,6 +175,8 @@ def _check_header(ds: Dataset, rules: dict) -> HeaderCheck:
         reasons.append(f"view {res.view} (from {res.view_source}) is not one of {', '.join(allowed)}")
 
     res.sex = _upper(_get(ds, "PatientSex"))
+    res.manufacturer = clean_text(_get(ds, "Manufacturer"))
+    res.institution = clean_text(_get(ds, "InstitutionName"))
     try:
         res.age = parse_age(_get(ds, "PatientAge"))
     except ValueError as e:

@@ -150,7 +150,11 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert str((locked_run / "models" / "model.keras").resolve()) in dep_paths
     sub = read_record(hout, "heldout.subgroups")["data"]["groups"]
     assert sub["sex"]["M"]["n"] + sub["sex"]["F"]["n"] + sub["sex"]["unknown"]["n"] == len(rows)
-    assert set(sub) == {"sex", "age_band", "age_out_of_scope", "view"}  # DICOM headers carry no finding labels
+    # DICOM headers carry no finding labels; the site and scanner strata come from InstitutionName / Manufacturer
+    assert set(sub) == {"sex", "age_band", "age_out_of_scope", "view", "site", "manufacturer"}
+    assert sum(g["n"] for g in sub["manufacturer"].values()) == len(rows)
+    het = read_record(hout, "heldout.subgroups")["data"]["heterogeneity"]
+    assert {"site", "manufacturer", "sex", "view"} <= set(het)
 
     # per-image predictions: one row per labelled file, hashed, recomputed by the audit
     pred = pd.read_csv(hout / "predictions.csv", dtype=str, keep_default_na=False)

@@ -137,3 +137,34 @@ def test_findings_get_a_with_without_test():
     w, wo = groups["finding"]["Effusion"]["with"], groups["finding"]["Effusion"]["without"]
     table = [[w["confusion"]["tn"], w["confusion"]["fp"]], [wo["confusion"]["tn"], wo["confusion"]["fp"]]]
     assert t["method"] == "fisher-exact" and t["p_value"] == pytest.approx(sps.fisher_exact(table)[1])
+
+
+def test_site_and_scanner_strata_come_from_their_columns_with_a_heterogeneity_test():
+    """The held-out set's site (InstitutionName) and scanner manufacturer strata: one per value, a
+    missing value apart, and a homogeneity test across the known values (checked against scipy)."""
+    df = _frame(120, pos=60, seed=4)
+    df["site"] = ["A"] * 50 + ["B"] * 50 + [None] * 20
+    df["manufacturer"] = (["GE", "Siemens"] * 60)
+    out = subgroups.subgroups(df, 0.5, min_positives=5, min_negatives=5, level=0.95)
+    assert set(out["site"]) == {"A", "B", "unknown"} and out["site"]["unknown"]["n"] == 20
+    assert out["site"]["A"]["label"] == "site: A" and out["manufacturer"]["GE"]["n"] == 60
+    het = heterogeneity(out)
+    assert {"site", "manufacturer"} <= set(het)
+    tp = [out["site"][k]["confusion"]["tp"] for k in ("A", "B")]
+    pos = [out["site"][k]["n_positive"] for k in ("A", "B")]
+    expected = sps.fisher_exact([[tp[0], pos[0] - tp[0]], [tp[1], pos[1] - tp[1]]]).pvalue
+    assert het["site"]["sensitivity"]["p_value"] == pytest.approx(expected)
+    assert "site" not in subgroups.subgroups(df.drop(columns=["site"]), 0.5, min_positives=5,
+                                             min_negatives=5, level=0.95)
+
+
+def test_header_check_reads_site_and_manufacturer():
+    from pydicom.dataset import Dataset
+    from model.dicom import check_header
+
+    ds = Dataset()
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.PatientAge, ds.PatientSex = "DX", "CHEST", "PA", "045Y", "F"
+    ds.Manufacturer, ds.InstitutionName = "  Acme Imaging\x07 ", "General Hospital"
+    d = check_header(ds).as_dict()
+    assert (d["manufacturer"], d["institution"]) == ("Acme Imaging", "General Hospital")
+    assert check_header(Dataset()).as_dict()["manufacturer"] is None

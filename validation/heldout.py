@@ -198,6 +198,7 @@ def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Pat
         rows.append({"file": row["file"], "label": int(row["label"]), "status": r["status"], "reasons": r["reasons"],
                      "warnings": r["warnings"], "score": r["probability"], "sex": r["sex"], "age_years": r["age"],
                      "view": r["view"], "modality": r["modality"], "body_part": r["body_part"],
+                     "manufacturer": r.get("manufacturer"), "site": r.get("institution"),
                      "patient_id": _patient_id(row, r), "row": int(row["row"]), **{c: row[c] for c in readers}})
     return pd.DataFrame(rows), unlabelled
 
@@ -368,12 +369,14 @@ def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]
 
 
 def subgroup_data(df: pd.DataFrame, threshold: float, p: dict) -> dict:
-    from .subgroups import subgroups
+    from .subgroups import HETEROGENEITY_STATEMENT, heterogeneity, subgroups
 
-    frame = df[["label", "score", "sex", "age_years", "view"]]  # DICOM headers carry no finding labels
+    frame = df[["label", "score", "sex", "age_years", "view", "site", "manufacturer"]]  # no finding labels in DICOM
     groups = subgroups(frame, threshold, min_positives=p["min_subgroup_positives"],
                        min_negatives=p["min_subgroup_negatives"], level=p["ci_level"])
-    return {"threshold": threshold, "source": "DICOM headers (PatientSex, PatientAge, ViewPosition/PatientPosition)",
+    return {"threshold": threshold, "source": "DICOM headers (PatientSex, PatientAge, ViewPosition/PatientPosition, "
+                                              "InstitutionName for the site, Manufacturer for the scanner)",
+            "heterogeneity": heterogeneity(groups), "heterogeneity_statement": HETEROGENEITY_STATEMENT,
             "min_subgroup_positives": p["min_subgroup_positives"],
             "min_subgroup_negatives": p["min_subgroup_negatives"], "groups": groups}
 
