@@ -15,7 +15,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit
 
 from eda import cohort, demo, split
+from validation import acceptance
 from validation.power import exact_binomial_n
+from validation.sample_size import power_design
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,13 +132,15 @@ def _split_counts(params: dict) -> pd.DataFrame:
 
 
 def test_default_demo_test_split_meets_the_plan_sample_size():
-    """The default demo's test split holds at least 125 positive and 125 negative images, above the
-    exact binomial sample size of the default goals (0.80, anticipated 0.90: 113, stable from 113,
-    REFERENCES.md), adults alone too; the validation split carries the operating point."""
+    """The default demo's test split holds at least the positives and negatives the default plan's
+    power calculation asks for (and at least 125 of each), adults alone too; the validation split
+    carries the operating point."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert demo.settings(params["cohort"]["demo"]) == demo.DEFAULTS          # the code's defaults are the demo's
-    required = exact_binomial_n(0.80, 0.90)["n"]
-    assert required == 113
+    v = params["validate"]
+    pw = power_design(v, acceptance.check_criteria(v["acceptance"]))
+    required = max(pw["positives"], pw["negatives"])      # the default plan's own powered numbers
+    assert required >= exact_binomial_n(0.80, 0.90)["n"] == 113
     m = _split_counts(params)
     test, val = m[m["split"] == "test"], m[m["split"] == "val"]
     for part in (test, test[test["adult"]]):
@@ -183,10 +187,13 @@ def test_bench_goals_match_an_independent_clopper_pearson(tmp_path):
         score = np.r_[rng.uniform(0.3, 1.0, n_pos), rng.uniform(0.0, 0.5, n_neg)]
         pd.DataFrame({"image_id": [f"{name}{i}" for i in range(len(label))], "patient_id": np.arange(len(label)) // 2,
                       "label": label, "score": score}).to_csv(tmp_path / "predictions" / f"{name}.csv", index=False)
+    (tmp_path / "evidence").mkdir()   # the plan's powered numbers, as validation.sample_size records them
+    (tmp_path / "evidence" / "validation.sample_size.json").write_text(
+        json.dumps({"data": {"power": {"positives": 143, "negatives": 140}}}))
     got = goals(tmp_path, 0.9)
     test = pd.read_csv(tmp_path / "predictions" / "test.csv")
     assert got["counts"]["test"] == {"positives": 150, "negatives": 200, "patients": 175}
-    assert got["required_per_class"] == 113 and got["checks"]["test_size"] and got["checks"]["val_size"]
+    assert got["required_per_class"] == 143 and got["checks"]["test_size"] and got["checks"]["val_size"]
     assert got["val_sensitivity"] >= 0.9
     k = int((test["score"][test["label"] == 1] >= got["threshold"]).sum())
     s = got["test_sensitivity"]

@@ -44,8 +44,22 @@ def test_record_matches_buderer_by_hand(tmp_path):
     assert d["power"]["at_prevalence"]["estimable"] is False
 
 
-def test_default_goals_need_113_positives_and_113_negatives(tmp_path):
-    written = run(tmp_path, _validate())
+def test_default_joint_power_sizes_each_goal_for_the_square_root_of_80_percent(tmp_path):
+    """Both primary goals must be met, so the default plan powers them together: on disjoint cases the
+    joint power is the product, each goal is sized for 0.8 ** 0.5, and scipy alone finds the same n."""
+    pw = run(tmp_path, _validate())["validation.sample_size"]["data"]["power"]
+    per_goal = 0.80 ** 0.5
+    assert (pw["power_of"], pw["per_goal_power"]) == ("joint", pytest.approx(per_goal))
+    powers = [_scipy_power(n, 0.80, 0.90)[1] for n in range(1, 400)]
+    stable = 1 + max(i for i, p in enumerate(powers) if p < per_goal) + 1
+    assert (pw["positives"], pw["negatives"]) == (stable, stable) == (143, 143)
+    assert pw["joint_power"] == pytest.approx(powers[stable - 1] ** 2, abs=1e-12) and pw["joint_power"] >= 0.80
+
+
+def test_power_of_each_goal_needs_113_positives_and_113_negatives(tmp_path):
+    params = _validate()
+    params["sample_size"]["power_of"] = "each"
+    written = run(tmp_path, params)
     d = written["validation.sample_size"]["data"]
     pw = d["power"]
     assert (pw["positives"], pw["negatives"]) == (113, 113)
@@ -65,6 +79,7 @@ def test_default_goals_need_113_positives_and_113_negatives(tmp_path):
     assert (d["subgroups"]["min_positives"], d["subgroups"]["min_negatives"]) == (10, 10)
     design = written["validation.design"]["data"]
     assert design["sample_size"]["positives"] == 113 and design["sample_size"]["total_enriched"] == 226
+    assert pw["power_of"] == "each" and pw["per_goal_power"] == 0.80
     assert design["sample_size"]["buderer_cross_check"] == {k: d[k] for k in ("positives", "negatives", "total")}
     assert [g["statement"] for g in design["performance_goals"]] == [
         "sensitivity: lower bound of the two-sided 95% exact (Clopper-Pearson) interval above 0.80",
@@ -85,7 +100,7 @@ def test_goals_sit_below_the_cited_predicates(tmp_path):
 
 def test_enrichment_prevalence_alpha_power_and_stratum_minimums_come_from_params(tmp_path):
     p = _validate()
-    p["sample_size"].update(alpha=0.05, power=0.9, prevalence=0.1, enrichment={"positives_fraction": 0.3})
+    p["sample_size"].update(alpha=0.05, power=0.9, power_of="each", prevalence=0.1, enrichment={"positives_fraction": 0.3})
     p["acceptance"][1].update(value=0.85, anticipated=0.95)
     p.update(min_subgroup_positives=25, min_subgroup_negatives=40)
     pw = run(tmp_path, p)["validation.sample_size"]["data"]["power"]
@@ -135,7 +150,7 @@ def test_stage_hashes_the_predicate_facts_it_checks(tmp_path):
     (lambda p: p["acceptance"][0].update(anticipated=0.8), CriteriaError,
      r"validate.acceptance\[0\]: anticipated 0.8 must exceed the goal 0.8"),
     (lambda p: p["acceptance"][0].update(anticipated=0.8005), DesignError,
-     r"validate.acceptance\[0\] with validate.sample_size alpha 0.025 and power 0.8: power 0.8 is not reached"),
+     r"validate.acceptance\[0\] with validate.sample_size alpha 0.025 and power 0.8 \(joint; 0.894 for this goal\): power 0.894\d* is not reached"),
     (lambda p: [g.update(primary=False) for g in p["acceptance"]], CriteriaError, "no goal is primary"),
 ])
 def test_a_design_that_cannot_be_computed_names_the_parameter(tmp_path, change, error, match):

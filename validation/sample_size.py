@@ -45,6 +45,8 @@ KEYS = ("sensitivity", "specificity", "prevalence", "half_width")
 PREDICATES = Path(__file__).resolve().parent.parent / "submission" / "data" / "predicate_performance.yml"
 #: Defaults of the power calculation (params validate.sample_size).
 ALPHA, POWER, POSITIVES_FRACTION = 0.025, 0.80, 0.5
+#: Whether `power` is that of all primary goals together (joint) or of each goal.
+POWER_OF = "joint"
 #: The proportion endpoints sized by the exact binomial test, and the cases each is measured on.
 CASES = {"sensitivity": "positives", "specificity": "negatives"}
 #: The subgroups the plan pre-specifies, and the per-stratum minimums (params validate, "analysis").
@@ -123,9 +125,10 @@ def power_design(p: dict, criteria: list[dict]) -> dict:
     """`data.power`: the positives and negatives by exact binomial power, and the totals."""
     design = p["sample_size"]
     alpha, target = float(design.get("alpha", ALPHA)), float(design.get("power", POWER))
+    power_of = design.get("power_of", POWER_OF)
     prevalence = float(design["prevalence"])
     fraction = float((design.get("enrichment") or {}).get("positives_fraction", POSITIVES_FRACTION))
-    endpoints, not_sized = [], []
+    endpoints, not_sized, sized = [], [], []
     for i, c in enumerate(criteria):
         if not c.get("primary", True):
             continue
@@ -135,14 +138,19 @@ def power_design(p: dict, criteria: list[dict]) -> dict:
                 "binomial test; this goal is not one" if c["metric"] in CASES else
                 f"{c['metric']}: not sized by the exact binomial calculation (sensitivity and specificity are)")})
             continue
+        sized.append((i, c))
+    # joint: the study passes only when every primary goal is met, so the goals together must have the
+    # power; on disjoint cases the joint power is the product, and each of k goals is sized for power^(1/k)
+    per_goal = target ** (1 / len(sized)) if power_of == "joint" and sized else target
+    for i, c in sized:
         if "anticipated" not in c:
             raise DesignError(f"params validate.acceptance[{i}]: the primary {c['metric']} goal needs `anticipated`, "
                               "the performance expected of the device, for the power calculation (e.g. 0.90)")
         try:
-            n = power.exact_binomial_n(float(c["value"]), float(c["anticipated"]), alpha=alpha, target=target)
+            n = power.exact_binomial_n(float(c["value"]), float(c["anticipated"]), alpha=alpha, target=per_goal)
         except stats.StatsError as e:
             raise DesignError(f"params validate.acceptance[{i}] with validate.sample_size alpha {alpha} and power "
-                              f"{target}: {e}") from None
+                              f"{target} ({power_of}; {per_goal:.3f} for this goal): {e}") from None
         endpoints.append({"index": i, "metric": c["metric"], "cases": CASES[c["metric"]],
                           "method": c.get("method") or acceptance.METHODS[0],
                           "justification": list(c.get("justification", [])), **n})
@@ -153,7 +161,8 @@ def power_design(p: dict, criteria: list[dict]) -> dict:
         e["power_at_planned_n"] = power.power(needed[e["cases"]], e["goal"], e["anticipated"], alpha=alpha)
     joint = math.prod(e["power_at_planned_n"] for e in endpoints) if endpoints else None
     missing = [k for k in ("positives", "negatives") if k not in needed]
-    out = {"test": "exact binomial, one-sided", "alpha": alpha, "target_power": target, "one_sided_level": 1 - alpha,
+    out = {"test": "exact binomial, one-sided", "alpha": alpha, "target_power": target, "power_of": power_of,
+           "per_goal_power": per_goal, "one_sided_level": 1 - alpha,
            "endpoints": endpoints, "not_sized": not_sized,
            "positives": needed.get("positives", stats.not_estimable("no primary lower-bound goal on sensitivity")),
            "negatives": needed.get("negatives", stats.not_estimable("no primary lower-bound goal on specificity")),
