@@ -126,5 +126,13 @@ def main(out: str | Path | None = None) -> dict:
     return result
 
 
+def cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", help="run folder to build (default: build/bench/demo)")
+    return 0 if main(parser.parse_args(argv).out)["passed"] else 1
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main(*sys.argv[1:2])["passed"] else 1)
+    sys.exit(cli())
