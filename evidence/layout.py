@@ -11,9 +11,10 @@ from pathlib import Path
 
 PREDICTED_SPLITS = ("val", "test")
 TRACEABILITY = "traceability.json"  # in a submission folder
-#: in a held-out folder (`heldout(out, name)`): one row per labelled file, `file, patient_id, label,
-#: status, reasons, score, flagged` (`validation.heldout`), recomputed by the audit (`evidence.recompute`)
+#: in a held-out folder (`heldout(out, name)`): one row per labelled file (`validation.heldout`),
+#: recomputed by the audit (`evidence.recompute`); its columns, in order, below
 HELDOUT_PREDICTIONS = "predictions.csv"
+HELDOUT_PREDICTION_COLUMNS = ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
 
 
 def params_stamp(out: str | Path, section: str) -> Path:

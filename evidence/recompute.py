@@ -167,8 +167,7 @@ def _read_heldout(path: Path) -> list[dict]:
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
-                   if c not in (reader.fieldnames or [])]
+        missing = [c for c in layout.HELDOUT_PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise KeyError(f"missing column(s) {', '.join(missing)}")
         for i, row in enumerate(reader, start=2):
@@ -211,8 +210,8 @@ def check_heldout(hout: Path, run_threshold=None) -> list[str]:
     try:
         rows = _read_heldout(path)
     except (KeyError, ValueError, csv.Error) as e:
-        return failures + [f"record heldout.metrics: field deps[{rel}]: expected file, patient_id, label, status, "
-                           f"reasons, score, flagged columns found an unreadable file ({e})"]
+        return failures + [f"record heldout.metrics: field deps[{rel}]: expected "
+                           f"{', '.join(layout.HELDOUT_PREDICTION_COLUMNS)} columns found an unreadable file ({e})"]
 
     for r in rows:   # each row's decision from its own score
         analysed = r["status"] == "accepted"

@@ -61,8 +61,6 @@ from .design import ALL_ENROLLED_RULE, REJECTION_CI_METHOD
 
 REPORT = "heldout_report"
 
-#: The columns of the held-out folder's per-image file (`layout.HELDOUT_PREDICTIONS`).
-PREDICTION_COLUMNS = ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
 
 #: Reason categories of a file not analysed: (key, label, leading words of the reasons of
 #: `model.dicom` header, image-module and decoding checks). A reason matching none is `other`
@@ -289,17 +287,12 @@ def all_enrolled_data(df: pd.DataFrame, threshold: float, level: float) -> dict:
     score = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float) if n else np.zeros(0)
     flagged = analysed & (np.nan_to_num(score, nan=-np.inf) >= threshold)
 
-    def confusion(mask: np.ndarray) -> dict:
-        yy, ff = y[mask], flagged[mask]
-        return {"tp": int(np.sum(ff & (yy == 1))), "fp": int(np.sum(ff & (yy == 0))),
-                "tn": int(np.sum(~ff & (yy == 0))), "fn": int(np.sum(~ff & (yy == 1)))}
+    def confusion(mask: np.ndarray) -> dict:   # the decision itself as the score: 1 flagged, 0 not
+        return stats.confusion(y[mask], flagged[mask].astype(float), 1.0)
 
     def intervals(conf: dict) -> dict:
-        out = {}
-        for metric, (k, d) in (("sensitivity", (conf["tp"], conf["tp"] + conf["fn"])),
-                               ("specificity", (conf["tn"], conf["tn"] + conf["fp"]))):
-            out[metric] = {m: stats.proportion_ci(k, d, method=m, level=level) for m in ("wilson", "clopper-pearson")}
-        return out
+        return {metric: {m: stats.proportion_ci(*stats.metric_fraction(metric, **conf), method=m, level=level)
+                         for m in ("wilson", "clopper-pearson")} for metric in ("sensitivity", "specificity")}
 
     everyone, accepted = confusion(np.ones(n, dtype=bool)), confusion(analysed)
     return {
@@ -324,7 +317,7 @@ def write_predictions(hout: Path, df: pd.DataFrame, threshold: float) -> Path:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(PREDICTION_COLUMNS)
+    writer.writerow(layout.HELDOUT_PREDICTION_COLUMNS)
     for r in df.to_dict("records"):
         analysed = r["status"] == "accepted" and r["score"] is not None and np.isfinite(float(r["score"]))
         score = float(r["score"]) if analysed else None

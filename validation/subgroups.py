@@ -50,8 +50,8 @@ EXCLUDED_FINDINGS = {"Pneumonia", "No Finding", ""}
 #: Variables whose strata are tested for heterogeneity (their "unknown" stratum left out).
 TESTED_VARIABLES = ("sex", "age_band", "view")
 #: Strata by a header value, when the frame has the column (the held-out set's DICOM headers):
-#: (variable, column, label). One stratum per distinct value, and one for a missing value.
-CATEGORICAL = (("site", "site", "site"), ("manufacturer", "manufacturer", "scanner manufacturer"))
+#: (variable, the column of that name; label). One stratum per distinct value, and one for a missing value.
+CATEGORICAL = (("site", "site"), ("manufacturer", "scanner manufacturer"))
 HETEROGENEITY_STATEMENT = ("descriptive: one test per variable and metric across its estimable strata, "
                            "without adjustment for multiplicity; no claim rests on them")
 
@@ -117,9 +117,9 @@ def subgroups(df: pd.DataFrame, threshold: float, *, min_positives: int, min_neg
         "view": {"AP": g(view == "AP", "AP"), "PA": g(view == "PA", "PA"),
                  "unknown": g(~view.isin(["AP", "PA"]), "view unknown")},
     }
-    for var, column, name in CATEGORICAL:
-        if column in df.columns:
-            values = df[column].map(lambda v: str(v).strip() if isinstance(v, str) and v.strip() else "")
+    for var, name in CATEGORICAL:
+        if var in df.columns:
+            values = df[var].map(lambda v: str(v).strip() if isinstance(v, str) and v.strip() else "")
             out[var] = {v: g(values == v, f"{name}: {v}") for v in sorted(set(values) - {""})}
             out[var]["unknown"] = g(values == "", f"{name} unknown")
     if "finding_labels" not in df.columns:
@@ -148,7 +148,7 @@ def heterogeneity(groups: dict) -> dict:
     """Per variable (sex, age band, view; each co-occurring finding, with against without):
     {sensitivity: test, specificity: test, strata_excluded: [...]} (`stats.homogeneity_test`)."""
     out = {}
-    for var in (*TESTED_VARIABLES, *(v for v, _, _ in CATEGORICAL if v in groups)):
+    for var in (*TESTED_VARIABLES, *(v for v, _ in CATEGORICAL if v in groups)):
         strata = {k: g for k, g in groups[var].items() if k != "unknown"}
         out[var] = {m: _test(strata, m) for m in ("sensitivity", "specificity")}
     if "finding" in groups:
