@@ -36,7 +36,8 @@ from evidence.params import ParamsError, section
 from evidence.safeyaml import YamlRefused, load as load_yaml
 
 from . import acceptance, power, stats
-from .design import design as design_data
+from .design import check_statistics, design as design_data
+from .subgroups import CATEGORICAL, TESTED_VARIABLES
 from .threshold import CI_LEVEL
 
 RECORD_ID, DESIGN_ID = "validation.sample_size", "validation.design"
@@ -49,9 +50,8 @@ ALPHA, POWER, POSITIVES_FRACTION = 0.025, 0.80, 0.5
 POWER_OF = "joint"
 #: The proportion endpoints sized by the exact binomial test, and the cases each is measured on.
 CASES = {"sensitivity": "positives", "specificity": "negatives"}
-#: The subgroups the plan pre-specifies, and the per-stratum minimums (params validate, "analysis").
-SUBGROUP_STRATA = ("site", "scanner manufacturer", "sex", "age band", "view")
-MIN_SUBGROUP = {"min_subgroup_positives": 10, "min_subgroup_negatives": 10}
+#: The subgroups the plan pre-specifies: the held-out set's header strata, then those of every split.
+SUBGROUP_STRATA = (*(name for _, name in CATEGORICAL), *(v.replace("_", " ") for v in TESTED_VARIABLES))
 
 
 class DesignError(ToolkitError, ValueError):
@@ -185,7 +185,7 @@ def power_design(p: dict, criteria: list[dict]) -> dict:
 
 def subgroup_minimums(params: dict) -> dict:
     """The per-stratum rule for the pre-specified subgroups."""
-    mins = {k: int(params.get(k, v)) for k, v in MIN_SUBGROUP.items()}
+    mins = check_statistics(params)   # the per-stratum minimums, with the analysis defaults
     return {"strata": list(SUBGROUP_STRATA), "min_positives": mins["min_subgroup_positives"],
             "min_negatives": mins["min_subgroup_negatives"],
             "rule": "each stratum holds at least min_positives positives for its sensitivity and at least "
