@@ -132,3 +132,15 @@ def read_splits(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: row {_first_row(dup)}: image_id {frame['image_id'][dup].iloc[0]!r} "
                             "appears more than once (rerun `python -m eda.split`)")
     return frame.reset_index(drop=True)
+
+
+def validation_adequacy(out: str | Path) -> dict | None:
+    """`validation_adequacy` of the `split.patients` record (the val split's counts against its
+    pre-specified minimums, `eda.split`); None when the record or the field is absent (an older run)."""
+    from .errors import MissingRecord
+    from .record import read_record
+
+    try:
+        return read_record(out, "split.patients")["data"].get("validation_adequacy")
+    except MissingRecord:
+        return None

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import evidence
-from evidence import layout, read_record
-from evidence.errors import MissingRecord
+from evidence import layout
+from evidence.manifest import validation_adequacy
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -96,10 +96,7 @@ def _device(strategy) -> dict:
 def selection_policy(out_dir) -> dict:
     """Whether early stopping and best-epoch selection use the val split, from the validation
     adequacy the split stage recorded in `split.patients` (absent in an older record: used)."""
-    try:
-        adequacy = read_record(out_dir, "split.patients")["data"].get("validation_adequacy")
-    except MissingRecord:
-        adequacy = None
+    adequacy = validation_adequacy(out_dir)
     if adequacy is None:
         return {"on_validation": True, "validation_adequacy": "not recorded",
                 "reason": "record split.patients holds no validation_adequacy: early stopping and best-epoch "

@@ -29,8 +29,8 @@ import numpy as np
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-from evidence import layout, read_record, write_record
-from evidence.errors import MissingRecord
+from evidence import layout, write_record
+from evidence.manifest import validation_adequacy
 from evidence.params import section
 from evidence.cli import stage_main
 
@@ -157,14 +157,6 @@ def check_params(p: dict) -> dict:
     return out
 
 
-def read_adequacy(out_dir: Path) -> dict | None:
-    """`validation_adequacy` of the `split.patients` record; None when the record or field is absent."""
-    try:
-        return read_record(out_dir, "split.patients")["data"].get("validation_adequacy")
-    except MissingRecord:
-        return None
-
-
 def rationale(p: dict, point: dict, adequacy: dict | None) -> dict:
     """Why this rule, what the target is and how it was met on how many validation positives."""
     out = {"rule": p["threshold_rule"], "why": WHY[p["threshold_rule"]],
@@ -205,7 +197,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
         data["target_sensitivity"] = float(p["target_sensitivity"])
         data["target_bound"] = p["target_bound"]
     data["validation"] = operating_point(y, s, df["patient_id"], t, level=p["ci_level"])
-    adequacy = read_adequacy(out_dir)
+    adequacy = validation_adequacy(out_dir)
     data["rationale"] = rationale(p, data["validation"], adequacy)
     data["estimable_from_data"] = data["rationale"]["estimable_from_data"]
     if not data["estimable_from_data"]:
