@@ -67,12 +67,17 @@ def expected_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
     fp = int(np.sum(pred & (y == 0)))
     tn = int(np.sum(~pred & (y == 0)))
     fn = int(np.sum(~pred & (y == 1)))
+    conf = {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    values = {**count_values(conf), "auc": _mann_whitney_auc(y, s)}
+    return {"confusion": conf, "n": len(y), "positives": int(y.sum()), "values": values}
+
+
+def count_values(conf: dict) -> dict:
+    """Each count metric from the confusion counts; None where its denominator is zero."""
+    tp, fp, tn, fn = (conf[k] for k in ("tp", "fp", "tn", "fn"))
     frac = {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp), "ppv": (tp, tp + fp),
-            "npv": (tn, tn + fn), "accuracy": (tp + tn, len(y)), "f1": (2 * tp, 2 * tp + fp + fn)}
-    values = {m: (num / den if den else None) for m, (num, den) in frac.items()}
-    values["auc"] = _mann_whitney_auc(y, s)
-    return {"confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn}, "n": len(y),
-            "positives": int(y.sum()), "values": values}
+            "npv": (tn, tn + fn), "accuracy": (tp + tn, tp + fp + tn + fn), "f1": (2 * tp, 2 * tp + fp + fn)}
+    return {m: (num / den if den else None) for m, (num, den) in frac.items()}
 
 
 def _compare(record_id: str, data: dict, field: str, expected) -> list[str]:
@@ -143,20 +148,24 @@ def check_test(out_dir: Path) -> list[str]:
     return failures
 
 
-def _compare_metrics(record_id: str, data: dict, expected: dict) -> list[str]:
-    """Every interval method the record reports for every metric against the recomputed value.
-    The metric names are those of the record (a metric this module cannot recompute fails) and
-    of the recomputation (a metric the record lacks fails)."""
-    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
-    failures = [f"record {record_id}: field data.metrics.{m}: expected one of {', '.join(expected)} "
+def _compare_metrics(record_id: str, data: dict, expected: dict, prefix: str = "metrics") -> list[str]:
+    """Every interval method the record reports for every metric (under `prefix`) against the
+    recomputed value. The metric names are those of the record (a metric this module cannot
+    recompute fails) and of the recomputation (a metric the record lacks fails)."""
+    try:
+        metrics = resolve_pointer(data, "/" + prefix.replace(".", "/"))
+    except KeyError:
+        metrics = None
+    metrics = metrics if isinstance(metrics, dict) else {}
+    failures = [f"record {record_id}: field data.{prefix}.{m}: expected one of {', '.join(expected)} "
                 "found a metric the audit cannot recompute" for m in metrics if m not in expected]
     for m, value in expected.items():
         methods = metrics.get(m)
         if not isinstance(methods, dict) or not methods:
-            failures.append(f"record {record_id}: field data.metrics.{m}: expected {value!r} found missing field")
+            failures.append(f"record {record_id}: field data.{prefix}.{m}: expected {value!r} found missing field")
             continue
         for method in methods:
-            failures += _compare(record_id, data, f"metrics.{m}.{method}.estimate", value)
+            failures += _compare(record_id, data, f"{prefix}.{m}.{method}.estimate", value)
     return failures
 
 
@@ -256,21 +265,9 @@ def check_heldout(hout: Path, run_threshold=None) -> list[str]:
 
 
 def _proportions(record_id: str, data: dict, prefix: str, conf: dict) -> list[str]:
-    """Every interval method of `prefix`.sensitivity / .specificity against the counts of `conf`."""
-    expected = {"sensitivity": _fraction(conf["tp"], conf["tp"] + conf["fn"]),
-                "specificity": _fraction(conf["tn"], conf["tn"] + conf["fp"])}
-    failures = []
-    for metric, value in expected.items():
-        try:
-            methods = resolve_pointer(data, "/" + f"{prefix}.{metric}".replace(".", "/"))
-        except KeyError:
-            methods = None
-        if not isinstance(methods, dict) or not methods:
-            failures.append(f"record {record_id}: field data.{prefix}.{metric}: expected {value!r} found missing field")
-            continue
-        for method in methods:
-            failures += _compare(record_id, data, f"{prefix}.{metric}.{method}.estimate", value)
-    return failures
+    """Every interval method of sensitivity and specificity under `prefix` against the counts of `conf`."""
+    values = count_values(conf)
+    return _compare_metrics(record_id, data, {m: values[m] for m in ("sensitivity", "specificity")}, prefix)
 
 
 def _check_all_enrolled(rows: list[dict], block, per_protocol: dict, threshold: float) -> list[str]:
