@@ -1,11 +1,16 @@
 """Classify DICOM files with the locked device: header checks, decoding, preprocessing, prediction
 at the locked threshold, and the clinician image for every accepted file.
 
-    python -m model.infer [--out OUT] [--params PARAMS] [--no-images] [--secondary-capture] [-v|-q] FILE_OR_DIR...
+    python -m model.infer [--run RUN] [--params PARAMS] [--no-images] [--secondary-capture] [-v|-q] FILE_OR_DIR...
+
+RUN is the run folder that holds the locked model (default build); the clinician images go to
+RUN/infer/. `--out` is the old name of `--run` and still works.
 
 One JSON line per file on stdout (`file`, `status` accepted|rejected|error, `reasons`,
 `probability`, `prediction`, `threshold`, `model_sha256`, `clinician_image`, header fields),
-then one summary line. Progress goes to stderr (`-q`: none); library warnings to
+then one summary line. One image is classified once: a file reached again (a symlink, `./x` and
+`x`) or a copy with the same bytes gets a line with status `duplicate` and `duplicate_of` (the
+file classified in its place) and counts in the summary's `duplicates` (`evidence.unique`). Progress goes to stderr (`-q`: none); library warnings to
 `OUT/logs/model.infer.log` (`-v`: also to stderr). A bad file never stops the batch; the exit code
 is 2 only when the tool itself cannot run (no model, no locked threshold, no files), 70 on a bug.
 
@@ -77,7 +82,7 @@ def load_device(out: str | Path, params_file: str | Path | None = None, *, rules
     model_path = out / MODEL_FILE
     if not model_path.is_file() or not (out / SPEC_FILE).is_file():
         raise DeviceError(f"no model in {out}: {model_path} or {out / SPEC_FILE} is missing "
-                          "(run `make train` or pass --out to a run folder with a trained model)")
+                          "(run `make train` or pass --run (model.infer) or --out (other stages) a run folder with a trained model)")
     recorded = trained_sha256(out)
     try:
         threshold = Store(out).value("validation.threshold", "threshold")
@@ -287,7 +292,9 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.infer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="build", help="run folder with the locked model (default build)")
+    parser.add_argument("--run", "--out", dest="out", default="build", metavar="RUN",
+                        help="the run folder that holds the locked model (default build); clinician images go "
+                             "to RUN/infer/ (--out: the old name of this option)")
     parser.add_argument("--params", default=None, help="params file; its workflow section sets the header checks "
                         "when the run has no workflow.dicom record")
     parser.add_argument("--no-images", action="store_true", help="do not write clinician PNGs")
@@ -306,9 +313,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     device = load_device(args.out, args.params)
-    files = expand(args.inputs)
+    files, duplicates = unique_files(expand(args.inputs))
     if not files:
         raise ToolkitError(f"no files found in {' '.join(args.inputs)} (pass DICOM files or folders)")
+    for row in duplicate_rows(duplicates):
+        print(json.dumps(row, ensure_ascii=False), flush=True)
     image_dir = None if args.no_images else layout.inference(args.out)
     bar = console.Progress("infer", len(files))
     rows = []
@@ -323,8 +332,22 @@ def _infer(args: argparse.Namespace) -> int:
         from evidence import atomic
         from .clinician import html_index, intended_use
         atomic.write_text(image_dir / "index.html", html_index(rows, intended_use(device.rules)))
-    print(json.dumps(summary(rows)), flush=True)
+    print(json.dumps({**summary(rows), "duplicates": len(duplicates)}), flush=True)
     return 0
+
+
+def unique_files(files: list[Path]):
+    """(each image once, in order; the duplicates left out): `evidence.unique.dedupe_paths`."""
+    from evidence.unique import dedupe_paths
+
+    return dedupe_paths(files)
+
+
+def duplicate_rows(duplicates) -> list[dict]:
+    """The output line of each file left out as a duplicate of one that is classified."""
+    return [{"file": d.item.name, "status": "duplicate", "duplicate_of": d.first.name,
+             "reasons": [f"{d.how} as {d.first.name}" + (f" (sha256 {d.item.sha256[:12]})" if d.item.sha256 else "")
+                         + "; classified once, under that name"]} for d in duplicates]
 
 
 if __name__ == "__main__":

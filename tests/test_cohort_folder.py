@@ -19,10 +19,10 @@ def _params(tmp_path):
 
 def _folder(tmp_path, csv_text, images=("a/1.png", "a/2.png", "b/3.jpg")):
     data = tmp_path / "data"
-    for rel in images:
+    for i, rel in enumerate(images):          # distinct pixels: one image each (rows are deduplicated by content)
         path = data / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((8, 8), 90, np.uint8)).save(path)
+        Image.fromarray(np.full((8, 8), 90 + i, np.uint8)).save(path)
     (data / "labels.csv").write_text(csv_text)
     return data
 
@@ -89,7 +89,9 @@ def test_folder_reads_image_headers_including_dicom(tmp_path, nih_dir):
     ("path,label\na/1.png,1\na/2.png,yes\n", "row 3: label 'yes' is not 0 or 1"),
     ("path,label\na/1.png,1\nc/9.png,0\n", "row 3: image 'c/9.png' not found"),
     ("path,label,split\na/1.png,1,train\na/2.png,0,holdout\n", "row 3: split 'holdout'"),
-    ("path,label\na/1.png,1\na/1.png,0\n", "row 3: path 'a/1.png' is listed twice"),
+    ("path,label\na/1.png,1\na/1.png,0\n", "row 2 (a/1.png, label 1) and row 3 (a/1.png, label 0) are one image (same file"),
+    ("path,label\na/1.png,1\n./a//1.png,0\n", "row 2 (a/1.png, label 1) and row 3 (./a//1.png, label 0) are one image"),
+    ("path,label\na/1.png,1\n../elsewhere.png,0\n", "row 3: '../elsewhere.png' resolves to"),
     ("path,label,patient_id\na/1.png,1,\n", "row 2: empty patient_id"),
     ("path,label,age\na/1.png,1,old\n", "row 2: age 'old'"),
     ("path,label\na/1.png,1\nbad.png,0\n", "row 3: image 'bad.png': not a readable PNG"),
@@ -111,3 +113,32 @@ def test_bad_folder_inputs(tmp_path, capsys, csv_text, expected):
         assert "labels.csv" in err
     assert not (tmp_path / "out" / "cohort" / "manifest.csv").exists()
     assert not (tmp_path / "out" / "evidence").exists()
+
+
+def test_folder_keeps_one_row_per_image_and_reports_the_others(tmp_path):
+    data = _folder(tmp_path, "path,label\na/1.png,1\n./a/1.png,1\nlink.png,1\nb/3.jpg,0\ncopy.jpg,0\na/2.png,0\n")
+    (data / "link.png").symlink_to(data / "a" / "1.png")
+    (data / "copy.jpg").write_bytes((data / "b" / "3.jpg").read_bytes())
+    assert _run(tmp_path, data) == 0
+    rec = read_record(tmp_path / "out", "cohort.manifest")
+    m = pd.read_csv(tmp_path / "out" / "cohort" / "manifest.csv", keep_default_na=False)
+    assert list(m["image_id"]) == ["a/1.png", "b/3.jpg", "a/2.png"]
+    dup = [f for f in rec["data"]["quality_findings"] if f["id"] == "duplicate_images"]
+    assert len(dup) == 1 and dup[0]["n_rows"] == 3
+    assert dup[0]["example_image_ids"] == ["./a/1.png", "link.png", "copy.jpg"]
+    assert "row 6 (copy.jpg): same content as row 5 (b/3.jpg)" in dup[0]["applied"]
+
+
+def test_folder_paths_outside_the_data_folder_need_the_params_key(tmp_path, capsys):
+    data = _folder(tmp_path, "")
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.full((8, 8), 30, np.uint8)).save(outside)
+    (data / "labels.csv").write_text(f"path,label\na/1.png,1\n{outside},0\n")
+    assert _run(tmp_path, data) == 2
+    err = capsys.readouterr().err
+    assert "outside the data folder" in err and "cohort.nih.allow_paths_outside_folder" in err
+    params = _params(tmp_path)
+    params.write_text("cohort:\n  nih: {max_age_years: 100, allow_paths_outside_folder: true}\n")
+    assert cohort.main(["--data", str(data), "--out", str(tmp_path / "out"), "--params", str(params)]) == 0
+    m = pd.read_csv(tmp_path / "out" / "cohort" / "manifest.csv", keep_default_na=False)
+    assert list(m["path"]) == [str((data / "a" / "1.png").resolve()), str(outside.resolve())]

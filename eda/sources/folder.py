@@ -1,6 +1,12 @@
 """Folder source: `labels.csv` (columns `path`, `label`; optional `patient_id`, `split`, `age`, `sex`,
 `view`) beside PNG, JPEG or DICOM images. `image_id` is the path relative to the CSV; the original
-width, height and (DICOM) pixel spacing are read from each image's header."""
+width, height and (DICOM) pixel spacing are read from each image's header.
+
+One image, one row (`evidence.unique`): each path is resolved; a path that leads outside the
+data folder as written (`../`, absolute) is an error unless params
+`cohort.nih.allow_paths_outside_folder` is true; rows reaching one image (the same name, `./x` and
+`x`, a symlink, a copy with the same bytes) keep the first row and report the others (quality
+finding `duplicate_images`); such rows with different labels are an error naming both."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evidence import sha256_file
+from evidence import sha256_file, unique
 from evidence.manifest import SPLITS
 
 from ..images import IMAGE_SUFFIXES, header_info
@@ -22,6 +28,25 @@ SEX = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F"}
 
 def _row_error(csv: Path, row: int, message: str) -> SourceError:
     return SourceError(f"{csv}: row {row + 2}: {message}")
+
+
+def _each_image_once(csv: Path, data_dir: Path, raw: pd.DataFrame, allow_outside: bool):
+    """(the rows, each image once: the first row of each; the duplicates left out). A path that
+    resolves outside `data_dir` is an error unless `allow_outside`; rows of one image with
+    different labels are an error naming both rows (`evidence.unique`)."""
+    items = []
+    for i, (rel, label) in enumerate(zip(raw["path"], raw["label"])):
+        try:
+            path = unique.resolve_in(data_dir, rel, allow_outside=allow_outside, where=f"{csv}: row {i + 2}",
+                                     flag="params cohort.nih.allow_paths_outside_folder: true")
+        except unique.OutsideFolderError as e:
+            raise SourceError(str(e)) from None
+        items.append(unique.item(i + 2, rel, path, int(label)))
+    kept, duplicates, conflicts = unique.group(items)
+    if conflicts:
+        raise SourceError(unique.conflict_message(conflicts[0], str(csv)))
+    rows = [it.key - 2 for it in kept]
+    return raw.iloc[rows].reset_index(drop=True), duplicates
 
 
 def load(data_dir: str | Path, params: dict) -> SourceResult:
@@ -49,13 +74,10 @@ def load(data_dir: str | Path, params: dict) -> SourceResult:
     empty = raw["path"] == ""
     if empty.any():
         raise _row_error(csv, int(np.flatnonzero(empty)[0]), "empty path; give the image path relative to labels.csv")
-    dup = raw["path"].duplicated()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise _row_error(csv, i, f"path {raw['path'].iloc[i]!r} is listed twice; list each image once")
+    raw, duplicates = _each_image_once(csv, data_dir, raw, bool(params.get("allow_paths_outside_folder", False)))
     abs_paths, sizes = [], []
     for i, rel in enumerate(raw["path"]):
-        p = (data_dir / rel).resolve()
+        p = unique.real(data_dir / rel)
         if not p.is_file():
             raise _row_error(csv, i, f"image {rel!r} not found at {p}; fix the path or remove the row")
         if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -123,6 +145,14 @@ def load(data_dir: str | Path, params: dict) -> SourceResult:
         "orig_height": pd.array([h for _, h, _ in sizes], dtype="Int64"),
         "pixel_spacing": [np.nan if s is None else s for _, _, s in sizes],
     })
+    if duplicates:
+        findings.append(finding(
+            "duplicate_images", "rows of labels.csv that reach an image another row already lists (same file "
+            "through another path, or the same bytes under another name)",
+            pd.Series([d.item.name for d in duplicates]), "exclude",
+            "each image kept once, under its first row; "
+            + "; ".join(f"row {d.item.key} ({d.item.name}): {d.how} as row {d.first.key} ({d.first.name})"
+                        for d in duplicates[:20])))
     if not ids_given:
         findings.append(finding(
             "no_patient_ids", "labels.csv has no patient_id column: images of one patient cannot be grouped",
