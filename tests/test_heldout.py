@@ -212,7 +212,8 @@ def test_labels_csv_problems(locked_run, nih, tmp_path):
     labels = labels.drop(index=[2])                                 # a DICOM without a label
     labels.loc[len(labels) + 10] = {"file": first, "label": 1, "patient_id": "p", "reader_a": 1}  # duplicate
     labels.loc[len(labels) + 11] = {"file": "missing.dcm", "label": 0, "patient_id": "p", "reader_a": 0}
-    labels.loc[len(labels) + 12] = {"file": second, "label": 0, "patient_id": "p", "reader_a": 0}   # duplicate
+    labels.loc[len(labels) + 12] = {"file": f"./{second}", "label": labels["label"][1], "patient_id": "p",
+                                    "reader_a": 0}   # the same file by another path, the same label
     labels["label"] = labels["label"].astype(object)
     labels.loc[labels.index[3], "label"] = "yes"
     labels.to_csv(folder / "labels.csv", index=False)
@@ -222,10 +223,13 @@ def test_labels_csv_problems(locked_run, nih, tmp_path):
     heldout.run(locked_run, folder, params, render=False)
     intake = read_record(_hout(locked_run, folder), "heldout.intake")["data"]
     kinds = sorted(q["problem"] for q in intake["label_problems"])
-    assert kinds == ["bad_label", "duplicate", "duplicate", "duplicate", "duplicate", "unknown_file"]
+    assert kinds == ["bad_label", "duplicate", "duplicate", "unknown_file"]   # each duplicate kept once
     unlabelled = {q["file"]: q["status"] for q in intake["unlabelled_files"]}
     assert unlabelled == {labels_file_of(rows, 2): "accepted", "notes.txt": "error"}
-    assert intake["n_labelled_files"] == len(rows) - 1 - 2 - 1  # minus unlabelled, duplicated, bad label
+    assert intake["n_labelled_files"] == len(rows) - 1 - 1  # minus unlabelled and bad label; duplicates counted once
+    dup = [q for q in intake["label_problems"] if q["problem"] == "duplicate"]
+    assert [q["file"] for q in dup] == [first, f"./{second}"]
+    assert dup[0]["detail"].startswith("same file as line 2 (")
     json.dumps(intake, allow_nan=False)
 
 
@@ -446,3 +450,126 @@ def test_all_enrolled_counts_not_analysed_positives_as_misses():
     none = heldout.all_enrolled_data(df.assign(status="rejected", score=None), 0.5, 0.95)
     assert none["per_protocol"]["metrics"]["sensitivity"]["wilson"]["estimable"] is False
     assert none["metrics"]["sensitivity"]["wilson"]["estimate"] == 0.0
+
+
+def _small_params(tmp_path: Path) -> Path:
+    params = tmp_path / "p.yaml"
+    params.write_text("validate: {bootstrap_resamples: 100, min_subgroup_positives: 5, min_subgroup_negatives: 5}\n")
+    return params
+
+
+@pytest.mark.parametrize("how", ["dot", "double_slash", "symlink", "symlink_loop", "copy"])
+def test_one_image_named_twice_with_opposite_labels_is_an_error_naming_both_rows(locked_run, nih, tmp_path, capsys, how):
+    folder = tmp_path / f"twice_{how}"
+    labels = build_heldout(folder, _heldout_rows(nih).head(6))
+    first = labels["file"][0]
+    other = {"dot": f"./{first}", "double_slash": first.replace("/", "//", 1), "symlink": "alias.dcm",
+             "symlink_loop": f"loop/{first}", "copy": "copy.dcm"}[how]
+    if how == "symlink":
+        (folder / "alias.dcm").symlink_to(folder / first)
+    elif how == "symlink_loop":
+        (folder / "loop").symlink_to(folder)
+    elif how == "copy":
+        shutil.copy(folder / first, folder / "copy.dcm")
+    labels.loc[len(labels)] = {"file": other, "label": 1 - int(labels["label"][0]), "patient_id": "p", "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+    argv = ["--out", str(locked_run), "--heldout", str(folder), "--params", str(_small_params(tmp_path)), "--no-report"]
+    assert heldout.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: {folder / 'labels.csv'}: line 2 ({first}, label ")
+    assert f"and line {len(labels) + 1} ({other}, label " in err and "with different labels" in err
+    assert not [p for p in (locked_run / "heldout").iterdir() if p.name.startswith((f"twice_{how}", f".twice_{how}"))]
+
+
+def test_an_image_reached_twice_with_one_label_is_counted_once(locked_run, nih, tmp_path):
+    folder = tmp_path / "once"
+    rows = _heldout_rows(nih).head(6)
+    labels = build_heldout(folder, rows)
+    first = labels["file"][0]
+    (folder / "alias.dcm").symlink_to(folder / first)          # a second path in the folder, also labelled
+    shutil.copy(folder / labels["file"][1], folder / "copy.dcm")   # the same bytes, unlabelled
+    labels.loc[len(labels)] = {"file": "alias.dcm", "label": labels["label"][0], "patient_id": "p", "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+    heldout.run(locked_run, folder, _small_params(tmp_path), render=False)
+    hout = _hout(locked_run, folder)
+    intake = read_record(hout, "heldout.intake")["data"]
+    assert intake["n_labelled_files"] == len(rows) and sum(intake["counts"].values()) == len(rows)
+    assert [(q["file"], q["problem"]) for q in intake["label_problems"]] == [("alias.dcm", "duplicate")]
+    assert [q["file"] for q in intake["unlabelled_files"]] == ["copy.dcm"]
+    assert len(pd.read_csv(hout / layout.HELDOUT_PREDICTIONS)) == len(rows)
+
+
+def test_paths_outside_the_set_are_refused_unless_allowed(locked_run, nih, tmp_path, capsys):
+    folder = tmp_path / "inside"
+    rows = _heldout_rows(nih).head(6)
+    labels = build_heldout(folder, rows)
+    outside = tmp_path / "outside.dcm"
+    shutil.copy(folder / labels["file"][0], outside)
+    (folder / labels["file"][0]).unlink()
+    labels.loc[0, "file"] = "../outside.dcm"
+    labels.to_csv(folder / "labels.csv", index=False)
+    params = _small_params(tmp_path)
+    argv = ["--out", str(locked_run), "--heldout", str(folder), "--params", str(params), "--no-report"]
+    assert heldout.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder / 'labels.csv'}: line 2: '../outside.dcm' resolves to {outside.resolve()}, "
+                          "outside the data folder") and err.endswith("--allow-outside") and "\n" not in err
+    assert heldout.main([*argv, "--allow-outside"]) == 0
+    out = capsys.readouterr()
+    hout = _hout(locked_run, folder).parent / [p.name for p in _hout(locked_run, folder).parent.iterdir()
+                                              if p.name.startswith("inside-")][0]
+    assert f"records in {hout / 'evidence'}" in out.out + out.err
+    intake = read_record(hout, "heldout.intake")["data"]
+    assert intake["n_labelled_files"] == len(rows) and intake["label_problems"] == []
+    assert intake["files"][0]["file"] == "../outside.dcm"
+
+
+def test_labels_csv_with_no_usable_row_exits_2_with_the_reasons(locked_run, nih, tmp_path, capsys):
+    folder = tmp_path / "allbad"
+    labels = build_heldout(folder, _heldout_rows(nih).head(3))
+    labels["label"] = ["yes", "2", ""]
+    labels.loc[3] = {"file": "missing.dcm", "label": "1", "patient_id": "p", "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+    argv = ["--out", str(locked_run), "--heldout", str(folder), "--params", str(_small_params(tmp_path))]
+    assert heldout.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: {folder / 'labels.csv'}: no usable row (4 rows: line 2 ")
+    assert "label 'yes' is not 0 or 1" in err and "label '2' is not 0 or 1" in err and "line 5 'missing.dcm': not a file" in err
+    assert not [p for p in (locked_run / "heldout").iterdir() if "allbad" in p.name]
+
+
+@pytest.mark.slow
+def test_hostile_file_names_cannot_put_links_or_images_in_the_report(locked_run, nih, tmp_path, capsys):
+    """A labels.csv naming files with double backticks, Markdown links and images, raw HTML: the report
+    shows them as text; its PDF has no link annotation (/URI) and no image from data."""
+    from pypdf import PdfReader
+
+    folder = tmp_path / "hostile"
+    labels = build_heldout(folder, _heldout_rows(nih).head(12))
+    hostile = ["a``[click](http://evil.example/x)``.dcm", "``![i](http://evil.example/p.png)``",
+               "<a href=\"http://evil.example/\">x</a>", "b`` <http://evil.example/> ``\r\n# heading"]
+    for name in hostile:
+        labels.loc[len(labels)] = {"file": name, "label": 0, "patient_id": "p", "reader_a": 0}
+    labels.to_csv(folder / "labels.csv", index=False)
+    params = _small_params(tmp_path)
+    params.write_text(params.read_text() + "submission: {}\n")
+    argv = ["--out", str(locked_run), "--heldout", str(folder), "--params", str(params)]
+    assert heldout.main(argv) == 0
+    out = capsys.readouterr()
+    hout = [p for p in (locked_run / "heldout").iterdir() if p.name.startswith("hostile-")][0]
+    report = hout / "submission" / "heldout_report.pdf"
+    assert f"report {report}" in out.out + out.err
+    html = (hout / "submission" / "heldout_report.html").read_text()
+    assert "evil.example" in html and 'href="http://evil' not in html and "<img src=\"http://evil" not in html
+    assert "<a href=\"http://evil" not in html
+    reader = PdfReader(report)
+    for page in reader.pages:
+        for annot in page.get("/Annots") or []:
+            action = annot.get_object().get("/A") or {}
+            assert "evil" not in str(action.get("/URI", "")), action
+    text = " ".join(p.extract_text() or "" for p in reader.pages)
+    assert "evil.example" in text                       # shown as text
+    md = (hout / "submission" / "heldout_report.md").read_text()
+    from markdown_it import MarkdownIt
+    tokens = [t for block in MarkdownIt("commonmark").enable("table").parse(md) for t in (block.children or [])]
+    assert not [t for t in tokens if t.type in ("link_open", "image") and "evil" in str(t.attrs)]

@@ -132,9 +132,19 @@ def heldout_files(folder: Path) -> list[Path]:
     return expand([folder], skip=[folder / "labels.csv"])
 
 
-def read_labels(folder: Path, files: list[Path]) -> tuple[pd.DataFrame, list[dict], set[Path]]:
+def read_labels(folder: Path, files: list[Path], *, allow_outside: bool = False
+                ) -> tuple[pd.DataFrame, list[dict], set[Path], list[Path]]:
     """(usable rows: file, path, label, patient_id?, readers...; problems with their rows; every
-    path labels.csv names). A row naming anything but one of `files` is an unknown file."""
+    resolved path labels.csv names; the files outside `folder` that rows name, when `allow_outside`).
+
+    A row naming anything but one of `files` (or, allowed, an existing file outside the folder) is
+    an unknown file. Paths are resolved (`evidence.unique`): a name that resolves outside the folder
+    (`../`, absolute, a symlink pointing out) stops the run unless `allow_outside`. One image named
+    by several rows (the same name, `./x` and `x`, a symlink, a copy with the same bytes) is kept once,
+    under its first row, and the others are reported as duplicates; with different labels it stops
+    the run, naming both rows. When no row is usable the run stops with the reasons."""
+    from evidence import unique
+
     csv = folder / "labels.csv"
     if not csv.is_file():
         raise HeldoutError(f"{csv}: not found; add labels.csv with columns file,label (file relative to {folder})")
@@ -150,24 +160,41 @@ def read_labels(folder: Path, files: list[Path]) -> tuple[pd.DataFrame, list[dic
     table["row"] = np.arange(2, len(table) + 2)  # line number in the file (header is line 1)
     table["file"] = table["file"].str.strip()
     table["label"] = table["label"].str.strip()
-    dup = table["file"].duplicated(keep=False) & (table["file"] != "")
-    for row in table[dup].itertuples():
-        problems.append({"row": int(row.row), "file": row.file, "problem": "duplicate",
-                         "detail": "file listed more than once in labels.csv; every row of it is excluded"})
     bad = ~table["label"].isin(["0", "1"])
-    for row in table[bad & ~dup].itertuples():
+    for row in table[bad].itertuples():
         problems.append({"row": int(row.row), "file": row.file, "problem": "bad_label",
                          "detail": f"label {row.label[:40]!r} is not 0 or 1; the row is excluded"})
-    table["path"] = [(folder / f).resolve() if f else None for f in table["file"]]
-    known = {f.resolve() for f in files}
+    try:
+        table["path"] = [unique.resolve_in(folder, f, allow_outside=allow_outside, where=f"{csv}: line {r}")
+                         if f else None for f, r in zip(table["file"], table["row"])]
+    except unique.OutsideFolderError as e:
+        raise HeldoutError(str(e)) from None
+    known = {unique.real(f) for f in files}
+    outside = sorted({p for p in table["path"] if p is not None and p not in known and p.is_file()
+                      and not unique.is_inside(p, folder)}) if allow_outside else []
+    known.update(outside)
     unknown = np.array([p not in known for p in table["path"]])
-    for row in table[unknown & ~dup & ~bad].itertuples():
+    for row in table[unknown & ~bad].itertuples():
         problems.append({"row": int(row.row), "file": row.file, "problem": "unknown_file",
                          "detail": "not a file the held-out run reads (none such in the folder, a hidden "
                                    "path, or labels.csv); the row is excluded"})
-    usable = table[~dup & ~bad & ~unknown].copy()
+    candidates = table[~bad & ~unknown]
+    kept, duplicates, conflicts = unique.group(
+        unique.item(int(r.row), r.file, r.path, int(r.label)) for r in candidates.itertuples())
+    if conflicts:
+        raise HeldoutError(unique.conflict_message(conflicts[0], str(csv), "line"))
+    for d in duplicates:
+        problems.append({"row": int(d.item.key), "file": d.item.name, "problem": "duplicate",
+                         "detail": d.detail("line")})
+    problems.sort(key=lambda q: q["row"])
+    usable = candidates[candidates["row"].isin([it.key for it in kept])].copy()
     usable["label"] = usable["label"].astype(int)
-    return usable, problems, {p for p in table["path"] if p is not None}
+    if usable.empty:
+        reasons = "; ".join(f"line {q['row']} {q['file'] or '(empty)'!r}: {q['detail']}" for q in problems[:5])
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise HeldoutError(f"{csv}: no usable row ({len(table)} rows{': ' + reasons + more if reasons else ''}); "
+                           "each row needs file (a DICOM file of the folder, relative to it) and label 0 or 1")
+    return usable, problems, {p for p in table["path"] if p is not None}, outside
 
 
 def reader_columns(table: pd.DataFrame) -> list[str]:
@@ -184,10 +211,10 @@ def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Pat
 
     bar = console.Progress("heldout", len(files))
     try:
-        results = {Path(r["file"]).resolve(): r for r in classify(files, device, progress=bar.update)}
+        results = {Path(r["file"]).resolve(): r for r in classify(_each_once(files), device, progress=bar.update)}
     finally:
         bar.close()
-    unlabelled = [{"file": Path(r["file"]).relative_to(folder).as_posix(), "problem": "no_label",
+    unlabelled = [{"file": _relative(Path(r["file"]), folder), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
     rows = []
@@ -199,6 +226,23 @@ def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Pat
                      "manufacturer": r.get("manufacturer"), "site": r.get("institution"),
                      "patient_id": _patient_id(row, r), "row": int(row["row"]), **{c: row[c] for c in readers}})
     return pd.DataFrame(rows), unlabelled
+
+
+def _each_once(files: list[Path]) -> list[Path]:
+    """`files` without a second path to one resolved file (a symlink inside the set)."""
+    seen, once = set(), []
+    for f in files:
+        if (key := f.resolve()) not in seen:
+            seen.add(key)
+            once.append(f)
+    return once
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _plain(value):
@@ -385,11 +429,14 @@ def roc_figure(df: pd.DataFrame, threshold: float, path: Path, name: str) -> Pat
 
 # ----------------------------------------------------------------------------- run
 
-def content_sha256(folder: Path) -> str:
-    """sha256 over the sorted (path relative to `folder`, sha256) of the files the run reads and labels.csv."""
+def content_sha256(folder: Path, outside: list[Path] = ()) -> str:
+    """sha256 over the sorted (path relative to `folder`, sha256) of the files the run reads and
+    labels.csv; a file outside the folder (allowed by --allow-outside) by its resolved path."""
     labels = folder / "labels.csv"
     files = [*heldout_files(folder), *([labels] if labels.is_file() else [])]
-    return sha256_bytes(canonical_json(sorted((f.relative_to(folder).as_posix(), sha256_file(f)) for f in files)))
+    pairs = [(f.relative_to(folder).as_posix(), sha256_file(f)) for f in files]
+    pairs += [(str(f), sha256_file(f)) for f in outside]
+    return sha256_bytes(canonical_json(sorted(pairs)))
 
 
 def folder_name(folder: Path, digest: str | None = None) -> str:
@@ -397,7 +444,8 @@ def folder_name(folder: Path, digest: str | None = None) -> str:
     return f"{folder.resolve().name}-{(digest or content_sha256(folder))[:12]}"
 
 
-def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True) -> dict:
+def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True,
+        allow_outside: bool = False) -> dict:
     """Write the evidence into a hidden folder beside OUT/heldout/<name>-<hash>/ and rename it there at
     the end: a failed run leaves nothing, and an existing folder is never overwritten."""
     out, folder = Path(out), Path(heldout)
@@ -408,7 +456,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.resolve().name}.", suffix=".partial", dir=root))
     staging.chmod(0o755)
     try:
-        records, final = _run(out, folder, staging, params_file, render=render)
+        records, final = _run(out, folder, staging, params_file, render=render, allow_outside=allow_outside)
         try:
             os.rename(staging, final)
         except OSError:
@@ -425,10 +473,14 @@ def _refuse_existing(final: Path) -> None:
                            "evidence is never overwritten (remove that folder to run the set again)")
 
 
-def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool) -> tuple[dict, Path]:
+def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool,
+         allow_outside: bool = False) -> tuple[dict, Path]:
     p, params_source = heldout_params(params_file)
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
-    digest = content_sha256(folder)
+    files = heldout_files(folder)
+    usable, problems, named, outside = read_labels(folder, files, allow_outside=allow_outside)
+    files = [*files, *outside]
+    digest = content_sha256(folder, outside)
     name = folder_name(folder, digest)
     final = layout.heldout(out, name)
     _refuse_existing(final)
@@ -440,8 +492,6 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     except DeviceError as e:
         raise HeldoutError(str(e)) from None
 
-    files = heldout_files(folder)                     # 3. the held-out set
-    usable, problems, named = read_labels(folder, files)
     readers = reader_columns(usable)
     df, unlabelled = intake(folder, files, usable, named, device, readers)
     device_deps = [*device.record_files(), *plan_deps]
@@ -515,12 +565,14 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m validation.heldout", doc=__doc__,
         add_arguments=_arguments, summary=_summary,
-        call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report))
+        call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report, allow_outside=a.allow_outside))
 
 
 def _arguments(parser) -> None:
     parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
     parser.add_argument("--no-report", action="store_true", help="write the records only")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="accept labels.csv paths that resolve outside the held-out folder (../, absolute)")
 
 
 def _summary(records: dict, args) -> str:
@@ -529,7 +581,16 @@ def _summary(records: dict, args) -> str:
     rate = intake["rejection"]["rate"]["not_analysed"]
     share = f" ({rate['estimate']:.1%} not analysed)" if "estimate" in rate else ""
     return (f"heldout: {', '.join(f'{n} {status}' for status, n in intake['counts'].items())}{share}; "
-            f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}")
+            f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}; {written_to(args.out, intake['name'], args.no_report)}")
+
+
+def written_to(out: str | Path, name: str, no_report: bool = False) -> str:
+    """Where a held-out run's evidence (and report) went, for its summary line."""
+    folder = layout.heldout(out, name)
+    if no_report:
+        return f"records in {folder / 'evidence'}"
+    report = layout.submission(folder) / REPORT
+    return f"report {report}.pdf (.md, .html beside it), records in {folder / 'evidence'}"
 
 
 if __name__ == "__main__":
