@@ -6,6 +6,7 @@ every filter. None, NaN, infinities and booleans are refused: a document never s
 from __future__ import annotations
 
 import math
+import re
 from numbers import Integral, Real
 from typing import Any
 
@@ -120,15 +121,22 @@ def ci(value: Any, scale: str = "pct", digits: int | None = None, method: bool =
 
 
 def code(value: Any) -> str:
-    """A value as a Markdown code span, verbatim (no Markdown escaping applies inside one)."""
+    """A value as a Markdown code span, verbatim (no Markdown escaping applies inside one).
+
+    The fence is one backtick longer than the longest run of backticks in the text (CommonMark
+    closes a span only at a run of exactly the fence's length), so text from data (a file name
+    with a double backtick) can never end the span early and turn the rest into links or images.
+    Line breaks become spaces (a span cannot hold a blank line)."""
     ne = not_estimable(value)
     if ne:
         return ne
     if value is None or (isinstance(value, str) and not value.strip()):
         raise FormatError("a code value is null or empty")
-    text = str(value).replace("\n", " ")
-    fence = "``" if "`" in text else "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    text = re.sub(r"[\r\n\f\v\u2028\u2029]+", " ", str(value))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or (
+        text.startswith(" ") and text.endswith(" ") and text.strip()) else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 

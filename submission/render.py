@@ -113,8 +113,9 @@ def unwrap(value: Any) -> Any:
 
 
 def escape_md(text: str) -> str:
-    """Escape Markdown syntax in text that comes from data (file names, DICOM fields)."""
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text).replace("\n", " ")
+    """Escape Markdown syntax in text that comes from data (file names, DICOM fields); every line
+    break (CR and LF included) becomes a space, so data never starts a list, heading or table row."""
+    return re.sub(r"[\r\n\f\v\u2028\u2029]+", " ", re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text))
 
 
 def display(value: Any) -> str:

@@ -59,3 +59,19 @@ def test_code_span_is_verbatim():
     assert code("max_f1") == "`max_f1`"
     assert code("a`b") == "``a`b``"
     assert code({"estimable": False, "reason": "no file"}).startswith("not estimable")
+
+
+@pytest.mark.parametrize("name", [
+    "a``b.dcm", "x`` [click](http://evil.example/) ``", "``![i](http://evil.example/x.png)``", "```", "a`\rb\n[l](u)",
+    " `` ", "`lead", "trail`"])
+def test_code_span_from_data_never_breaks(name):
+    """Rendered through the documents' own Markdown parser: one code span holding the text, no link,
+    no image, whatever backticks the data holds."""
+    from markdown_it import MarkdownIt
+    from submission.filters import code
+
+    tokens = MarkdownIt("commonmark").parseInline(f"file {code(name)}: detail")[0].children
+    kinds = [t.type for t in tokens]
+    assert kinds == ["text", "code_inline", "text"], kinds
+    expected = " ".join(name.replace("\r", "\n").split("\n")) if ("\n" in name or "\r" in name) else name
+    assert tokens[1].content == expected.replace("\r", " ")
