@@ -65,7 +65,7 @@ def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys)
     *files, summary = rows
     assert [r["status"] for r in files] == ["accepted"] * 3 + ["rejected"] * 3 + ["error"] * 2
     assert summary == {"summary": True, "files": 8, "accepted": 3, "rejected": 3, "error": 2,
-                       "flagged": sum(bool(r["prediction"]) for r in files)}
+                       "flagged": sum(bool(r["prediction"]) for r in files), "duplicates": 0}
     model_sha = infer.sha256_file(device_out / "models" / "model.keras")
     for r in files[:3]:
         assert r["reasons"] == [] and 0.0 <= r["probability"] <= 1.0
@@ -223,3 +223,29 @@ def test_intended_use_line_follows_the_header_rules():
     assert intended_use(rules_from(None)).endswith("Patients aged 18 to 100 years, AP/PA chest radiographs (DX/CR) only.")
     narrow = intended_use(rules_from({"allowed_views": ["PA"], "min_age_years": 21.5, "allowed_modalities": ["CR"]}))
     assert "aged 21.5 to 100 years, PA chest radiographs (CR) only." in narrow
+
+
+def test_one_image_reached_several_ways_is_classified_once(device_out, nih_dir, tmp_path, capsys, monkeypatch):
+    """A symlink, `./x`, `a//x`, a symlink loop and a byte copy of one file: one classification, the
+    others reported as duplicates of it; `--run` names the run folder (`--out` is its old name)."""
+    import shutil
+
+    (tmp_path / "a").mkdir()
+    shutil.copy(nih_dir / "dicom" / "test1.dcm", tmp_path / "a" / "x.dcm")
+    shutil.copy(nih_dir / "dicom" / "test2.dcm", tmp_path / "a" / "y.dcm")
+    shutil.copy(tmp_path / "a" / "x.dcm", tmp_path / "copy.dcm")
+    (tmp_path / "link.dcm").symlink_to(tmp_path / "a" / "x.dcm")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--no-images", "a/x.dcm", "./a/x.dcm", "a//x.dcm", "a/loop/a/x.dcm", "link.dcm", "copy.dcm", "a"]
+    assert infer.main(["--run", str(device_out), *argv]) == 0
+    *rows, summary = _lines(capsys)
+    duplicates = [r for r in rows if r["status"] == "duplicate"]
+    classified = [r for r in rows if r["status"] != "duplicate"]
+    assert [r["file"] for r in classified] == ["a/x.dcm", "a/y.dcm"]
+    assert [(r["file"], r["duplicate_of"]) for r in duplicates] == [
+        ("a/loop/a/x.dcm", "a/x.dcm"), ("link.dcm", "a/x.dcm"), ("copy.dcm", "a/x.dcm")]
+    assert duplicates[-1]["reasons"][0].startswith("same content as a/x.dcm (sha256 ")
+    assert summary["files"] == 2 and summary["duplicates"] == 3
+    assert infer.main(["--out", str(device_out), "--no-images", "a/y.dcm"]) == 0    # the old name still works
+    assert _lines(capsys)[0]["status"] == "accepted"
