@@ -13,6 +13,11 @@ DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
 FILES ?=
+override HELDOUT := $(value HELDOUT)
+override FILES := $(value FILES)
+MAKE_HELDOUT := $(HELDOUT)
+MAKE_FILES := $(FILES)
+export MAKE_HELDOUT MAKE_FILES
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
@@ -101,13 +106,16 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
+# HELDOUT and FILES reach the commands through the environment, never through a recipe's text: a
+# value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run nothing).
+# FILES is one path per line (a single path may hold spaces); make expands neither value.
 heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
-	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
-	$(PY) -m validation.heldout --out $(OUT) --heldout "$(HELDOUT)" --params $(PARAMS)
+	@test -n "$$MAKE_HELDOUT" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
+	$(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"
 
-infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES="a.dcm dir/"
-	@test -n "$(FILES)" || { echo "error: set FILES=<DICOM files or folders>" >&2; exit 2; }
-	@$(PY) -m model.infer --out $(OUT) $(FILES)
+infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
+	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }
+	@mapfile -t files < <(printf '%s\n' "$$MAKE_FILES" | sed '/^$$/d'); $(PY) -m model.infer --run "$(OUT)" -- "$${files[@]}"
 
 # The device as a DICOM node (model.node): receives CR/DX from the modality or PACS, results back to PACS.
 LISTEN ?= 127.0.0.1:11112
