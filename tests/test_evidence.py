@@ -277,3 +277,28 @@ def test_params_stamps_resolve_the_profile(tmp_path):
     stamp(root / "params_nih_gpu.yaml", tmp_path)
     assert {p.stem for p in (tmp_path / "params").glob("*.json")} == set(load_all(root / "params.yaml"))
     assert json.loads((tmp_path / "params" / "train.json").read_text())["architecture"] == "densenet121"
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, capsys, where):
+    """ENOSPC while writing or syncing: one error line naming the file (not the temporary one) and the
+    fix, exit 2, the previous file unchanged and no temporary file left."""
+    import errno as errno_
+    import os as os_
+    from pathlib import Path as Path_
+
+    from evidence import atomic
+    from evidence.cli import guarded
+
+    target = tmp_path / "evidence" / "x.json"
+    atomic.write_text(target, "old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno_.ENOSPC, os_.strerror(errno_.ENOSPC))
+
+    monkeypatch.setattr(*((Path_, "write_bytes", full) if where == "write" else (os_, "fsync", full)))
+    assert guarded(lambda: atomic.write_text(target, "new") and 0) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {target}: No space left on device while writing this file") and "\n" not in err
+    assert "[Errno" not in err and "df -h" in err and "another disk" in err
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["x.json"]
