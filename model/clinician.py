@@ -59,11 +59,26 @@ def render_png(path: str | Path, pixels: np.ndarray, saliency: np.ndarray, *, pr
         *textwrap.wrap(intended, 110),
     ]
     for i, line in enumerate(lines):
+        line, family = drawable_line(line)
         fig.text(0.02, 0.25 - i * 0.045, line, fontsize=9 if i else 11, weight="bold" if i < 2 else "normal",
-                 parse_math=False)
+                 parse_math=False, **({"fontfamily": family} if family else {}))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return atomic.write_bytes(path, buffer.getvalue())
+
+
+def drawable_line(line: str) -> tuple[str, list[str] | None]:
+    """(the line, the font family list that draws it): header text in a script the default font
+    lacks (CJK names) is drawn with an installed font that has it (`model.names`); a character no
+    installed font draws becomes '?', never a box."""
+    from .names import font_family, fonts_for
+
+    if fonts_for(line) is None:
+        from .names import _fonts, _charmap
+
+        every = set().union(*(_charmap(p) for p in _fonts()))
+        line = "".join(c if c.isspace() or ord(c) in every else "?" for c in line)
+    return line, font_family(line)
 
 
 def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -75,12 +90,14 @@ def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def secondary_capture(png_path: str | Path, out_path: str | Path, source=None) -> Path:
     """A DICOM Secondary Capture (RGB, burned-in annotation) of the clinician PNG, linked to the
-    source study (patient and study identifiers copied), written atomically."""
+    source study (patient and study identifiers copied, each re-formed to its VR by
+    `model.dicom_values.conform`), written atomically."""
     from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     from .dicom import save
+    from .dicom_values import copy_conformed
 
     rgb = np.asarray(Image.open(png_path).convert("RGB"), dtype=np.uint8)
     meta = FileMetaDataset()
@@ -89,10 +106,9 @@ def secondary_capture(png_path: str | Path, out_path: str | Path, source=None) -
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                    "StudyInstanceUID", "StudyDate", "StudyID", "AccessionNumber", "StudyDescription"):
-        if source is not None and keyword in source:
-            setattr(ds, keyword, source.data_element(keyword).value)
+    copy_conformed(source, ds, ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate",
+                                "PatientSex", "StudyInstanceUID", "StudyDate", "StudyID", "AccessionNumber",
+                                "StudyDescription"))
     ds.StudyInstanceUID = ds.get("StudyInstanceUID") or generate_uid()
     ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()

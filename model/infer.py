@@ -261,6 +261,7 @@ def _result(item: dicom.Intake, probability, saliency, device, image_dir, second
 
 def _clinician_outputs(item, probability, saliency, device, image_dir: Path, secondary_capture) -> dict:
     from . import clinician
+    from .names import person_name
 
     if isinstance(saliency, Exception):
         raise saliency
@@ -269,7 +270,7 @@ def _clinician_outputs(item, probability, saliency, device, image_dir: Path, sec
     name = image_name(Path(item.file))
     lines = []
     if header is not None:
-        who = dicom.clean_text(header.get("PatientName")) or ""
+        who = person_name(dicom.clean_text(header.get("PatientName"), 324) or "")   # "Family, Given"
         pid = dicom.clean_text(header.get("PatientID")) or ""
         study = dicom.clean_text(header.get("StudyDescription")) or ""
         lines.append(f"Patient {who} {('(ID ' + pid + ')') if pid else ''}  Study: {study}".strip())

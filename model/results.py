@@ -37,14 +37,17 @@ def result_uid(source_sop: str, kind: str, model_sha256: str) -> str:
 
 def study_reference(header: Dataset) -> Dataset:
     """A copy of the input's Patient and General Study attributes (Type 2 ones present, maybe empty)
-    plus its SOP class and instance (for the SR's evidence)."""
+    plus its SOP class and instance (for the SR's evidence), each re-formed to its VR
+    (`model.dicom_values.conform`: an invalid UID replaced by one derived from it, text truncated)."""
+    from .dicom_values import conform
+
     ref = Dataset()
     for keyword in STUDY_KEYWORDS:
-        value = header.get(keyword)
+        value = conform(keyword, header.get(keyword))
         if value is not None or keyword not in ("SpecificCharacterSet", "StudyDescription"):
             setattr(ref, keyword, "" if value is None else value)
     for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Modality"):
-        setattr(ref, keyword, header.get(keyword, ""))
+        setattr(ref, keyword, conform(keyword, header.get(keyword)) or "")
     return ref
 
 
