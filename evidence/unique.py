@@ -125,6 +125,5 @@ def conflict_message(conflict: Duplicate, source: str, what: str = "row") -> str
 def dedupe_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Duplicate]]:
     """(the paths to read, each image once, in order; the duplicates left out), by resolved path and
     by content. Unlabelled, so never a conflict."""
-    kept, duplicates, _ = group(item(i + 1, str(p), p) for i, p in enumerate(map(Path, paths)))
-    names = {it.key: Path(it.name) for it in kept}
-    return [names[it.key] for it in kept], duplicates
+    kept, duplicates, _ = group(item(i + 1, str(p), p) for i, p in enumerate(paths))
+    return [Path(it.name) for it in kept], duplicates

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     device = load_device(args.out, args.params)
-    files, duplicates = unique_files(expand(args.inputs))
+    files, duplicates = unique_files(args.inputs)
     if not files:
         raise ToolkitError(f"no files found in {' '.join(args.inputs)} (pass DICOM files or folders)")
     for row in duplicate_rows(duplicates):
@@ -337,17 +337,24 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def unique_files(files: list[Path]):
-    """(each image once, in order; the duplicates left out): `evidence.unique.dedupe_paths`."""
+def unique_files(inputs: list[str]):
+    """(each image once, in order; the duplicates left out, under the names as given: `./x` after
+    `x` is reported, not silently merged): `evidence.unique.dedupe_paths` over the files named and
+    the files found in the folders named."""
     from evidence.unique import dedupe_paths
 
-    return dedupe_paths(files)
+    named: list[str] = []
+    for item in inputs:
+        named += [str(p) for p in expand([item])] if Path(item).is_dir() else [str(item)]
+    return dedupe_paths(named)
 
 
 def duplicate_rows(duplicates) -> list[dict]:
     """The output line of each file left out as a duplicate of one that is classified."""
+    from evidence.unique import SAME_CONTENT
+
     return [{"file": d.item.name, "status": "duplicate", "duplicate_of": d.first.name,
-             "reasons": [f"{d.how} as {d.first.name}" + (f" (sha256 {d.item.sha256[:12]})" if d.item.sha256 else "")
+             "reasons": [f"{d.how} as {d.first.name}" + (f" (sha256 {d.item.sha256[:12]})" if d.how == SAME_CONTENT else "")
                          + "; classified once, under that name"]} for d in duplicates]
 
 

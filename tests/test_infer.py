@@ -244,8 +244,10 @@ def test_one_image_reached_several_ways_is_classified_once(device_out, nih_dir, 
     classified = [r for r in rows if r["status"] != "duplicate"]
     assert [r["file"] for r in classified] == ["a/x.dcm", "a/y.dcm"]
     assert [(r["file"], r["duplicate_of"]) for r in duplicates] == [
-        ("a/loop/a/x.dcm", "a/x.dcm"), ("link.dcm", "a/x.dcm"), ("copy.dcm", "a/x.dcm")]
-    assert duplicates[-1]["reasons"][0].startswith("same content as a/x.dcm (sha256 ")
-    assert summary["files"] == 2 and summary["duplicates"] == 3
+        ("./a/x.dcm", "a/x.dcm"), ("a//x.dcm", "a/x.dcm"), ("a/loop/a/x.dcm", "a/x.dcm"), ("link.dcm", "a/x.dcm"),
+        ("copy.dcm", "a/x.dcm"), ("a/x.dcm", "a/x.dcm")]                 # the last one: found again in folder a
+    assert duplicates[0]["reasons"][0] == "same file as a/x.dcm; classified once, under that name"
+    assert duplicates[4]["reasons"][0].startswith("same content as a/x.dcm (sha256 ")
+    assert summary["files"] == 2 and summary["duplicates"] == 6
     assert infer.main(["--out", str(device_out), "--no-images", "a/y.dcm"]) == 0    # the old name still works
     assert _lines(capsys)[0]["status"] == "accepted"
