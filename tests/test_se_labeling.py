@@ -106,3 +106,141 @@ def test_the_intended_use_prevalence_is_read_from_the_sample_size_not_copied():
     params = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())["validate"]
     assert params["sample_size"]["prevalence"] not in params["prevalences"]      # declared once
     assert params["sample_size"]["prevalence"] in check_params(params)["predictive_value_prevalences"]
+
+
+# --------------------------------------------------------------------------- the predicate facts
+
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "submission" / "data"
+
+
+def _facts(name):
+    return yaml.safe_load((DATA / f"{name}.yml").read_text(encoding="utf-8"))
+
+
+def test_each_predicate_is_declared_once_and_cited_by_id():
+    se, devices = _facts("predicates"), _facts("predicate_performance")["devices"]
+    assert "devices" not in se                      # no second list of devices
+    cited = [se["primary"], *se["secondary"], *se["reference_devices"], *se["considered"],
+             *[x for xs in se["same_device"].values() for x in xs]]
+    assert set(cited) <= set(devices) and len(cited) == len(set(cited))
+    assert se["primary"] == "K191556"               # the only one with CIs and a time to notification
+    primary = devices[se["primary"]]
+    assert primary["sensitivity"]["ci_low"] is not None and primary["time_to_notification"]["mean_total_seconds"]
+    assert all(devices[i]["product_code"] == "QFM" for i in (se["primary"], *se["secondary"]))
+    assert all(d["status"] in ("unverified", "verified") for d in devices.values())
+
+
+def test_predicate_findings_agree_with_the_references():
+    """Each device's finding as ../shared/REFERENCES.md lists it (Lunit: effusion and/or pneumothorax)."""
+    refs = REPO.parent / "shared" / "REFERENCES.md"
+    if not refs.is_file():
+        pytest.skip("../shared/REFERENCES.md not present")
+    rows = {m.group(1): m.group(2).strip() for m in
+            re.finditer(r"^\| [^|]+\| (K\d{6})[^|]*\| ([^|]+)\|", refs.read_text(encoding="utf-8"), flags=re.M)}
+    words = lambda text: {w for w in ("pneumothorax", "effusion", "pneumonia") if w in text.lower()}  # noqa: E731
+    for key, d in _facts("predicate_performance")["devices"].items():
+        finding = rows[d["k_number"]]
+        assert words(d["finding"]) and words(d["finding"]) <= words(finding), (key, d["finding"], finding)
+    assert words(_facts("predicate_performance")["devices"]["K211733"]["finding"]) == {"effusion", "pneumothorax"}
+
+
+# --------------------------------------------------------------------------- the two documents
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    import test_render_evidence as tre
+    from submission.render import Renderer
+    out = tre.build_run(tmp_path_factory.mktemp("se") / "run")
+    r = Renderer(out, extra_figures={"flowchart": tre._png(out / "flowchart.png")})
+    return out, {name: r.render(name) for name in ("substantial_equivalence", "labeling", "510k_submission")}
+
+
+def _table_rows(markdown: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith(f"| {first_cell}")]
+
+
+def test_documents_have_their_sections_and_only_traced_numbers(rendered):
+    from submission.check import required_sections, untraced_numbers
+    registry = _facts("required_sections")
+    _, docs = rendered
+    for name in ("substantial_equivalence", "labeling"):
+        entry = registry[name]
+        assert entry["in_submission"] is True and entry["title"]
+        assert required_sections(docs[name].plain, entry["sections"]) == [], name
+        assert untraced_numbers(docs[name].plain, docs[name].traces) == [], name
+    assert registry["substantial_equivalence"]["estar"] == [9] and registry["labeling"]["estar"] == [11]
+
+
+def test_se_table_names_the_primary_predicate_and_prints_every_status(rendered):
+    _, docs = rendered
+    se, devices = _facts("predicates"), _facts("predicate_performance")["devices"]
+    primary = devices[se["primary"]]
+    for md in (docs["substantial_equivalence"].plain, docs["510k_submission"].plain):
+        header = _table_rows(md, "characteristic")[0]
+        assert header[2] == f"primary predicate: {primary['name']}"
+        assert [h.split(": ", 1)[1] for h in header[3:]] == [devices[i]["name"] for i in se["secondary"]]
+        status = _table_rows(md, "510(k) number (status)")[0]
+        assert status[2:] == [f"{devices[i]['k_number']} ({devices[i]['status']})" for i in (se["primary"], *se["secondary"])]
+        sens = _table_rows(md, "sensitivity (interval as published)")[0]
+        assert sens[2].startswith("94.65% (91.46% to 96.91%)")            # K191556 as published
+    md = docs["substantial_equivalence"].plain
+    assert f"Primary predicate: {primary['name']} ({primary['k_number']}, {primary['status']})" in md
+    for key in (*se["secondary"], *se["reference_devices"], *se["considered"]):
+        assert f"{devices[key]['k_number']}" in md and devices[key]["status"] in md
+
+
+def test_se_discussion_faces_the_new_finding(rendered):
+    md = rendered[1]["substantial_equivalence"].plain
+    assert "De Novo" in md and "Pre-Submission" in md
+    assert "does not conclude that the subject device is substantially equivalent" in md
+    conclusion = md.split("## Conclusion", 1)[1]
+    assert "Target finding" in conclusion and "What the reader sees" in conclusion
+
+
+def test_labeling_prints_the_input_checks_of_record_workflow_dicom(rendered):
+    from evidence import Store
+    out, docs = rendered
+    params = Store(out).get("workflow.dicom")["params"]
+    md = docs["labeling"].plain
+    cells = {row[0]: row[1] for row in (r for r in (_table_rows(md, c) for c in
+             ("modality", "body part examined", "view (", "patient age (years)", "patient age missing",
+              "bits stored", "rows and columns")) for r in r)}
+    assert cells["modality"] == ", ".join(params["allowed_modalities"])
+    assert cells["body part examined"] == ", ".join(params["allowed_body_parts"])
+    assert cells["view (ViewPosition, else PatientPosition)"] == ", ".join(params["allowed_views"])
+    assert cells["patient age (years)"] == f"{params['min_age_years']} to {params['max_age_years']}"
+    assert cells["patient age missing"] == params["missing_age"]
+    assert cells["bits stored"] == ", ".join(str(b) for b in params["allowed_bits_stored"])
+    assert cells["rows and columns (pixels)"] == f"{params['min_rows_columns']:,} to {params['max_rows_columns']:,}"
+
+
+def test_labeling_has_each_special_control_and_the_predictive_values_of_the_record(rendered):
+    from evidence import Store
+    out, docs = rendered
+    md = docs["labeling"].plain
+    for text in _facts("labeling")["special_controls"].values():
+        assert text in md
+    assert md.count("Rx only") >= 2
+    rows = Store(out).value("validation.test", "ppv_npv_at_prevalence")
+    printed = _table_rows(md, "")
+    for row in rows:
+        line = next(r for r in printed if r[0].startswith(f"{row['prevalence'] * 100:.1f}%"))
+        assert f"{row['ppv_interval']['ci_low'] * 100:.1f}% to {row['ppv_interval']['ci_high'] * 100:.1f}%" in line[1]
+        assert ("intended-use prevalence" in line[0]) is row["intended_use"]
+
+
+def test_labeling_states_the_data_source_from_the_records(tmp_path):
+    """Synthetic or not comes from the cohort record, never from the template."""
+    import test_render_evidence as tre
+    from submission.render import Renderer
+    md = Renderer(tre.build_run(tmp_path / "a")).render("labeling").plain
+    assert "synthetic demonstration cohort" in md
+    md = Renderer(tre.build_run(tmp_path / "b", synthetic=False, source="nih")).render("labeling").plain
+    assert "synthetic demonstration cohort" not in md
