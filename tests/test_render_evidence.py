@@ -126,7 +126,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                             "rejected_as_expected": True}]},
                        "files": [
                      {"file": "test1.dcm", "study_description": study_description, "accepted": True,
-                      "prediction": True, "reason": "all header checks passed"},
+                      "status": "accepted", "prediction": True, "reason": "all header checks passed"},
                      {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
                       "reason": "Modality CT not in DX, CR"}]}, **ws)
     design(out, {**section(REPO / "params.yaml", "validate"), "acceptance": CRITERIA})
