@@ -244,3 +244,19 @@ def test_labeling_states_the_data_source_from_the_records(tmp_path):
     assert "synthetic demonstration cohort" in md
     md = Renderer(tre.build_run(tmp_path / "b", synthetic=False, source="nih")).render("labeling").plain
     assert "synthetic demonstration cohort" not in md
+
+
+def test_labeling_shows_the_clinician_image_the_device_wrote(tmp_path):
+    """What the user sees: the clinician image of a flagged study, taken from record workflow.dicom's outs."""
+    import test_render_evidence as tre
+    from evidence import Store, write_record
+    from submission.render import Renderer
+    out = tre.build_run(tmp_path / "run")
+    rec = Store(out).get("workflow.dicom")
+    png = tre._png(out / "workflow" / "case_01_ab12.png")
+    files = [{**rec["data"]["files"][0], "clinician_image": "workflow/case_01_ab12.png"}, *rec["data"]["files"][1:]]
+    write_record(out, "workflow.dicom", dep_records=["validation.threshold"], params=rec["params"],
+                 data={**rec["data"], "files": files}, outs=[png])
+    r = Renderer(out).render("labeling")
+    assert "](../workflow/case_01_ab12.png)" in r.plain
+    assert [f["record_id"] for f in r.figures] == ["workflow.dicom"]
