@@ -244,6 +244,7 @@ def test_labeling_states_the_data_source_from_the_records(tmp_path):
     assert "synthetic demonstration cohort" in md
     md = Renderer(tre.build_run(tmp_path / "b", synthetic=False, source="nih")).render("labeling").plain
     assert "synthetic demonstration cohort" not in md
+    assert "come from one public dataset" in md and "text-mined" in md      # NIH: its label accuracy
 
 
 def test_labeling_shows_the_clinician_image_the_device_wrote(tmp_path):
