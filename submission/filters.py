@@ -19,6 +19,8 @@ METHOD_NAMES = {
     "cluster-bootstrap-bca": "patient-cluster bootstrap, BCa",
     "delong": "DeLong",
     "bootstrap-percentile": "bootstrap, percentile",
+    "mercaldo-logit": "logit, for an enriched sample (Mercaldo, Lau and Zhou)",
+    "mercaldo-logit-adjusted": "adjusted logit, for an enriched sample (Mercaldo, Lau and Zhou)",
 }
 
 

@@ -22,6 +22,14 @@ CRITERIA = [{"metric": "auc", "method": "delong", "bound": "ci_low", "op": ">=",
              "anticipated": 0.85}]
 
 
+
+def _at_prevalence(q: float, intended: bool = False) -> dict:
+    """A `ppv_npv_at_prevalence` row as validation.evaluate writes it, for the confusion below."""
+    from validation.stats import predictive_values_ci
+    r = predictive_values_ci(tp=30, fp=28, tn=80, fn=6, prevalence=q)
+    return {"prevalence": q, "intended_use": intended, "ppv": r["ppv"]["estimate"], "npv": r["npv"]["estimate"],
+            "ppv_interval": r["ppv"], "npv_interval": r["npv"]}
+
 def _png(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("L", (32, 24), color=128).save(path)
@@ -109,10 +117,16 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                        "split": "val"}, **ws)
     write_record(out, "workflow.dicom", dep_records=["validation.threshold"],
                  params={"allowed_modalities": ["DX", "CR"], "allowed_body_parts": ["CHEST"],
-                         "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100},
-                 data={"n_files": 2, "accepted": 1, "rejected": 1, "files": [
+                         "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100,
+                         "missing_age": "reject", "allowed_bits_stored": [8, 12, 16],
+                         "min_rows_columns": 32, "max_rows_columns": 8192},
+                 data={"n_files": 2, "accepted": 1, "rejected": 1, "flagged": 1,
+                       "controls": {"n": 1, "all_rejected_as_expected": True, "files": [
+                           {"file": "workflow/dicom/control_modality_ct.dcm", "targets": "Modality",
+                            "rejected_as_expected": True}]},
+                       "files": [
                      {"file": "test1.dcm", "study_description": study_description, "accepted": True,
-                      "reason": "all header checks passed"},
+                      "status": "accepted", "prediction": True, "reason": "all header checks passed"},
                      {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
                       "reason": "Modality CT not in DX, CR"}]}, **ws)
     design(out, {**section(REPO / "params.yaml", "validate"), "acceptance": CRITERIA})
@@ -140,8 +154,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                      "metrics": metrics,
                      "bootstrap": {"unit": "patient", "n_resamples": 2000, "seed": 0, "method": "percentile",
                                    "ci_level": 0.95},
-                     "ppv_npv_at_prevalence": [{"prevalence": 0.013, "ppv": 0.0408, "npv": 0.9969},
-                                               {"prevalence": 0.2, "ppv": 0.4455, "npv": 0.9468}]})
+                     "ppv_npv_at_prevalence": [_at_prevalence(0.013, intended=True), _at_prevalence(0.2)]})
     forest = _png(out / "figures" / "forest_test.png")
     write_record(out, "validation.subgroups", dep_records=["validation.test"],
                  outs=[forest], data={

@@ -43,7 +43,21 @@ def check_statistics(p: dict) -> dict:
     evidence.params), with those defaults; shared with `validation.heldout`."""
     out = {key: p.get(key, default) for key, default in STATISTICS.items()}
     out["prevalences"] = [float(v) for v in out["prevalences"]]
+    out["predictive_value_prevalences"] = predictive_value_prevalences(p)
+    intended = (p.get("sample_size") or {}).get("prevalence")
+    out["intended_use_prevalence"] = None if intended is None else float(intended)
     return out
+
+
+def predictive_value_prevalences(p: dict) -> list[float]:
+    """The prevalences at which PPV and NPV are reported: params `prevalences` and, where the
+    section has one, the intended-use prevalence of the sample size (`sample_size.prevalence`,
+    read from there, not copied), sorted, each once."""
+    values = [float(v) for v in p.get("prevalences", STATISTICS["prevalences"])]
+    intended = (p.get("sample_size") or {}).get("prevalence")
+    if intended is not None:
+        values.append(float(intended))
+    return sorted(set(values))
 
 
 def check_params(p: dict) -> dict:
@@ -118,6 +132,7 @@ def design(params: dict, sample_size: dict) -> dict:
         "analysis": {"proportions": "wilson", "auc": "delong",
                      "clustering": f"cluster-bootstrap-{p['bootstrap_method']}",
                      "calibration_bins": p["calibration_bins"], "prevalences": p["prevalences"],
+                     "predictive_value_prevalences": p["predictive_value_prevalences"],
                      "calibration": calibration_plan(p),
                      "subgroups": subgroup_plan(p)},
         "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],

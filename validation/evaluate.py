@@ -82,14 +82,14 @@ def test_metrics(df, threshold: float, p: dict) -> dict:
                                                             method="clopper-pearson", level=level)
     metrics["f1"] = {"bootstrap": boot["f1"]}
     metrics["auc"] = {"delong": stats.delong_auc_ci(y, s, level=level), "bootstrap": boot["auc"]}
-    point = stats.point_metrics(**conf)
-    se, sp = point["sensitivity"], point["specificity"]
-    if stats.is_estimable(se) and stats.is_estimable(sp):
-        at_prev = [stats.ppv_npv_at_prevalence(se, sp, q) for q in p["prevalences"]]
-    else:
-        at_prev = [{"prevalence": q, "ppv": stats.not_estimable("sensitivity or specificity not defined"),
-                    "npv": stats.not_estimable("sensitivity or specificity not defined")}
-                   for q in p["prevalences"]]
+    intended = p.get("intended_use_prevalence")
+    at_prev = []
+    for q in p.get("predictive_value_prevalences") or sorted({float(v) for v in p["prevalences"]}):
+        row = stats.predictive_values_ci(**conf, prevalence=q, level=level)
+        at_prev.append({"prevalence": q, "intended_use": q == intended,
+                        "ppv": row["ppv"]["estimate"] if stats.is_estimable(row["ppv"]) else row["ppv"],
+                        "npv": row["npv"]["estimate"] if stats.is_estimable(row["npv"]) else row["npv"],
+                        "ppv_interval": row["ppv"], "npv_interval": row["npv"]})
     degenerate = {m: boot[m].get("n_degenerate", None) for m in stats.ALL_METRICS if stats.is_estimable(boot[m])}
     n, n_pos = op["n"], op["positives"]
     return {

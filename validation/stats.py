@@ -13,6 +13,7 @@ Public API:
     homogeneity_test(successes, totals)
     buderer_sample_size(sensitivity, specificity, prevalence, half_width, *, level=0.95)
     ppv_npv_at_prevalence(sensitivity, specificity, prevalence)
+    predictive_values_ci(tp, fp, tn, fn, prevalence, *, level=0.95)
     confusion(labels, scores, threshold), point_metrics(tp, fp, tn, fn), auc(labels, scores)
 
 Decision rule everywhere: an image is called positive when ``score >= threshold``.
@@ -300,9 +301,9 @@ def buderer_sample_size(sensitivity: float, specificity: float, prevalence: floa
 
 def ppv_npv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> dict:
     """Bayes: PPV = Se p / (Se p + (1-Sp)(1-p)); NPV = Sp(1-p) / (Sp(1-p) + (1-Se) p)."""
-    se, sp, p = float(sensitivity), float(specificity), float(prevalence)
-    if not (0 <= se <= 1 and 0 <= sp <= 1 and 0 < p < 1):
-        raise StatsError("sensitivity and specificity must lie in [0, 1] and prevalence in (0, 1)")
+    se, sp, p = float(sensitivity), float(specificity), _check_prevalence(prevalence)
+    if not (0 <= se <= 1 and 0 <= sp <= 1):
+        raise StatsError("sensitivity and specificity must lie in [0, 1]")
     ppv_den = se * p + (1 - sp) * (1 - p)
     npv_den = sp * (1 - p) + (1 - se) * p
     return {
@@ -310,6 +311,55 @@ def ppv_npv_at_prevalence(sensitivity: float, specificity: float, prevalence: fl
         "ppv": se * p / ppv_den if ppv_den > 0 else not_estimable("no positive calls at this operating point"),
         "npv": sp * (1 - p) / npv_den if npv_den > 0 else not_estimable("no negative calls at this operating point"),
     }
+
+
+def _check_prevalence(prevalence) -> float:
+    if isinstance(prevalence, bool) or not isinstance(prevalence, (int, float)) or not 0 < prevalence < 1:
+        raise StatsError(f"prevalence must be a number strictly between 0 and 1, got {prevalence!r}: "
+                         "PPV and NPV at a prevalence of 0 or 1 are not defined")
+    return float(prevalence)
+
+
+def predictive_values_ci(tp: int, fp: int, tn: int, fn: int, prevalence: float, *, level: float = 0.95) -> dict:
+    """PPV and NPV at `prevalence` from a case-control (enriched) sample, with logit intervals
+    (Mercaldo, Lau & Zhou, Statistics in Medicine 2007;26:2170-2183).
+
+    With Se = tp/n1, Sp = tn/n0 (n1 = tp + fn positives, n0 = tn + fp negatives) and prevalence p:
+      logit PPV = log(Se p / ((1 - Sp)(1 - p))),  Var = (1 - Se)/(n1 Se) + Sp/(n0 (1 - Sp))
+      logit NPV = log(Sp (1 - p) / ((1 - Se) p)), Var = Se/(n1 (1 - Se)) + (1 - Sp)/(n0 Sp)
+    and the interval is the back-transformed logit +/- z sqrt(Var). When Se or Sp is 0 or 1 the
+    logit is infinite; the paper's adjusted estimates are used instead for the interval
+    (tp + z^2/2)/(n1 + z^2) and (tn + z^2/2)/(n0 + z^2), and the method says so (the interval is
+    then widened to hold the estimate if it does not). The estimate is always Bayes' rule on the
+    observed Se and Sp. Not estimable without positives or negatives."""
+    level, p = _check_level(level), _check_prevalence(prevalence)
+    tp, fp, tn, fn = (int(v) for v in (tp, fp, tn, fn))
+    if min(tp, fp, tn, fn) < 0:
+        raise StatsError(f"confusion counts must be non-negative, got tp={tp}, fp={fp}, tn={tn}, fn={fn}")
+    n1, n0 = tp + fn, tn + fp
+    if n1 == 0 or n0 == 0:
+        reason = "no positives" if n1 == 0 else "no negatives"
+        return {"prevalence": p, "ppv": not_estimable(f"{reason}: sensitivity or specificity not defined"),
+                "npv": not_estimable(f"{reason}: sensitivity or specificity not defined")}
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    point = ppv_npv_at_prevalence(tp / n1, tn / n0, p)
+    if 0 < tp < n1 and 0 < tn < n0:
+        se, sp, m1, m0, method = tp / n1, tn / n0, n1, n0, "mercaldo-logit"
+    else:
+        m1, m0 = n1 + z * z, n0 + z * z
+        se, sp, method = (tp + z * z / 2) / m1, (tn + z * z / 2) / m0, "mercaldo-logit-adjusted"
+    logit = {"ppv": math.log(se * p / ((1 - sp) * (1 - p))), "npv": math.log(sp * (1 - p) / ((1 - se) * p))}
+    var = {"ppv": (1 - se) / (m1 * se) + sp / (m0 * (1 - sp)), "npv": se / (m1 * (1 - se)) + (1 - sp) / (m0 * sp)}
+    out = {"prevalence": p}
+    for k in ("ppv", "npv"):
+        est = point[k]
+        if not is_estimable(est):
+            out[k] = est
+            continue
+        half = z * math.sqrt(var[k])
+        lo, hi = (1 / (1 + math.exp(-(logit[k] + s * half))) for s in (-1, 1))
+        out[k] = _estimate(est, min(lo, est), max(hi, est), level, method, n1 + n0, positives=n1, negatives=n0)
+    return out
 
 
 # --------------------------------------------------------------------------- cluster bootstrap
