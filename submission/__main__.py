@@ -24,7 +24,7 @@ from evidence.errors import ToolkitError
 from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
 from evidence.provenance import relative_to_run, resolve_run_path
 
-from . import flowchart
+from . import flowchart, model_card
 from .documents import update_traceability, write_document
 from .plan import PLAN
 from .render import Rendered, Renderer
@@ -77,6 +77,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     plan, plan_files = locked_plan(out, renderer)
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)
+    main_files.append(model_card.write(out, folder))
     trace = update_traceability(folder, [plan, main_doc], renderer)
     deps = sorted(set(plan.records) | set(main_doc.records) | {PLAN_RECORD, LOCK})
     records.append(write_record(

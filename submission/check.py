@@ -110,6 +110,46 @@ def check(out: str | Path) -> list[str]:
             failures.append(f"{name}: synthetic evidence but no banner {BANNER!r}")
         if entry.get("nih") and nih_link not in md:
             failures.append(f"{name}: NIH data but no link to the NIH download site")
+    if CHECKLIST in doc.get("documents", {}):
+        failures += checklist_failures(folder)
+    return failures
+
+
+CHECKLIST = "checklist"
+CLAIM_ITEMS = 44   # CLAIM 2024 (Tejani et al., Radiology: Artificial Intelligence 2024;6(4):e240300)
+
+
+def checklist_failures(folder: Path, items: list[dict] | None = None) -> list[str]:
+    """The CLAIM 2024 checklist (submission/data/claim_2024.yml): items 1 to 44 each present once, each
+    either mapped to a document and section or marked not addressed with a reason, and every mapped
+    section a heading of the rendered document (folder/<document>.md)."""
+    if items is None:
+        items = (yaml.safe_load((DATA / "claim_2024.yml").read_text(encoding="utf-8")) or {}).get("items") or []
+    where = "checklist (submission/data/claim_2024.yml)"
+    numbers = [i.get("number") for i in items if isinstance(i, dict)]
+    failures = [f"{where}: item {n} listed {numbers.count(n)} times" for n in sorted(set(numbers), key=str)
+                if numbers.count(n) > 1]
+    failures += [f"{where}: item {n} missing" for n in range(1, CLAIM_ITEMS + 1) if n not in numbers]
+    failures += [f"{where}: item {n!r} is not one of the {CLAIM_ITEMS} items" for n in sorted(set(numbers), key=str)
+                 if n not in range(1, CLAIM_ITEMS + 1)]
+    documents: dict[str, str | None] = {}
+    for item in items:
+        n = item.get("number")
+        mapped, reason = item.get("document"), str(item.get("not_addressed") or "").strip()
+        if bool(mapped) == bool(reason):
+            failures.append(f"{where}: item {n}: give either document and section, or not_addressed with the reason")
+            continue
+        if not mapped:
+            continue
+        if mapped not in documents:
+            path = folder / f"{mapped}.md"
+            documents[mapped] = path.read_text(encoding="utf-8") if path.is_file() else None
+        md = documents[mapped]
+        if md is None:
+            failures.append(f"{where}: item {n}: document {mapped} not rendered ({folder / (mapped + '.md')} missing)")
+        elif required_sections(md, [str(item.get("section", ""))]):
+            failures.append(f"{where}: item {n}: document {mapped} has no section {item.get('section')!r} "
+                            "(fix the section name or the document's heading)")
     return failures
 
 
