@@ -292,3 +292,14 @@ def test_the_held_out_report_folder_is_not_checked_as_a_submission(run, tmp_path
     trace_path.write_text(json.dumps(trace))
     failures = check(other)
     assert failures == []
+
+
+def test_a_broken_registry_is_one_error_line_naming_it(run, tmp_path, monkeypatch, capsys):
+    from submission import check as check_module
+
+    bad = tmp_path / "required_sections.yml"
+    bad.write_text("cover_letter:\n  title: Cover Letter\n  estar: [99]\n  in_submission: true\n  sections: []\n")
+    monkeypatch.setattr(registry, "REGISTRY", bad)
+    assert check_module.main(["--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(bad) in err[0] and "from 1 to 22" in err[0]
