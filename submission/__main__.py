@@ -32,7 +32,6 @@ from .plan import PLAN
 from .registry import registry, submission_documents
 from .render import Rendered, Renderer
 
-SUBMISSION = "510k_submission"
 FLOWCHART = "device_flowchart.png"
 
 
