@@ -32,6 +32,22 @@ PLAN_INPUTS = ("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "
                "validation.threshold", "validation.sample_size", "validation.design", "workflow.dicom")
 
 
+#: The document registry: the documents `python -m submission` renders (`in_submission`; the
+#: validation plan is rendered by `submission.plan`), read here for the submission stage's outs.
+REGISTRY = REPO_ROOT / "submission" / "data" / "required_sections.yml"
+
+
+def registry_outs(path: Path = REGISTRY) -> tuple[str, ...]:
+    """`submission/NAME.*` and `submission/NAME_auditor.*` of every registry document marked
+    `in_submission` except the validation plan (its shape is checked by submission.registry)."""
+    from .safeyaml import load
+
+    docs = load(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else {}
+    names = [n for n, e in (docs or {}).items()
+             if isinstance(e, dict) and e.get("in_submission") is True and n != "validation_plan"]
+    return tuple(f"submission/{n}{edition}.*" for n in names for edition in ("", "_auditor"))
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str                       # also the `stage` field of its records and the module it runs
@@ -111,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
                  "validation.acceptance", "workflow.latency"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
-          outs=("submission/510k_submission*", "submission/device_flowchart.png", "submission/traceability.json",
+          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/traceability.json",
                 "submission/model_card.json")),
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),

@@ -1,8 +1,10 @@
 """python -m submission --out OUT --params PARAMS [--document NAME ...] [--no-pdf]
 
-Renders the 510(k) submission (Markdown, HTML, PDF and an auditor edition) from the records of the
-run, test results included, and writes `OUT/submission/traceability.json` with the traces of the
-submission and of the validation plan, then record `submission.documents`, signed as it is written
+Renders every document of the registry (`submission/data/required_sections.yml`) marked
+`in_submission` (Markdown, HTML, PDF and an auditor edition each) from the records of the run, test
+results included: the eSTAR index, the administrative documents, the 510(k) submission and the
+others the registry lists. Writes `OUT/submission/traceability.json` with the traces of every
+document and of the validation plan, then record `submission.documents`, signed as it is written
 with the key of params `submission.signing` (the local demo key when none is set). The plan itself
 is rendered and locked earlier, before any test-split score, by `python -m submission.plan`; this
 stage renders it again in memory only for its traces and refuses when it no longer matches the
@@ -27,9 +29,9 @@ from evidence.provenance import relative_to_run, resolve_run_path
 from . import flowchart, model_card
 from .documents import update_traceability, write_document
 from .plan import PLAN
+from .registry import registry, submission_documents
 from .render import Rendered, Renderer
 
-SUBMISSION = "510k_submission"
 FLOWCHART = "device_flowchart.png"
 
 
@@ -61,11 +63,13 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     chart = flowchart.draw(folder / FLOWCHART)
     renderer = Renderer(out, extra_figures={"flowchart": chart})
     records = []
+    docs = registry()
     if documents:
         done = []
         for name in documents:
             rendered = renderer.render(name)
-            done.append((rendered, write_document(rendered, folder, renderer, pdf=pdf)))
+            title = docs[name].title if name in docs else ""
+            done.append((rendered, write_document(rendered, folder, renderer, pdf=pdf, title=title)))
         trace = update_traceability(folder, [r for r, _ in done], renderer)
         for rendered, written in done:
             records.append(write_record(
@@ -75,16 +79,20 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         return records
 
     plan, plan_files = locked_plan(out, renderer)
-    main_doc = renderer.render(SUBMISSION)
-    main_files = write_document(main_doc, folder, renderer, pdf=pdf)
-    main_files.append(model_card.write(out, folder))
-    trace = update_traceability(folder, [plan, main_doc], renderer)
-    deps = sorted(set(plan.records) | set(main_doc.records) | {PLAN_RECORD, LOCK})
+    rendered, files = [], []
+    for doc in submission_documents(docs):
+        one = renderer.render(doc.name)
+        rendered.append(one)
+        files += write_document(one, folder, renderer, pdf=pdf, title=doc.title)
+    files.append(model_card.write(out, folder))
+    trace = update_traceability(folder, [plan, *rendered], renderer)
+    deps = sorted(set(plan.records).union(*(r.records for r in rendered)) | {PLAN_RECORD, LOCK})
     records.append(write_record(
         out, "submission.documents", params=params,
-        data={"documents": [PLAN, SUBMISSION],
-              "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, deps=plan_files, outs=[chart, *main_files, trace], sign=params.get("signing", {})))
+        data={"documents": [PLAN, *(r.name for r in rendered)],
+              "titles": {d.name: d.title for d in docs.values() if d.in_submission},
+              "traces": {r.name: len(r.traces) for r in (plan, *rendered)}},
+        dep_records=deps, deps=plan_files, outs=[chart, *files, trace], sign=params.get("signing", {})))
     return records
 
 

@@ -2,8 +2,12 @@
 
 Failures: a number in a rendered Markdown document that no trace in traceability.json
 accounts for; a Markdown file changed since it was traced; a required section missing
-(submission/data/required_sections.yml); a 'nan', 'None', 'null' or empty table cell; a
-missing synthetic-data banner or NIH attribution.
+(the document registry, submission/data/required_sections.yml); a 'nan', 'None', 'null' or empty
+table cell; a missing synthetic-data banner or NIH attribution. In a submission folder (one that
+record `submission.documents` lists): a registry document marked `in_submission` not rendered and
+traced; an eSTAR section (submission/data/estar.yml) answered by no document and not marked not
+applicable, or both; an eSTAR index that does not list the 22 sections in order with the files that
+answer them or the reason they do not apply.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from evidence.canonical import sha256_bytes
 from evidence.cli import EXIT_FAILED, EXIT_OK, guarded
 from evidence.errors import ToolkitError
 
+from . import registry
 from .markup import BANNER
 from .render import APPENDIX_HEADING, DATA
 
@@ -85,7 +90,7 @@ def check(out: str | Path) -> list[str]:
     if not trace_file.is_file():
         return [f"{trace_file}: missing (run `make submission` first)"]
     doc = _traceability(trace_file)
-    checklist = yaml.safe_load((DATA / "required_sections.yml").read_text(encoding="utf-8")) or {}
+    docs = registry.registry()
     nih_link = yaml.safe_load((DATA / "references.yml").read_text(encoding="utf-8"))["nih_link"]
     failures = []
     for name, entry in sorted(doc.get("documents", {}).items()):
@@ -99,7 +104,7 @@ def check(out: str | Path) -> list[str]:
         traces = entry["traces"]
         failures += [f"{name}: untraced number {u}" for u in untraced_numbers(md, traces)]
         failures += [f"{name}: required section missing: {h!r}"
-                     for h in required_sections(md, checklist.get(name, {}).get("sections", []))]
+                     for h in required_sections(md, list(docs[name].sections) if name in docs else [])]
         for i, line in enumerate(md.splitlines(), 1):
             body = LINK_TARGET.sub("]()", line)
             if BAD_WORDS.search(body):
@@ -110,8 +115,47 @@ def check(out: str | Path) -> list[str]:
             failures.append(f"{name}: synthetic evidence but no banner {BANNER!r}")
         if entry.get("nih") and nih_link not in md:
             failures.append(f"{name}: NIH data but no link to the NIH download site")
+    if layout.record(out, "submission.documents").is_file():
+        failures += package(folder, doc, docs, registry.estar_sections())
     if CHECKLIST in doc.get("documents", {}):
         failures += checklist_failures(folder)
+    return failures
+
+
+INDEX_ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*)\|\s*$")
+
+
+def package(folder: Path, doc: dict, docs: dict[str, registry.Document], sections: list[dict]) -> list[str]:
+    """The submission folder as a whole: every registry document marked `in_submission` rendered and
+    traced; every eSTAR section answered by a document or not applicable with a reason (never both,
+    never neither); the eSTAR index listing the sections in order, each with the files that answer
+    it or "not applicable"."""
+    failures = []
+    traced = doc.get("documents", {})
+    for d in docs.values():
+        if d.in_submission and d.name not in traced:
+            failures.append(f"{d.name}: in the registry (in_submission) but not rendered and traced in "
+                            f"{layout.TRACEABILITY}; rerun `make submission`")
+    covered, problems = registry.coverage(docs, sections)
+    failures += problems
+    index = folder / f"{registry.INDEX}.md"
+    if not index.is_file():
+        return failures + [f"{registry.INDEX}: {index} missing (rerun `make submission`)"]
+    found = [m for m in map(INDEX_ROW.match, index.read_text(encoding="utf-8").splitlines()) if m]
+    rows = {int(m.group(1)): m.group(2) for m in found}
+    numbers = [s.number for s in covered]
+    if [int(m.group(1)) for m in found] != numbers:
+        failures.append(f"{registry.INDEX}: lists sections {[int(m.group(1)) for m in found]}, expected "
+                        f"{numbers[0]} to {numbers[-1]} in order, each once")
+    for s in covered:
+        text = rows.get(s.number, "")
+        if s.answered_by:
+            missing = [n for n in s.answered_by if f"{n}.pdf" not in text]
+            if missing:
+                failures.append(f"{registry.INDEX}: section {s.number} ({s.title}) does not name "
+                                f"{', '.join(f'{n}.pdf' for n in missing)}")
+        elif s.not_applicable and "not applicable" not in text:
+            failures.append(f"{registry.INDEX}: section {s.number} ({s.title}) does not say it is not applicable")
     return failures
 
 

@@ -12,8 +12,10 @@ from .pdf import write_pdf
 from .render import Rendered, Renderer
 
 
-def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf: bool = True) -> list[Path]:
-    """Write NAME.{md,html,pdf} and NAME_auditor.{md,html,pdf}; return the paths."""
+def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf: bool = True,
+                   title: str = "") -> list[Path]:
+    """Write NAME.{md,html,pdf} and NAME_auditor.{md,html,pdf}; return the paths. `title` (the
+    registry's, submission/data/required_sections.yml) is the HTML title and PDF title metadata."""
     device = renderer.fact("device")
     facts = device.value
     written = []
@@ -21,13 +23,14 @@ def write_document(rendered: Rendered, folder: Path, renderer: Renderer, *, pdf:
             "", rendered.plain, ""),
             ("_auditor", rendered.auditor, "Auditor edition: every number is followed by its evidence record and short sha256")):
         stem = folder / f"{rendered.name}{suffix}"
+        page_title = f"{title} ({edition.split(':')[0].lower()})" if title and edition else title
         page = to_html(text, device=str(facts.get("name", "")), version=str(facts.get("version", "")),
                        manufacturer=str(facts.get("manufacturer", "")), synthetic=renderer.synthetic(),
-                       edition=edition)
+                       edition=edition, title=page_title)
         written.append(atomic.write_text(stem.with_suffix(".md"), text))
         written.append(atomic.write_text(stem.with_suffix(".html"), page))
         if pdf:
-            written.append(write_pdf(page, stem.with_suffix(".pdf"), base_url=folder))
+            written.append(write_pdf(page, stem.with_suffix(".pdf"), base_url=folder, title=page_title or None))
     return written
 
 

@@ -144,3 +144,18 @@ def code(value: Any) -> str:
 
 FILTERS = {"pct": pct, "num": num, "count": count, "p_value": p_value, "ci": ci,
            "method_name": method_name, "code": code}
+
+
+def day(value: Any) -> str:
+    """The calendar date (YYYY-MM-DD) of an ISO 8601 UTC time such as a record's `created_utc`."""
+    import datetime as _dt
+
+    if not isinstance(value, str):
+        raise FormatError(f"a date needs an ISO 8601 time, found {type(value).__name__}")
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date().isoformat()
+    except ValueError:
+        raise FormatError(f"{value!r} is not an ISO 8601 time") from None
+
+
+FILTERS["day"] = day

@@ -41,11 +41,12 @@ def slug(text: str, used: set[str]) -> str:
 
 
 def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
-            synthetic: bool, edition: str = "") -> str:
-    """The HTML page of one document. The first level-one heading is the title."""
+            synthetic: bool, edition: str = "", title: str = "") -> str:
+    """The HTML page of one document. The first level-one heading is the title shown; `title`, when
+    given, is the page title (and so the PDF's title metadata)."""
     md = _parser()
     tokens = md.parse(markdown)
-    title, toc, used = "", [], set()
+    doc_title, title, toc, used = title, "", [], set()
     drop = set()
     for i, tok in enumerate(tokens):
         if tok.type != "heading_open":
@@ -72,7 +73,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{esc(title)} \u2014 {esc(device)}</title>
+<title>{esc(doc_title or title)} \u2014 {esc(device)}</title>
 <style>
 {css}
 </style>

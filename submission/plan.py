@@ -23,6 +23,7 @@ from evidence.params import section
 from evidence.prespecified import LOCK, PLAN as PLAN_RECORD, write_lock
 
 from .documents import write_document
+from .registry import registry
 from .render import Renderer
 
 PLAN = "validation_plan"
@@ -43,7 +44,7 @@ def run(out: str | Path, params: dict, *, by: str | None = None, pdf: bool = Tru
     signing.check_config(out, params.get("signing"))
     renderer = Renderer(out)
     plan = renderer.render(PLAN)
-    files = write_document(plan, layout.submission(out), renderer, pdf=pdf)
+    files = write_document(plan, layout.submission(out), renderer, pdf=pdf, title=registry()[PLAN].title)
     written = {PLAN_RECORD: write_record(
         out, PLAN_RECORD, params=params, dep_records=plan.records, outs=files,
         data={"document": PLAN, "documents": [f.name for f in files], "traces": len(plan.traces)})}

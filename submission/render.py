@@ -202,6 +202,8 @@ class Renderer:
             records=self.records, synthetic=self.synthetic, nih_source=self.nih_source,
             traceability_appendix=lambda: APPENDIX_MARK, banner=BANNER,
         )
+        from .package import template_globals
+        self.env.globals.update(template_globals(self))
         self._marks: list[tuple[str, Traced | None]] = []
         self._figures: list[dict] = []
         self._used: dict[str, str] = {}
