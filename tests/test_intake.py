@@ -267,11 +267,17 @@ def _variants(unit: np.ndarray) -> dict[str, pydicom.Dataset]:
 
 @pytest.fixture(scope="module")
 def tiny_model():
+    """A small CNN whose output moves with the input intensities (weights drawn large enough that
+    the min-max stretch of the old rule changes its probability by far more than 0.002)."""
     import keras
 
     keras.utils.set_random_seed(7)
-    return keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    return keras.Sequential([
+        keras.Input((64, 64, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=keras.initializers.RandomNormal(0, 1, seed=1)),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 4, seed=2),
+                           bias_initializer=keras.initializers.Constant(2.0))])
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -294,10 +300,13 @@ def test_same_image_in_every_encoding_gives_the_same_model_input(tiny_model, tmp
     reference = unit * 255.0
     for name, pixels in zip(names, display):             # display units within one grey level
         assert np.abs(pixels - reference).max() <= 0.5 + 1e-3, name
-    inputs = preprocess_batch(display, spec)
-    assert np.abs(inputs - inputs[0]).max() * 255 <= 1.0
+    stretched = (reference - reference.min()) * (255.0 / (reference.max() - reference.min()))
+    inputs = preprocess_batch(display + [stretched.astype(np.float32)], spec)
+    assert np.abs(inputs[:-1] - inputs[0]).max() * 255 <= 1.0
     probs = np.asarray(tiny_model(inputs, training=False)).ravel()
-    assert np.abs(probs - probs[0]).max() < 0.002, dict(zip(names, probs))
+    assert np.abs(probs[:-1] - probs[0]).max() < 0.002, dict(zip(names, probs))
+    if np.abs(stretched - reference).mean() > 20:       # the old rule (min-max) would be caught
+        assert abs(probs[-1] - probs[0]) > 0.002, probs
 
 
 def test_png_and_dicom_of_the_same_16bit_image_give_the_same_pixels(tmp_path):
