@@ -11,6 +11,7 @@ from PIL import Image
 from evidence import Store, write_record
 from evidence.params import section
 from evidence.prespecified import proof
+from model.dicom import DEFAULT_RULES
 
 REPO = Path(__file__).resolve().parent.parent
 #: The performance goals of the fixture run, each with the estimate it judges.
@@ -110,7 +111,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     write_record(out, "workflow.dicom", dep_records=["validation.threshold"],
                  params={"allowed_modalities": ["DX", "CR"], "allowed_body_parts": ["CHEST"],
                          "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100},
-                 data={"n_files": 2, "accepted": 1, "rejected": 1, "files": [
+                 data={"n_files": 2, "accepted": 1, "rejected": 1, "checks": dict(DEFAULT_RULES), "files": [
                      {"file": "test1.dcm", "study_description": study_description, "accepted": True,
                       "reason": "all header checks passed"},
                      {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
