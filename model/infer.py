@@ -28,7 +28,6 @@ import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -171,17 +170,19 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
     """Yield one result dict per file, in order, checked with `rules` (default: the device's).
     Files are read and checked on intake threads (`intakes`) while the accepted ones are
     preprocessed and predicted in batches. Memory: at most two batches of decoded images (the
-    batch being predicted and the one being read)."""
+    batch being predicted and the one being read), each bounded by `workflow.read_ahead_mb`."""
     rules = dicom.rules_from(device.rules if rules is None else rules)
+    budget = read_ahead_bytes(rules)
     pending: list[dicom.Intake] = []
-    ready = done = 0
-    for item in intakes(map(Path, files), rules, ahead=batch_size, workers=workers):
+    ready = held = done = 0
+    for item in intakes(map(Path, files), rules, ahead=batch_size, workers=workers, ahead_bytes=budget):
         pending.append(item)
         ready += item.pixels is not None
-        if ready >= batch_size:
+        held += item.nbytes
+        if ready >= batch_size or held >= budget:
             yield from _flush(pending, device, image_dir, secondary_capture)
             done += len(pending)
-            pending, ready = [], 0
+            pending, ready, held = [], 0, 0
             if progress:
                 progress(done)
     if pending:
@@ -190,19 +191,41 @@ def classify(files: Iterable[str | Path], device: LockedDevice, rules: dict | No
             progress(done + len(pending))
 
 
-def intakes(files: Iterable[Path], rules: dict, *, ahead: int = BATCH,
-            workers: int = INTAKE_WORKERS) -> Iterator[dicom.Intake]:
-    """`model.dicom.intake` of each file, in order, run by `workers` threads at most `ahead` files
-    ahead of the consumer, so that reading and decoding overlap with prediction (TensorFlow, file
-    reads and NumPy release the GIL). At most `ahead` decoded files are held beyond the consumer's."""
+def read_ahead_bytes(rules: dict) -> int:
+    """The read-ahead budget in bytes (`workflow.read_ahead_mb`)."""
+    return int(float(rules["read_ahead_mb"]) * 2**20)
+
+
+def intakes(files: Iterable[Path], rules: dict, *, ahead: int = BATCH, workers: int = INTAKE_WORKERS,
+            ahead_bytes: int | None = None) -> Iterator[dicom.Intake]:
+    """`model.dicom.intake` of each file, in order, run by `workers` threads ahead of the consumer,
+    so that reading and decoding overlap with prediction (TensorFlow, file reads and NumPy release
+    the GIL). Read-ahead is bounded in bytes, not files: a file is started only while the decoded
+    pixels held (finished files not yet consumed) plus a reservation for each file still being read
+    (the largest image the header checks accept, `max_megapixels` x 4 bytes, at most the budget)
+    stay within `ahead_bytes` (default `read_ahead_bytes(rules)`); at most `ahead` files, and
+    always at least one."""
+    rules = dicom.rules_from(rules)
+    budget = read_ahead_bytes(rules) if ahead_bytes is None else int(ahead_bytes)
+    reserve = min(budget, int(float(rules["max_megapixels"]) * 1e6 * 4))
     files = iter(files)
+
+    def held(queue) -> int:
+        return sum(f.result().nbytes if f.done() and not f.cancelled() and f.exception() is None else reserve
+                   for f in queue)
+
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="intake") as pool:
-        queue = deque(pool.submit(dicom.intake, f, rules) for f in islice(files, max(1, ahead)))
+        queue: deque = deque()
         try:
-            while queue:
-                item = queue.popleft().result()
-                queue.extend(pool.submit(dicom.intake, f, rules) for f in islice(files, 1))
-                yield item
+            while True:
+                while len(queue) < max(1, ahead) and (not queue or held(queue) + reserve <= budget):
+                    path = next(files, None)
+                    if path is None:
+                        break
+                    queue.append(pool.submit(dicom.intake, path, rules))
+                if not queue:
+                    return
+                yield queue.popleft().result()
         finally:
             for future in queue:
                 future.cancel()
@@ -245,8 +268,8 @@ def _result(item: dicom.Intake, probability, saliency, device, image_dir, second
     if probability is None or not np.isfinite(probability):
         if check.status == dicom.ACCEPTED:
             check.status = dicom.ERROR
-            check.reasons.append("the model returned no finite probability")
-        row.update(status=check.status, reasons=list(check.reasons))
+            check.add("model_error")
+        row.update(status=check.status, reasons=list(check.reasons), codes=list(check.codes))
         return row
     row["probability"] = probability
     row["prediction"] = bool(probability >= device.threshold)

@@ -1,7 +1,8 @@
 """The preprocessing spec and the one function that turns display-unit pixels into model input.
 
-Display units are 0..255 (a DICOM after modality LUT, VOI window and MONOCHROME1 inversion; a
-PNG/JPEG as stored). `preprocess` = `normalise(to_unit(pixels))`:
+Display units are 0..255 by the one intensity rule `INTENSITY_RULE` (a DICOM after modality LUT,
+VOI window or the encodable range of BitsStored, and MONOCHROME1 inversion; a PNG/JPEG as stored,
+16-bit PNG scaled by 255/65535). `preprocess` = `normalise(to_unit(pixels))`:
 
 - `to_unit`: optional display window [window_low, window_high] -> 0..1, then a square resize
   (bilinear, antialiased) to `image_size`; shape (H, W, 1). Training caches this and augments it.
@@ -23,7 +24,12 @@ import numpy as np
 
 from evidence.errors import ToolkitError
 
+from .dicom import INTENSITY_RULE  # the one intensity rule (model.dicom.read_pixels), recorded in the spec
+
 SPEC_VERSION = "preprocessing/1"
+
+#: `intensity_rule` of a spec written before the rule was recorded.
+UNRECORDED_RULE = "not recorded (spec written before intensity/1)"
 
 # ImageNet normalisation of the keras.applications bases, expressed on unit (0..1) input.
 # "caffe" (VGG16, ResNet50): x*255 - BGR mean; channels of a grayscale image are equal, so only
@@ -52,6 +58,7 @@ class PreprocessingSpec:
     resize_method: str = "bilinear"
     antialias: bool = True
     input_units: str = "display 0..255 (DICOM: modality LUT, VOI window, MONOCHROME1 inverted)"
+    intensity_rule: str = INTENSITY_RULE
     version: str = SPEC_VERSION
 
     def __post_init__(self):
@@ -95,7 +102,7 @@ class PreprocessingSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SpecError(f"preprocessing spec: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**{"intensity_rule": UNRECORDED_RULE, **d})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

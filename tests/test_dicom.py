@@ -110,10 +110,12 @@ def test_rescale_then_window_hand_computed(tmp_path):
     assert out[0, 16] == 255.0 and out[0, 24] == 255.0
 
 
-def test_16bit_without_window_is_min_max(tmp_path):
-    px = np.array([[100, 300, 500]] * 33, dtype=np.uint16).repeat(11, axis=1)
+def test_16bit_without_window_scales_the_encodable_range_not_the_values_present(tmp_path):
+    px = np.array([[100, 300, 65535]] * 33, dtype=np.uint16).repeat(11, axis=1)
     out = dicom.read_pixels(_roundtrip(_dx(px), tmp_path))
-    assert sorted(np.unique(out).tolist()) == [0.0, 127.5, 255.0]
+    # 0..2^16-1 -> 0..255, hand-computed; min-max of the values present would give 0, 0.78, 255
+    np.testing.assert_allclose(sorted(np.unique(out).tolist()), [100 * 255 / 65535, 300 * 255 / 65535, 255.0],
+                               rtol=1e-6)
 
 
 MR = "MR_small.dcm"
@@ -168,7 +170,7 @@ def test_unsupported_transfer_syntax_is_named(tmp_path):
 
 def test_resolved_rules_are_not_resolved_again_per_file(tmp_path, monkeypatch):
     rules = dicom.rules_from({"missing_age": "accept_with_warning"})
-    path = dicom.save(dicom.build_dataset(np.zeros((64, 64), np.uint8)), tmp_path / "a.dcm")
+    path = dicom.save(dicom.build_dataset(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)), tmp_path / "a.dcm")
 
     def resolve(params):
         raise AssertionError("rules resolved again")

@@ -16,7 +16,7 @@ from model import dicom
 
 def _good(**kw) -> Dataset:
     kw.setdefault("age", "045Y")
-    return dicom.build_dataset(np.full((64, 64), 100, np.uint8), **kw)
+    return dicom.build_dataset(np.tile(np.arange(64, dtype=np.uint8) * 3, (64, 1)), **kw)  # not blank
 
 
 def _corpus(tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 from evidence import Store, write_record
 from evidence.params import section
 from evidence.prespecified import proof
+from model.dicom import DEFAULT_RULES
 
 REPO = Path(__file__).resolve().parent.parent
 #: The performance goals of the fixture run, each with the estimate it judges.
@@ -120,7 +121,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                          "allowed_views": ["AP", "PA"], "min_age_years": 18, "max_age_years": 100,
                          "missing_age": "reject", "allowed_bits_stored": [8, 12, 16],
                          "min_rows_columns": 32, "max_rows_columns": 8192},
-                 data={"n_files": 2, "accepted": 1, "rejected": 1, "flagged": 1,
+                 data={"n_files": 2, "accepted": 1, "rejected": 1, "flagged": 1, "checks": dict(DEFAULT_RULES),
                        "controls": {"n": 1, "all_rejected_as_expected": True, "files": [
                            {"file": "workflow/dicom/control_modality_ct.dcm", "targets": "Modality",
                             "rejected_as_expected": True}]},

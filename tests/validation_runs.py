@@ -91,16 +91,22 @@ def heldout_frame(rng, n: int = 60, *, n_rejected: int = 6, n_error: int = 2) ->
     for i in range(n):
         label = int(rng.random() < 0.4)
         status, reasons, score = "accepted", [], float(1 / (1 + np.exp(-rng.normal(1.6 * label - 0.8, 1.0))))
+        codes = []
         if i < n_rejected:
             status, score = "rejected", None
-            reasons = [["view LL (from ViewPosition) is not one of AP, PA"],
-                       ["view LL (from ViewPosition) is not one of AP, PA", "PatientAge 10 years is outside the intended use 18-120 years"],
-                       ["Rows 20 is outside the accepted range 64-8192", "Columns 20 is outside the accepted range 64-8192"],
-                       ["Modality CT is not one of DX, CR"]][i % 4]
+            reasons, codes = [(["view LL (from ViewPosition) is not one of AP, PA"], ["view_not_allowed"]),
+                              (["view LL (from ViewPosition) is not one of AP, PA",
+                                "PatientAge 10 years is outside the intended use 18-120 years"],
+                               ["view_not_allowed", "age_out_of_range"]),
+                              (["Rows 20 is outside the accepted range 64-8192",
+                                "Columns 20 is outside the accepted range 64-8192"],
+                               ["size_out_of_range", "size_out_of_range"]),
+                              (["Modality CT is not one of DX, CR"], ["modality_not_allowed"])][i % 4]
         elif i < n_rejected + n_error:
-            status, score, reasons = "error", None, ["not a DICOM file (no 'DICM' marker after the 128-byte preamble)"]
+            status, score = "error", None
+            reasons, codes = ["not a DICOM file: no 'DICM' marker after the 128-byte preamble"], ["not_dicom"]
         rows.append({"file": f"site/f{i:03d}.dcm", "patient_id": f"P{i // 2:03d}", "label": label, "status": status,
-                     "reasons": reasons, "warnings": [], "score": score})
+                     "reasons": reasons, "codes": codes, "warnings": [], "score": score})
     return pd.DataFrame(rows)
 
 
@@ -114,7 +120,7 @@ def make_heldout(out: Path, df: pd.DataFrame, *, threshold: float = 0.5, name: s
     hout = layout.heldout(out, name)
     p = check_statistics({"bootstrap_resamples": resamples})
     files = [{"file": r["file"], "label": int(r["label"]), "status": r["status"], "reasons": list(r["reasons"]),
-              "reason_categories": heldout.reason_categories(r["status"], r["reasons"])} for r in df.to_dict("records")]
+              "codes": list(r["codes"]), "reason_categories": heldout.reason_categories(r["status"], r["codes"])} for r in df.to_dict("records")]
     accepted = df[df["status"] == "accepted"].copy()
     accepted["score"] = accepted["score"].astype(float)
     metrics = heldout.metrics_data(accepted, threshold, p, [])

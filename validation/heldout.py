@@ -62,21 +62,20 @@ from .design import ALL_ENROLLED_RULE, REJECTION_CI_METHOD
 REPORT = "heldout_report"
 
 
-#: Reason categories of a file not analysed: (key, label, leading words of the reasons of
-#: `model.dicom` header, image-module and decoding checks). A reason matching none is `other`
-#: (status rejected) or `unreadable` (status error: the file could not be read as DICOM).
+#: Reason categories of a file not analysed: (key, label). A reason's category is the group its
+#: code has in `model.dicom.REASONS` (reports group by code, not by message text). A code in no
+#: category here is `other` (status rejected) or `unreadable` (status error: not readable as DICOM).
 REASON_CATEGORIES = (
-    ("modality", "modality missing or outside the intended use", ("Modality",)),
-    ("body_part", "body part missing or outside the intended use", ("BodyPartExamined",)),
-    ("view", "view missing or outside the intended use", ("view ",)),
-    ("age", "patient age missing, unreadable or outside the intended use", ("PatientAge",)),
+    ("modality", "modality missing or outside the intended use"),
+    ("body_part", "body part missing or outside the intended use"),
+    ("view", "view missing or outside the intended use"),
+    ("age", "patient age missing, unreadable or outside the intended use"),
     ("image_format", "image format not supported (pixel data, frames, photometric interpretation, size, "
-                     "bit depth or transfer syntax)",
-     ("no Pixel Data", "float pixel data", "NumberOfFrames", "PhotometricInterpretation", "SamplesPerPixel",
-      "Rows", "Columns", "BitsAllocated", "BitsStored", "TransferSyntaxUID", "transfer syntax")),
-    ("header_unreadable", "header could not be checked", ("header could not be checked",)),
-    ("decode_error", "pixel data could not be decoded", ("pixel data could not be decoded",)),
-    ("model_error", "the model returned no probability", ("the model returned",)),
+                     "aspect ratio, bit depth, pixel or byte budget, or transfer syntax)"),
+    ("blank_image", "blank or near-constant image"),
+    ("header_unreadable", "header could not be checked"),
+    ("decode_error", "pixel data could not be decoded"),
+    ("model_error", "the model returned no probability"),
 )
 OTHER_REASONS = {"rejected": ("other", "another reason"),
                  "error": ("unreadable", "file could not be read as DICOM")}
@@ -221,6 +220,7 @@ def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Pat
     for row in usable.to_dict("records"):
         r = results[row["path"]]
         rows.append({"file": row["file"], "label": int(row["label"]), "status": r["status"], "reasons": r["reasons"],
+                     "codes": r.get("codes", []),
                      "warnings": r["warnings"], "score": r["probability"], "sex": r["sex"], "age_years": r["age"],
                      "view": r["view"], "modality": r["modality"], "body_part": r["body_part"],
                      "manufacturer": r.get("manufacturer"), "site": r.get("institution"),
@@ -263,24 +263,27 @@ def _patient_id(row: dict, result) -> str:
 
 # ----------------------------------------------------------------------------- inputs and failures
 
-def reason_categories(status: str, reasons) -> list[str]:
-    """The categories (keys of `REASON_CATEGORIES`, `other`, `unreadable`) of a file's reasons, each
-    once, in table order; none for an accepted file."""
+def reason_categories(status: str, codes) -> list[str]:
+    """The categories (keys of `REASON_CATEGORIES`, `other`, `unreadable`) of a file's reason codes
+    (`model.dicom.REASONS`), each once, in table order; none for an accepted file."""
+    from model.dicom import REASONS
+
     if status == "accepted":
         return []
+    keys = {k for k, _ in REASON_CATEGORIES}
+    fallback = OTHER_REASONS.get(status, OTHER_REASONS["rejected"])[0]
     found = set()
-    for reason in reasons or []:
-        text = str(reason)
-        key = next((k for k, _, lead in REASON_CATEGORIES if text.startswith(lead)), None)
-        found.add(key or OTHER_REASONS.get(status, OTHER_REASONS["rejected"])[0])
+    for code in codes or []:
+        group = REASONS.get(str(code), (None,))[0]
+        found.add(group if group in keys else fallback)
     if not found:
-        found.add(OTHER_REASONS.get(status, OTHER_REASONS["rejected"])[0])
-    order = [k for k, _, _ in REASON_CATEGORIES] + [k for k, _ in OTHER_REASONS.values()]
+        found.add(fallback)
+    order = [k for k, _ in REASON_CATEGORIES] + [k for k, _ in OTHER_REASONS.values()]
     return [k for k in order if k in found]
 
 
 def _category_labels() -> dict[str, str]:
-    return {**{k: label for k, label, _ in REASON_CATEGORIES}, **dict(OTHER_REASONS.values())}
+    return {**dict(REASON_CATEGORIES), **dict(OTHER_REASONS.values())}
 
 
 def rejection_data(files: list[dict], level: float) -> dict:
@@ -500,7 +503,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
 
     files_dep = [folder / "labels.csv", *sorted({Path(r) for r in usable["path"]})]
     files_list = [{"file": r.file, "label": int(r.label), "status": r.status, "reasons": list(r.reasons),
-                   "reason_categories": reason_categories(r.status, r.reasons),
+                   "codes": list(r.codes), "reason_categories": reason_categories(r.status, r.codes),
                    "warnings": list(r.warnings), "modality": _plain(r.modality), "body_part": _plain(r.body_part),
                    "view": _plain(r.view), "age": _plain(r.age_years), "sex": _plain(r.sex)}
                   for r in df.itertuples()] if len(df) else []
