@@ -214,9 +214,10 @@ def test_the_indications_for_use_text_is_the_same_in_device_yml_the_form_and_the
 def test_the_cover_letter_names_the_primary_predicate_and_the_contents(run):
     predicates = _yaml("predicates.yml")
     md = _md(run, "cover_letter")
-    primary = [d for d in predicates["devices"] if d["name"] == predicates["primary"]]
-    assert primary, "predicates.yml `primary` names no device of its list"
-    assert f"Primary predicate: {predicates['primary']} ({primary[0]['k_number']}, {primary[0]['k_number_status']})" in md
+    devices = _yaml("predicate_performance.yml")["devices"]
+    assert predicates["primary"] in devices, "predicates.yml `primary` names no device of predicate_performance.yml"
+    p = devices[predicates["primary"]]
+    assert f"Primary predicate: {p['name']} ({p['k_number']}, {p['status']})" in md
     contents = _section(md, "Contents")
     for d in registry.registry().values():
         assert (f"`{d.name}.pdf`" in contents) is d.in_submission, d.name
