@@ -175,6 +175,7 @@ def build(out: str | Path) -> dict:
             "sensitivity": ev(test, "metrics.sensitivity.wilson"),
             "specificity": ev(test, "metrics.specificity.wilson"),
             "auc": ev(test, "metrics.auc.delong"),
+            "predictive_values": ev(test, "ppv_npv_at_prevalence"),
             "performance_goals": b.goals(),
             "all_primary_goals_met": ev("validation.acceptance", "all_passed"),
             "subgroups": b.subgroups(),
