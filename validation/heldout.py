@@ -177,16 +177,13 @@ def reader_columns(table: pd.DataFrame) -> list[str]:
 # ----------------------------------------------------------------------------- intake
 
 def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Path], device,
-           readers: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """Header checks + inference on `files` (`heldout_files`); (labelled results with the `readers`
-    columns, files that labels.csv does not name)."""
-    from model.infer import classify
+           readers: list[str], results: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Header checks + inference on `files` (`heldout_files`), or their `results` read from shard
+    files (`validation.shards`); (labelled results with the `readers` columns, files that labels.csv
+    does not name)."""
+    from .shards import classify_set
 
-    bar = console.Progress("heldout", len(files))
-    try:
-        results = {Path(r["file"]).resolve(): r for r in classify(files, device, progress=bar.update)}
-    finally:
-        bar.close()
+    results = classify_set(files, device) if results is None else results
     unlabelled = [{"file": Path(r["file"]).relative_to(folder).as_posix(), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
@@ -397,9 +394,11 @@ def folder_name(folder: Path, digest: str | None = None) -> str:
     return f"{folder.resolve().name}-{(digest or content_sha256(folder))[:12]}"
 
 
-def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True) -> dict:
+def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True,
+        classified=None) -> dict:
     """Write the evidence into a hidden folder beside OUT/heldout/<name>-<hash>/ and rename it there at
-    the end: a failed run leaves nothing, and an existing folder is never overwritten."""
+    the end: a failed run leaves nothing, and an existing folder is never overwritten. `classified`
+    (the merge of a sharded run, `validation.shards.shard_results`) supplies the classifications."""
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
         raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
@@ -408,7 +407,7 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.resolve().name}.", suffix=".partial", dir=root))
     staging.chmod(0o755)
     try:
-        records, final = _run(out, folder, staging, params_file, render=render)
+        records, final = _run(out, folder, staging, params_file, render=render, classified=classified)
         try:
             os.rename(staging, final)
         except OSError:
@@ -425,7 +424,8 @@ def _refuse_existing(final: Path) -> None:
                            "evidence is never overwritten (remove that folder to run the set again)")
 
 
-def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool) -> tuple[dict, Path]:
+def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool,
+         classified=None) -> tuple[dict, Path]:
     p, params_source = heldout_params(params_file)
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
     digest = content_sha256(folder)
@@ -443,7 +443,8 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     files = heldout_files(folder)                     # 3. the held-out set
     usable, problems, named = read_labels(folder, files)
     readers = reader_columns(usable)
-    df, unlabelled = intake(folder, files, usable, named, device, readers)
+    df, unlabelled = intake(folder, files, usable, named, device, readers,
+                            classified(folder, files, digest, device, lock) if classified else None)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
     accepted = df[df["status"] == ACCEPTED].copy() if len(df) else df
@@ -512,15 +513,23 @@ def render_report(hout: Path, params_file: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import shards
+
     return stage_main(
         argv, prog="python -m validation.heldout", doc=__doc__,
-        add_arguments=_arguments, summary=_summary,
-        call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report))
+        add_arguments=_arguments, summary=lambda r, a: shards.summary(r) if a.shard else _summary(r, a),
+        call=lambda a: (shards.run_shard(a.out, a.heldout, a.params, *shards.parse_shard(a.shard)) if a.shard else
+                        shards.merge(a.out, a.heldout, a.params, shards.parse_count(a.merge), render=not a.no_report)
+                        if a.merge else run(a.out, a.heldout, a.params, render=not a.no_report)))
 
 
 def _arguments(parser) -> None:
     parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
     parser.add_argument("--no-report", action="store_true", help="write the records only")
+    scale = parser.add_mutually_exclusive_group()   # validation/shards.py
+    scale.add_argument("--shard", metavar="K/N", help="classify share K of N of the set into "
+                       "OUT/heldout/.shards/ (no records); then --merge N")
+    scale.add_argument("--merge", metavar="N", help="write the records from the N shard files, as one run would")
 
 
 def _summary(records: dict, args) -> str:
