@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evidence import layout, read_record
+from evidence.errors import ToolkitError
 from model import dicom
 from model.batching import FixedBatch
 from validation import heldout, shards
@@ -23,7 +24,7 @@ PARAMS = ("validate: {ci_level: 0.95, bootstrap_resamples: 200, bootstrap_seed: 
 def test_parse_shard_accepts_k_of_n_and_names_the_fix():
     assert shards.parse_shard("2/3") == (2, 3) and shards.parse_shard(" 1 / 1 ") == (1, 1)
     for bad in ("0/2", "3/2", "2", "a/b", "1/0", "-1/2"):
-        with pytest.raises(heldout.HeldoutError, match="K/N with 1 <= K <= N"):
+        with pytest.raises(ToolkitError, match="K/N with 1 <= K <= N"):
             shards.parse_shard(bad)
     assert shards.parse_count("4") == 4
     with pytest.raises(heldout.HeldoutError, match="number of shards"):
@@ -143,3 +144,42 @@ def test_merge_refuses_a_shard_of_another_model_or_an_incomplete_cover(locked_ru
     assert f"1 file(s) missing (first: {body['files'][0]!r})" in capsys.readouterr().err
     assert not layout.heldout(locked_run, name).exists()
     shutil.rmtree(shards.shard_dir(locked_run, name))
+
+
+def test_infer_shards_merged_print_what_one_process_prints(tmp_path, capsys):
+    from model import infer, sharding
+
+    out = make_device(tmp_path / "run")
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "files"
+    for i in range(70):  # more than one 64-file batch; one lateral view, rejected
+        ds = dicom.build_dataset((rng.random((80, 80)) * 255).astype(np.uint8), age="050Y", patient_id=str(i),
+                                 view="LL" if i == 5 else "PA")
+        dicom.save(ds, folder / f"sub{i % 3}" / f"{i:03d}.dcm")
+    base = ["--out", str(out), "--no-images", "-q"]
+    assert infer.main(base + [str(folder)]) == 0
+    single = capsys.readouterr().out.splitlines()
+    assert json.loads(single[-1])["files"] == 70 and json.loads(single[-1])["rejected"] == 1
+
+    assert infer.main(base + ["--merge", "3", str(folder)]) == 2
+    assert "shard-1-of-3.jsonl: missing" in capsys.readouterr().err
+    shares = []
+    for k in (1, 2, 3):
+        assert infer.main(base + ["--shard", f"{k}/3", str(folder)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        shares.append([json.loads(line)["file"] for line in lines[:-1]])
+    assert sorted(sum(shares, [])) == sorted(json.loads(line)["file"] for line in single[:-1]) and all(shares)
+    assert infer.main(base + ["--merge", "3", str(folder)]) == 0
+    assert capsys.readouterr().out.splitlines() == single     # same lines, same order, same probabilities
+    assert not sharding.shard_file(out, 1, 3).parent.exists()
+    with pytest.raises(ToolkitError, match="K/N"):
+        sharding.parse_shard("4/3")
+
+
+def test_local_shards_stop_before_the_merge_when_a_shard_fails(tmp_path, capsys):
+    assert shards.main(["--shards", "0", "--heldout", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "--shards 0" in capsys.readouterr().err
+    # no such folder: both shard processes exit 2, the merge never runs
+    rc = shards.run_local(tmp_path / "run", tmp_path / "missing", tmp_path / "params.yaml", 2)
+    err = capsys.readouterr().err
+    assert rc == 2 and "shard(s) 1/2 (exit 2), 2/2 (exit 2) failed" in err and "no records written" in err

@@ -4,8 +4,8 @@ set, and a merge writes the one set of records, as an unsharded run would.
     python -m validation.heldout --heldout DIR --out OUT --params PARAMS --shard K/N   (K = 1..N, each once)
     python -m validation.heldout --heldout DIR --out OUT --params PARAMS --merge N
 
-Assignment (`shard_of`): a file belongs to shard 1 + (the first 16 hex of sha256 of its path relative
-to DIR, as an integer) mod N, so every file lands in exactly one shard whatever machine computes it,
+Assignment (`model.sharding.shard_of`): a file belongs to shard 1 + (the first 16 hex of sha256 of its
+path relative to DIR, as an integer) mod N, so every file lands in exactly one shard whatever machine computes it,
 and each shard classifies its files in sorted path order. Inference is the expensive part; it is the
 only part sharded. A shard first checks that the plan files still match the locked plan (as the
 unsharded run does before reading the set), then writes its results, atomically, to
@@ -23,14 +23,13 @@ an unsharded run's in everything but `VOLATILE_FIELDS`. After a merge the shard 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
 from evidence import Store, EvidenceError, atomic, console, layout
 from evidence.prespecified import LOCK, plan_file_failures
+from model.sharding import parse_shard, shard_of  # noqa: F401 (one rule for model.infer and the held-out run)
 
 #: Record fields that differ between two runs of the same set (sharded or not): when and where the
 #: record was written, and the hashes that cover those fields: the record's own `sha256` and, in
@@ -38,18 +37,6 @@ from evidence.prespecified import LOCK, plan_file_failures
 VOLATILE_FIELDS = ("created_utc", "environment", "sha256")
 VOLATILE_PARENTS = "heldout."
 SHARD_FORMAT = "heldout-shard/1"
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """`K/N` -> (K, N) with 1 <= K <= N."""
-    from .heldout import HeldoutError
-
-    m = _SHARD.match(str(text))
-    k, n = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    if not m or n < 1 or not 1 <= k <= n:
-        raise HeldoutError(f"--shard {text}: expected K/N with 1 <= K <= N (e.g. --shard 1/4 ... --shard 4/4)")
-    return k, n
 
 
 def parse_count(text) -> int:
@@ -69,18 +56,13 @@ def relative(folder: Path, path: Path) -> str:
     return Path(path).relative_to(folder).as_posix()
 
 
-def shard_of(rel: str, n: int) -> int:
-    """1-based shard of a file from its relative path: stable across machines and runs."""
-    return 1 + int(hashlib.sha256(rel.encode("utf-8")).hexdigest()[:16], 16) % n
-
-
 def assign(folder: Path, files: list[Path], k: int, n: int) -> list[Path]:
     """The files of shard `k` of `n`, sorted by relative path."""
     return sorted((f for f in files if shard_of(relative(folder, f), n) == k), key=lambda f: relative(folder, f))
 
 
 def shard_dir(out: Path, name: str) -> Path:
-    return layout.heldout_root(out) / ".shards" / name
+    return layout.heldout_shards(out, name)
 
 
 def shard_file(out: Path, name: str, k: int, n: int) -> Path:
@@ -221,3 +203,51 @@ def comparable(record: dict) -> dict:
 def summary(result: dict) -> str:
     counts = ", ".join(f"{v} {k}" for k, v in result["statuses"].items())
     return f"heldout: shard {result['shard']}/{result['shards']}: {result['files']} files ({counts}) -> {result['path']}"
+
+
+# ----------------------------------------------------------------------------- N local processes
+
+def run_local(out: str | Path, heldout: str | Path, params_file: str | Path, n: int, *,
+              render: bool = True, quiet: bool = True, python: str | None = None) -> int:
+    """`make heldout SHARDS=N`: N local `--shard K/N` processes at once, then the merge; the exit
+    code of the first shard that failed (the merge does not run), else the merge's."""
+    import subprocess
+    import sys
+
+    common = ["--out", str(out), "--heldout", str(heldout), "--params", str(params_file)]
+    python = python or sys.executable
+    procs = [subprocess.Popen([python, "-m", "validation.heldout", *common, "--shard", f"{k}/{n}",
+                               *(["-q"] if quiet else [])]) for k in range(1, n + 1)]
+    codes = [p.wait() for p in procs]
+    failed = [(k, rc) for k, rc in enumerate(codes, 1) if rc != 0]
+    if failed:
+        print(f"error: shard(s) {', '.join(f'{k}/{n} (exit {rc})' for k, rc in failed)} failed (see above); "
+              "no records written; fix the cause and rerun", file=sys.stderr)
+        return failed[0][1]
+    return subprocess.run([python, "-m", "validation.heldout", *common, "--merge", str(n),
+                           *([] if render else ["--no-report"])]).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m validation.shards --shards N --heldout DIR [--out OUT] [--params PARAMS] [--no-report]"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m validation.shards",
+                                     description="run a held-out set as N local shard processes, then merge")
+    parser.add_argument("--shards", required=True, type=int, help="number of local processes (>= 1)")
+    parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
+    parser.add_argument("--out", default="build", help="run folder (default: build)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-report", action="store_true", help="write the records only")
+    args = parser.parse_args(argv)
+    if args.shards < 1:
+        print(f"error: --shards {args.shards}: expected a whole number >= 1 (SHARDS=N)", file=sys.stderr)
+        return 2
+    return run_local(args.out, args.heldout, args.params, args.shards, render=not args.no_report)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
