@@ -12,6 +12,7 @@ OUT ?= build
 DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
+SHARDS ?=
 FILES ?=
 PYTEST_ARGS ?=
 BENCH ?=
@@ -101,9 +102,9 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
-heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
+heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir> [SHARDS=N local processes]
 	@test -n "$(HELDOUT)" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
-	$(PY) -m validation.heldout --out $(OUT) --heldout "$(HELDOUT)" --params $(PARAMS)
+	$(PY) -m $(if $(SHARDS),validation.shards --shards $(SHARDS),validation.heldout) --out $(OUT) --heldout "$(HELDOUT)" --params $(PARAMS)
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES="a.dcm dir/"
 	@test -n "$(FILES)" || { echo "error: set FILES=<DICOM files or folders>" >&2; exit 2; }
