@@ -109,7 +109,13 @@ def record(where: Cluster, strategy_) -> dict:
     """The fields `training.run` adds to `device`: who trained, how many workers and replicas."""
     replicas = int(strategy_.num_replicas_in_sync)
     named = {"strategy": "MultiWorkerMirroredStrategy"} if where.workers > 1 else {}  # its class: CollectiveAllReduceStrategy
-    return {**named, "workers": where.workers, "replicas_per_worker": replicas // max(1, where.workers),
+    if where.workers > 1:
+        distribution = "MultiWorkerMirroredStrategy across the workers TF_CONFIG names, replicas kept in sync by all-reduce"
+    elif type(strategy_).__name__ == "MirroredStrategy":
+        distribution = "MirroredStrategy across the GPUs of one machine"
+    else:
+        distribution = "one process on one device (no distribution strategy)"
+    return {**named, "distribution": distribution, "workers": where.workers, "replicas_per_worker": replicas // max(1, where.workers),
             "configured_by": where.configured_by,
             "written_by": "the chief alone" if where.workers > 1 else "this process"}
 

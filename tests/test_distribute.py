@@ -88,6 +88,7 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes(tmp_path):
     assert device["strategy"] == "MultiWorkerMirroredStrategy"
     assert (device["workers"], device["replicas"], device["replicas_per_worker"]) == (2, 2, 1)
     assert device["configured_by"] == "TF_CONFIG" and device["written_by"] == "the chief alone"
+    assert device["distribution"].startswith("MultiWorkerMirroredStrategy across the workers TF_CONFIG names")
     assert [h["epoch"] for h in record["data"]["history"]] == [1, 2]
     assert record["data"]["model_sha256"] == sha256_file(out / "models" / "model.keras")
     # one record written, once; no checkpoint or scratch folder left by either worker
@@ -105,4 +106,6 @@ def test_one_process_records_a_cluster_of_one(tmp_path, monkeypatch):
     where = distribute.cluster()
     d = _device(distribute.strategy(where), where)
     assert d["workers"] == 1 and d["configured_by"] == "local devices" and d["written_by"] == "this process"
+    if d["strategy"] != "MirroredStrategy":
+        assert d["distribution"] == "one process on one device (no distribution strategy)"
     assert d["replicas"] == d["replicas_per_worker"] == tf.distribute.get_strategy().num_replicas_in_sync

@@ -1,6 +1,7 @@
 """Held-out revalidation: the locked model, threshold and plan rerun on a new clinical DICOM set.
 
     python -m validation.heldout --out OUT --heldout DIR --params PARAMS
+    python -m validation.heldout ... --shard K/N   (each K = 1..N), then ... --merge N   (validation/shards.py)
 
 DIR holds DICOM files at any depth and `labels.csv` (`file` relative to DIR, `label` 0/1,
 optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order of work:
