@@ -12,12 +12,15 @@ OUT ?= build
 DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
+SHARDS ?=
 FILES ?=
 override HELDOUT := $(value HELDOUT)
 override FILES := $(value FILES)
+override SHARDS := $(value SHARDS)
 MAKE_HELDOUT := $(HELDOUT)
 MAKE_FILES := $(FILES)
-export MAKE_HELDOUT MAKE_FILES
+MAKE_SHARDS := $(SHARDS)
+export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
@@ -106,12 +109,13 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
-# HELDOUT and FILES reach the commands through the environment, never through a recipe's text: a
-# value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run nothing).
-# FILES is one path per line (a single path may hold spaces); make expands neither value.
-heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir>
+# HELDOUT, FILES and SHARDS reach the commands through the environment, never through a recipe's
+# text: a value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run
+# nothing). FILES is one path per line (a single path may hold spaces); make expands none of them.
+heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir> [SHARDS=N local processes]
 	@test -n "$$MAKE_HELDOUT" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
-	$(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"
+	if [ -n "$$MAKE_SHARDS" ]; then $(PY) -m validation.shards --shards "$$MAKE_SHARDS" --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; \
+	else $(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; fi
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
 	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }

@@ -1,7 +1,7 @@
 """python -m bench [NAME ...]: run the benchmarks (all by default) and print their ratios.
 
 Each benchmark module exposes `main() -> dict` and prints its own lines; this runner adds a
-summary and writes `build/bench/results.json`. Names: eda, bootstrap, inference, pneumoniamnist, inputs, replay, node, demo, intake.
+summary and writes `build/bench/results.json`. Names: eda, bootstrap, inference, pneumoniamnist, inputs, replay, node, demo, intake, shards.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-ALL = ("eda", "bootstrap", "inference", "pneumoniamnist", "inputs", "replay", "node", "demo", "intake")
+ALL = ("eda", "bootstrap", "inference", "pneumoniamnist", "inputs", "replay", "node", "demo", "intake", "shards")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,3 +131,13 @@ def heldout_root(out: str | Path) -> Path:
 
 def heldout(out: str | Path, name: str) -> Path:
     return heldout_root(out) / name
+
+
+def heldout_shards(out: str | Path, name: str) -> Path:
+    """The shard files of a sharded held-out run (validation.shards), removed by its merge."""
+    return heldout_root(out) / ".shards" / name
+
+
+def inference_shards(out: str | Path) -> Path:
+    """The shard files of `python -m model.infer --shard K/N` (model.sharding), removed by its merge."""
+    return inference(out) / ".shards"

@@ -2,6 +2,7 @@
 at the locked threshold, and the clinician image for every accepted file.
 
     python -m model.infer [--run RUN] [--params PARAMS] [--no-images] [--secondary-capture] [-v|-q] FILE_OR_DIR...
+    python -m model.infer --shard K/N ... FILE_OR_DIR...   then   python -m model.infer --merge N ... FILE_OR_DIR...
 
 RUN is the run folder that holds the locked model (default build); the clinician images go to
 RUN/infer/. `--out` is the old name of `--run` and still works.
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                         "when the run has no workflow.dicom record")
     parser.add_argument("--no-images", action="store_true", help="do not write clinician PNGs")
     parser.add_argument("--secondary-capture", action="store_true", help="also write a DICOM Secondary Capture")
+    scale = parser.add_mutually_exclusive_group()   # model/sharding.py
+    scale.add_argument("--shard", metavar="K/N", help="classify share K of N of the files (also kept in "
+                       "OUT/infer/.shards/); then --merge N with the same files")
+    scale.add_argument("--merge", metavar="N", type=int, help="print the N shards' results as one run would")
     console.add_arguments(parser)
     parser.add_argument("inputs", nargs="+", help="DICOM files or folders (searched recursively)")
     args = parser.parse_args(argv)
@@ -336,13 +341,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    device = load_device(args.out, args.params)
+    from . import sharding
+    from .batching import fixed_batch
+
+    device = fixed_batch(load_device(args.out, args.params))  # a file's probability is that of any batch
     files, duplicates = unique_files(args.inputs)
     if not files:
         raise ToolkitError(f"no files found in {' '.join(args.inputs)} (pass DICOM files or folders)")
-    for row in duplicate_rows(duplicates):
-        print(json.dumps(row, ensure_ascii=False), flush=True)
+    shard = sharding.parse_shard(args.shard) if args.shard else None
+    if not shard:   # a shard's output is not read; the merge prints them as one run does
+        for row in duplicate_rows(duplicates):
+            print(json.dumps(row, ensure_ascii=False), flush=True)
     image_dir = None if args.no_images else layout.inference(args.out)
+    if args.merge is not None:
+        rows = sharding.merged_rows(args.out, files, args.merge, (device.model_sha256, device.threshold))
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)
+    else:
+        rows = _classify_printed(sharding.select(files, *shard) if shard else files, device, image_dir, args)
+    if shard:
+        sharding.write_shard(args.out, *shard, rows)
+    if image_dir is not None and not shard and any(r["clinician_image"] for r in rows):
+        from evidence import atomic
+        from .clinician import html_index, intended_use
+        atomic.write_text(image_dir / "index.html", html_index(rows, intended_use(device.rules)))
+    print(json.dumps({**summary(rows), "duplicates": len(duplicates)}), flush=True)
+    if args.merge is not None:
+        sharding.remove(args.out, args.merge)
+    return 0
+
+
+def _classify_printed(files: list[Path], device: LockedDevice, image_dir, args) -> list[dict]:
+    """Classify `files`, printing each result line as it comes; return the rows."""
     bar = console.Progress("infer", len(files))
     rows = []
     try:
@@ -352,12 +382,7 @@ def _infer(args: argparse.Namespace) -> int:
             print(json.dumps(row, ensure_ascii=False, allow_nan=False), flush=True)
     finally:
         bar.close()
-    if image_dir is not None and any(r["clinician_image"] for r in rows):
-        from evidence import atomic
-        from .clinician import html_index, intended_use
-        atomic.write_text(image_dir / "index.html", html_index(rows, intended_use(device.rules)))
-    print(json.dumps({**summary(rows), "duplicates": len(duplicates)}), flush=True)
-    return 0
+    return rows
 
 
 def unique_files(inputs: list[str]):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from evidence.manifest import validation_adequacy
 from evidence.params import section
 from evidence.cli import stage_main
 
-from . import architectures, data
+from . import architectures, data, distribute
 from .figures import save_figure
 from .preprocess import PreprocessingSpec, load_spec
 
@@ -85,12 +87,13 @@ def _number(v):
     return v if math.isfinite(v) else {"estimable": False, "reason": "the value was not finite (diverged)"}
 
 
-def _device(strategy) -> dict:
+def _device(strategy, where: distribute.Cluster | None = None) -> dict:
     from .tf import tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync),
-            "gpus": gpus, "device": "GPU" if gpus else "CPU"}
+            "gpus": gpus, "device": "GPU" if gpus else "CPU",
+            **distribute.record(where or distribute.cluster({}), strategy)}
 
 
 def selection_policy(out_dir) -> dict:
@@ -136,13 +139,30 @@ def _figure(history: list[dict], path: Path) -> None:
 
 
 def run(out_dir: str | Path, params: dict) -> dict:
-    """Train and write model, spec, figure and the `training.run` record; return the record."""
+    """Train and write model, spec, figure and the `training.run` record; return the record. A worker
+    of a multi-worker cluster (`model.distribute`) that is not the chief trains its share, writes
+    nothing in OUT and returns a summary of its part instead."""
+    out_dir = Path(out_dir)
+    p = resolve_params(params)
+    where = distribute.cluster()
+    strategy = distribute.strategy(where)           # before any other TensorFlow op
+    if not where.is_chief:
+        scratch = Path(tempfile.mkdtemp(prefix="cxr-train-worker-"))
+        try:
+            return _train(out_dir, p, where, strategy, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _train(out_dir, p, where, strategy, None)
+
+
+def _train(out_dir: Path, p: dict, where: distribute.Cluster, strategy, scratch: Path | None) -> dict:
+    """Training itself; `scratch` (a worker that is not the chief) holds its checkpoint and file cache."""
     from .tf import keras, tf
 
     from .callbacks import StderrProgress, checkpoint as make_checkpoint, early_stopping
 
-    out_dir = Path(out_dir)
-    p = resolve_params(params)
+    if scratch is not None and data._is_file_cache(p["cache"]):
+        p = {**p, "cache": str(scratch / "cache")}  # never the chief's cache files
     keras.utils.set_random_seed(p["seed"])
     tf.config.experimental.enable_op_determinism()
 
@@ -154,24 +174,25 @@ def run(out_dir: str | Path, params: dict) -> dict:
     data.check_files(val_rows)
     spec = make_spec(p)
 
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     ft = p["fine_tune"]
     with strategy.scope():
         model, base = architectures.build(p["architecture"], p["weights"], spec, seed=p["seed"])
         frozen_first = base is not None and ft["frozen_epochs"] > 0
         frozen_layers = architectures.freeze(base) if frozen_first else []
         _compile(model, p["optimizer"], p["learning_rate"])
+    distribute.build_with_local_batch(model, strategy, where)
 
     data.clear_cache(p["cache"])
     train_ds, steps, class_weight, balance_text = data.train_dataset(
         train_rows, spec, batch_size=p["batch_size"], balance=p["balance"], augmentation=p["augmentation"],
         horizontal_flip=bool(p["horizontal_flip"]), seed=p["seed"], cache=p["cache"])
     val_ds = data.eval_dataset(val_rows, spec, p["batch_size"], cache=p["cache"])
+    train_ds, val_ds = distribute.shard_train(train_ds, where), distribute.shard_eval(val_ds, where)
 
     model_path, spec_path = layout.model_file(out_dir), layout.preprocessing_spec(out_dir)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = model_path.with_name(".checkpoint.keras")
+    if scratch is None:
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = (scratch or model_path.parent) / ".checkpoint.keras"
     checkpoint = make_checkpoint(checkpoint_path, on_validation=on_val)
     progress = StderrProgress(p["epochs"])
     phases, start = [], time.perf_counter()
@@ -206,6 +227,8 @@ def run(out_dir: str | Path, params: dict) -> dict:
                 raise data.DataError(bad) from None
         raise
     train_seconds = time.perf_counter() - start
+    if scratch is not None:  # not the chief: its checkpoint goes with the scratch folder
+        return {"worker": where.describe(), "epochs_run": len(history), "train_seconds": round(train_seconds, 1)}
 
     if not checkpoint_path.is_file():
         raise data.DataError("validation AUC never improved (not finite in every epoch); check the val split labels")
@@ -259,7 +282,7 @@ def run(out_dir: str | Path, params: dict) -> dict:
                             "reason": policy["reason"]},
         "seed": p["seed"],
         "deterministic": True,
-        "device": _device(strategy),
+        "device": _device(strategy, where),
         "train_seconds": round(train_seconds, 1),
     }
     resolved = {**p, "weights": record_data["weights"]}  # a weights file is named, not its local path
@@ -289,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m model.train", doc=__doc__,
         call=lambda a: run(a.out, section(a.params, "train")),
-        summary=lambda record, a: (f"train: {_kept(record['data'])} -> {layout.model_file(a.out)}"))
+        summary=lambda record, a: (f"train: {_kept(record['data'])} -> {layout.model_file(a.out)}" if "data" in record
+                                   else f"train: {record['worker']}: {record['epochs_run']} epochs; the chief "
+                                        "writes the model and the record"))
 
 
 def _kept(d: dict) -> str:

@@ -1,6 +1,7 @@
 """Held-out revalidation: the locked model, threshold and plan rerun on a new clinical DICOM set.
 
     python -m validation.heldout --out OUT --heldout DIR --params PARAMS
+    python -m validation.heldout ... --shard K/N   (each K = 1..N), then ... --merge N   (validation/shards.py)
 
 DIR holds DICOM files at any depth and `labels.csv` (`file` relative to DIR, `label` 0/1,
 optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order of work:
@@ -203,16 +204,13 @@ def reader_columns(table: pd.DataFrame) -> list[str]:
 # ----------------------------------------------------------------------------- intake
 
 def intake(folder: Path, files: list[Path], usable: pd.DataFrame, named: set[Path], device,
-           readers: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """Header checks + inference on `files` (`heldout_files`); (labelled results with the `readers`
-    columns, files that labels.csv does not name)."""
-    from model.infer import classify
+           readers: list[str], results: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Header checks + inference on `files` (`heldout_files`), or their `results` read from shard
+    files (`validation.shards`); (labelled results with the `readers` columns, files that labels.csv
+    does not name)."""
+    from .shards import classify_set
 
-    bar = console.Progress("heldout", len(files))
-    try:
-        results = {Path(r["file"]).resolve(): r for r in classify(_each_once(files), device, progress=bar.update)}
-    finally:
-        bar.close()
+    results = classify_set(_each_once(files), device) if results is None else results
     unlabelled = [{"file": _relative(Path(r["file"]), folder), "problem": "no_label",
                    "detail": "file present in the folder but not in labels.csv; excluded", "status": r["status"]}
                   for p, r in results.items() if p not in named]
@@ -448,9 +446,10 @@ def folder_name(folder: Path, digest: str | None = None) -> str:
 
 
 def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render: bool = True,
-        allow_outside: bool = False) -> dict:
+        allow_outside: bool = False, classified=None) -> dict:
     """Write the evidence into a hidden folder beside OUT/heldout/<name>-<hash>/ and rename it there at
-    the end: a failed run leaves nothing, and an existing folder is never overwritten."""
+    the end: a failed run leaves nothing, and an existing folder is never overwritten. `classified`
+    (the merge of a sharded run, `validation.shards.shard_results`) supplies the classifications."""
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
         raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
@@ -459,7 +458,8 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.resolve().name}.", suffix=".partial", dir=root))
     staging.chmod(0o755)
     try:
-        records, final = _run(out, folder, staging, params_file, render=render, allow_outside=allow_outside)
+        records, final = _run(out, folder, staging, params_file, render=render, allow_outside=allow_outside,
+                              classified=classified)
         try:
             os.rename(staging, final)
         except OSError:
@@ -477,7 +477,7 @@ def _refuse_existing(final: Path) -> None:
 
 
 def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool,
-         allow_outside: bool = False) -> tuple[dict, Path]:
+         allow_outside: bool = False, classified=None) -> tuple[dict, Path]:
     p, params_source = heldout_params(params_file)
     lock, plan_deps = lock_plan(out, hout)            # 1. plan locked before the set is read
     files = heldout_files(folder)
@@ -496,7 +496,8 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
         raise HeldoutError(str(e)) from None
 
     readers = reader_columns(usable)
-    df, unlabelled = intake(folder, files, usable, named, device, readers)
+    df, unlabelled = intake(folder, files, usable, named, device, readers,
+                            classified(folder, files, digest, device, lock) if classified else None)
     device_deps = [*device.record_files(), *plan_deps]
     synthetic = bool(lock["synthetic"])
     accepted = df[df["status"] == ACCEPTED].copy() if len(df) else df
@@ -565,17 +566,37 @@ def render_report(hout: Path, params_file: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import shards
+
     return stage_main(
         argv, prog="python -m validation.heldout", doc=__doc__,
-        add_arguments=_arguments, summary=_summary,
-        call=lambda a: run(a.out, a.heldout, a.params, render=not a.no_report, allow_outside=a.allow_outside))
+        add_arguments=_arguments, summary=lambda r, a: shards.summary(r) if a.shard else _summary(r, a),
+        call=_call)
+
+
+def _call(a):
+    from . import shards
+
+    if a.allow_outside and (a.shard or a.merge):
+        raise HeldoutError("--allow-outside does not combine with --shard/--merge (shards are assigned by the path "
+                           "inside the set): move the files into the held-out folder, or run the set unsharded")
+    if a.shard:
+        return shards.run_shard(a.out, a.heldout, a.params, *shards.parse_shard(a.shard))
+    if a.merge:
+        return shards.merge(a.out, a.heldout, a.params, shards.parse_count(a.merge), render=not a.no_report)
+    return run(a.out, a.heldout, a.params, render=not a.no_report, allow_outside=a.allow_outside)
 
 
 def _arguments(parser) -> None:
     parser.add_argument("--heldout", required=True, help="folder with DICOM files and labels.csv")
     parser.add_argument("--no-report", action="store_true", help="write the records only")
     parser.add_argument("--allow-outside", action="store_true",
-                        help="accept labels.csv paths that resolve outside the held-out folder (../, absolute)")
+                        help="accept labels.csv paths that resolve outside the held-out folder (../, absolute); "
+                             "not with --shard/--merge")
+    scale = parser.add_mutually_exclusive_group()   # validation/shards.py
+    scale.add_argument("--shard", metavar="K/N", help="classify share K of N of the set into "
+                       "OUT/heldout/.shards/ (no records); then --merge N")
+    scale.add_argument("--merge", metavar="N", help="write the records from the N shard files, as one run would")
 
 
 def _summary(records: dict, args) -> str:
