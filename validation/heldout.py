@@ -264,7 +264,7 @@ def rejection_data(files: list[dict], level: float) -> dict:
     by_reason = {key: {"label": labels[key], "n_files": k, "rate": rate(k, n)}
                  for key in labels if (k := counts.get(key, 0))}
     return {
-        "denominator": "labelled files (the enrolled cases: files of the set with a usable row in labels.csv)",
+        "denominator": "labeled files (the enrolled cases: files of the set with a usable row in labels.csv)",
         "method": REJECTION_CI_METHOD, "ci_level": level,
         **tally(files),
         "by_label": {"positives": tally([f for f in files if f["label"] == 1]),
@@ -272,7 +272,7 @@ def rejection_data(files: list[dict], level: float) -> dict:
         "by_reason": by_reason,
         "reason_counting": "a file with several reasons counts once in each of its reason categories, and once "
                            "only when several of its reasons share a category, so the categories may sum to more "
-                           "than the files not analysed; each rate is over all labelled files",
+                           "than the files not analyzed; each rate is over all labeled files",
     }
 
 
