@@ -111,7 +111,7 @@ STAGES: tuple[Stage, ...] = (
                  "validation.acceptance", "workflow.latency"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
-          outs=("submission/510k_submission*", "submission/device_flowchart.png", "submission/traceability.json")),
+          outs=("submission/510k_submission*", "submission/device_flowchart.png", "submission/traceability.*")),
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
           params="heldout", sources=("validation", "model"), args="--heldout DIR", in_run=False,

@@ -2,7 +2,7 @@
 
 Renders the 510(k) submission (Markdown, HTML, PDF and an auditor edition) from the records of the
 run, test results included, and writes `OUT/submission/traceability.json` with the traces of the
-submission and of the validation plan, then record `submission.documents`, signed as it is written
+submission and of the validation plan, and `traceability.{md,html,pdf}`, the same traces by record, then record `submission.documents`, signed as it is written
 with the key of params `submission.signing` (the local demo key when none is set). The plan itself
 is rendered and locked earlier, before any test-split score, by `python -m submission.plan`; this
 stage renders it again in memory only for its traces and refuses when it no longer matches the
@@ -25,7 +25,7 @@ from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
 from evidence.provenance import relative_to_run, resolve_run_path
 
 from . import flowchart
-from .documents import update_traceability, write_document
+from .documents import update_traceability, write_document, write_traceability
 from .plan import PLAN
 from .render import Rendered, Renderer
 
@@ -67,23 +67,25 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
             rendered = renderer.render(name)
             done.append((rendered, write_document(rendered, folder, renderer, pdf=pdf)))
         trace = update_traceability(folder, [r for r, _ in done], renderer)
+        table = write_traceability(folder, renderer, pdf=pdf)
         for rendered, written in done:
             records.append(write_record(
                 out, f"submission.{rendered.name}", params=params,
                 data={"document": rendered.name, "traces": len(rendered.traces)},
-                dep_records=rendered.records, outs=[chart, *written, trace]))
+                dep_records=rendered.records, outs=[chart, *written, trace, *table]))
         return records
 
     plan, plan_files = locked_plan(out, renderer)
     main_doc = renderer.render(SUBMISSION)
     main_files = write_document(main_doc, folder, renderer, pdf=pdf)
     trace = update_traceability(folder, [plan, main_doc], renderer)
+    table = write_traceability(folder, renderer, pdf=pdf)
     deps = sorted(set(plan.records) | set(main_doc.records) | {PLAN_RECORD, LOCK})
     records.append(write_record(
         out, "submission.documents", params=params,
         data={"documents": [PLAN, SUBMISSION],
               "traces": {PLAN: len(plan.traces), SUBMISSION: len(main_doc.traces)}},
-        dep_records=deps, deps=plan_files, outs=[chart, *main_files, trace], sign=params.get("signing", {})))
+        dep_records=deps, deps=plan_files, outs=[chart, *main_files, trace, *table], sign=params.get("signing", {})))
     return records
 
 

@@ -59,3 +59,12 @@ def test_code_span_is_verbatim():
     assert code("max_f1") == "`max_f1`"
     assert code("a`b") == "``a`b``"
     assert code({"estimable": False, "reason": "no file"}).startswith("not estimable")
+
+
+def test_words_prints_a_data_label_without_underscores_and_escaped():
+    from submission.filters import words
+    assert words("Pleural_Thickening") == "Pleural Thickening"
+    assert words("a|b*c") == "a\\|b\\*c"
+    assert words({"estimable": False, "reason": "no data"}) == "not estimable (no data)"
+    with pytest.raises(filters.FormatError):
+        words("  ")
