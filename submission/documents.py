@@ -70,17 +70,9 @@ def write_traceability(folder: Path, renderer: Renderer, *, pdf: bool = True) ->
     grouped under its record with the record's full sha256 once; return the paths."""
     doc = json.loads((folder / layout.TRACEABILITY).read_text(encoding="utf-8"))
     traces = [t for name in sorted(doc["documents"]) for t in doc["documents"][name]["traces"]]
-    info = {}
-    for t in traces:
-        rid = t["record_id"]
-        if rid not in info:
-            if t["source"] == "record" and renderer.store.has(rid):
-                r = renderer.store.get(rid)
-                info[rid] = f"Record of stage {r['stage']}, created {r['created_utc']}"
-            else:
-                info[rid] = "Hand-written facts file of the toolkit"
+    info = renderer.record_info(traces)
     counts = "\n".join(
-        f"| `{name}.pdf` | {len([t for t in doc['documents'][name]['traces'] if t['numeric']])} |"
+        f"| {name.replace('_', ' ')} (`{name}.pdf`) | {len([t for t in doc['documents'][name]['traces'] if t['numeric']])} |"
         for name in sorted(doc["documents"]))
     banner = f"> **{BANNER}**\n\n" if renderer.synthetic() else ""
     text = (f"# {TRACE_TABLE_TITLE}\n\n{banner}"

@@ -345,10 +345,10 @@ class Renderer:
         summary = trace_summary(traces)
         plain = plain.replace(APPENDIX_MARK, summary)
         auditor = auditor.replace(APPENDIX_MARK, f"{summary}\n\n### {TRACE_TABLE_HEADING}\n\n"
-                                  + traces_by_record(traces, self._record_info(traces), heading="####"))
+                                  + traces_by_record(traces, self.record_info(traces), heading="####"))
         return Rendered(name, plain, auditor, traces, list(self._figures), sorted(self._used))
 
-    def _record_info(self, traces: list[dict]) -> dict[str, str]:
+    def record_info(self, traces: list[dict]) -> dict[str, str]:
         """{record id: 'stage S, created T'} for the records the traces cite (facts files: 'facts file')."""
         info = {}
         for t in traces:
@@ -357,9 +357,9 @@ class Renderer:
                 continue
             if t["source"] == "record" and self.store.has(rid):
                 r = self.store.get(rid)
-                info[rid] = f"stage {r['stage']}, created {r['created_utc']}"
+                info[rid] = f"Record of stage {r['stage']}, created {r['created_utc']}"
             else:
-                info[rid] = "hand-written facts file"
+                info[rid] = "Hand-written facts file of the toolkit"
         return info
 
 
@@ -417,13 +417,14 @@ def traces_by_record(traces: list[dict], info: dict[str, str], *, heading: str =
     parts = []
     for rid in sorted(groups):
         first = groups[rid][0]
-        parts.append(f"{heading} {escape_md(rid)}\n\n{info.get(rid, '')}; sha256 `{first['sha256']}` "
-                     f"(the auditor editions cite its first eight hex digits, `{first['sha256'][:8]}`).\n")
+        parts.append(f"{heading} {escape_md(rid)}\n\n{info.get(rid, '')}; the auditor editions cite it by its "
+                     f"id and the first eight hex digits of its sha256, `{first['sha256'][:8]}`. Full sha256:\n\n"
+                     f"`{first['sha256']}`\n")
         head = "| document | value as printed | JSON pointer |\n|---|---|---|" if documents else \
             "| value as printed | JSON pointer |\n|---|---|"
         lines = [head]
         for t in groups[rid]:
-            cells = [f"`{t['document']}.pdf`"] if documents else []
+            cells = [escape_md(t["document"].replace("_", " "))] if documents else []
             cells += [t["text"], f"`{t['pointer']}`"]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")

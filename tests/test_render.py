@@ -310,9 +310,22 @@ def test_traceability_table_is_grouped_by_record_with_the_full_hash_once(rendere
     for t in traces:
         group = by_id[t["record_id"]]
         assert table.count(t["sha256"]) == 1 and t["sha256"] in group
-        assert f"| `{t['document']}.pdf` | {t['text']} | `{t['pointer']}` |" in group
+        assert f"| {t['document'].replace('_', ' ')} | {t['text']} | `{t['pointer']}` |" in group
     main_doc = (sub / "510k_submission.md").read_text()
     statement = main_doc[main_doc.index("## Traceability statement"):]
-    assert "JSON pointer" not in statement and "traceability.pdf" in statement
+    assert "| JSON pointer |" not in statement and "traceability.pdf" in statement
     auditor = (sub / "510k_submission_auditor.md").read_text()
     assert "Every traced number, by evidence record" in auditor and "JSON pointer" in auditor
+
+
+@pytest.mark.parametrize("ours, words", [(0.2, "below"), (0.40, "within"), (0.435, "within"), (0.6383, "above")])
+def test_benchmark_position_is_computed_from_the_values(tmp_path, ours, words):
+    """Against published F1 values 0.387 and 0.435 (CheXNet, Table 1), the device's F1 is placed
+    below, within or above their range by comparison, not asserted."""
+    from evidence import read_record
+    out = build_run(tmp_path)
+    data = read_record(out, "validation.benchmark")["data"]
+    data["ours"]["f1"]["estimate"] = ours
+    _rewrite(out, "validation.benchmark", data=data)
+    text = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission").plain
+    assert f"lies {words} the range of the published values (0.387 to 0.435)" in text
