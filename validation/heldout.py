@@ -467,7 +467,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
         "header_checks": {**device.rules, "source": device.rules_source},
         "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
                          for r in df.itertuples() if r.status != ACCEPTED] if len(df) else [],
-        "patient_id_source": "labels.csv patient_id" if "patient_id" in usable.columns else
+        "patient_id_source": "the patient identifier column of labels.csv" if "patient_id" in usable.columns else
                              "DICOM PatientID (file name when absent)",
         "threshold": device.threshold, "model_sha256": device.model_sha256,
     }
