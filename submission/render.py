@@ -398,7 +398,7 @@ def trace_summary(traces: list[dict]) -> str:
     where the full table is (the table lines are generated from the traces themselves)."""
     rows = numeric_traces(traces)
     records = {t["record_id"] for t in rows}
-    return ("| numbers traced | evidence records and facts files they come from | the full table |\n"
+    return ("| distinct numbers traced | evidence records and facts files they come from | the full table |\n"
             "|---|---|---|\n"
             f"| {len(rows)} | {len(records)} | `traceability.pdf` (also `.md` and `.html`), by record; "
             "the auditor edition of this document |")
