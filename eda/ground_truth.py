@@ -201,7 +201,7 @@ def assess(manifest: pd.DataFrame, source: dict, level: float = 0.95) -> tuple[d
         return {"source_kind": kind, "labelling": {"method": "generated (synthetic)", "description": reason},
                 "label_quality": not_estimable(reason), "bounding_boxes": not_estimable(reason)}, []
     if kind != "nih":
-        reason = ("labels supplied with a folder source: the labelling method is not known to the toolkit "
+        reason = ("labels supplied with a folder source: the labeling method is not known to the toolkit "
                   "and no independent reference standard is available to measure it")
         return {"source_kind": kind or "unknown",
                 "labelling": {"method": "supplied by the data provider", "description": reason},

@@ -12,7 +12,7 @@ PUBLISHED = Path(__file__).with_name("published_benchmarks.yml")
 REFERENCE_STANDARDS = {
     "nih": "NIH ChestX-ray14 label text-mined from the radiology reports",
     "demo": "label generated with the synthetic demo cohort (known exactly; not a clinical reference standard)",
-    "folder": "label supplied with the folder source (labelling method not known to the toolkit)",
+    "folder": "label supplied with the folder source (labeling method not known to the toolkit)",
 }
 COMPARABILITY = (
     "Not a head-to-head comparison. The published F1 values were measured on {n_images} {dataset} "

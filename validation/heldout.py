@@ -350,7 +350,7 @@ def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]
 
     n_pos = int(df["label"].sum()) if len(df) else 0
     if len(df) == 0 or n_pos in (0, len(df)):
-        reason = "no accepted labelled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
+        reason = "no accepted labeled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
         data = {"estimable": False, "reason": reason, "threshold": threshold,
                 "counts": {"n": int(len(df)), "positives": n_pos, "negatives": int(len(df) - n_pos)},
                 "metrics": {m: stats.not_estimable(reason) for m in stats.ALL_METRICS}}
@@ -476,7 +476,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     metrics = metrics_data(accepted, device.threshold, p, readers)
     metrics["all_enrolled"] = all_enrolled_data(df, device.threshold, p["ci_level"])
     subgroups = subgroup_data(accepted, device.threshold, p) if len(accepted) else {
-        "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labelled images"}
+        "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labeled images"}
 
     from .acceptance import evaluate
     verdict = evaluate(lock["data"]["acceptance_criteria"], metrics["metrics"])
