@@ -136,7 +136,7 @@ def expert_comparison(manifest: pd.DataFrame, path: Path, level: float = 0.95) -
     joined = table[valid].merge(manifest[["image_id", "pneumonia", "finding_labels"]],
                                 left_on="Image Index", right_on="image_id", how="inner")
     if joined.empty:
-        return not_estimable(f"{path}: no expert-labelled image is in the cohort manifest")
+        return not_estimable(f"{path}: no expert-labeled image is in the cohort manifest")
     expert = (joined["Airspace opacity"].str.strip().str.upper() == "YES").to_numpy()
     nih = joined["pneumonia"].to_numpy() == 1
     broad = joined["finding_labels"].str.contains(
@@ -160,10 +160,10 @@ def expert_comparison(manifest: pd.DataFrame, path: Path, level: float = 0.95) -
         "pneumonia_consolidation_or_infiltration": agreement(broad, expert, level),
         "by_set": by_set,
         "caveats": [
-            "airspace opacity is broader than pneumonia (also oedema, haemorrhage, atelectasis, "
+            "airspace opacity is broader than pneumonia (also edema, hemorrhage, atelectasis, "
             "consolidation of other causes): a NIH-negative, expert-positive image is not necessarily "
             "a missed pneumonia",
-            "the expert-labelled images are an enriched selection, not a random sample of NIH: "
+            "the expert-labeled images are an enriched selection, not a random sample of NIH: "
             "PPV and NPV here do not transfer to NIH prevalence",
             "intervals treat images as independent; several images of one patient are correlated",
         ],
@@ -201,7 +201,7 @@ def assess(manifest: pd.DataFrame, source: dict, level: float = 0.95) -> tuple[d
         return {"source_kind": kind, "labelling": {"method": "generated (synthetic)", "description": reason},
                 "label_quality": not_estimable(reason), "bounding_boxes": not_estimable(reason)}, []
     if kind != "nih":
-        reason = ("labels supplied with a folder source: the labelling method is not known to the toolkit "
+        reason = ("labels supplied with a folder source: the labeling method is not known to the toolkit "
                   "and no independent reference standard is available to measure it")
         return {"source_kind": kind or "unknown",
                 "labelling": {"method": "supplied by the data provider", "description": reason},

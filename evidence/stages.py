@@ -127,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
                  "validation.acceptance", "workflow.latency"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
-          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/traceability.json",
+          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/traceability.*",
                 "submission/model_card.json")),
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),

@@ -37,7 +37,7 @@ OPTIMIZERS = {
     "sgd": lambda keras, lr: keras.optimizers.SGD(lr, momentum=0.9),
     "rmsprop": lambda keras, lr: keras.optimizers.RMSprop(lr),
 }
-HORIZONTAL_FLIP_REASON = ("horizontal flips are off by default: cardiac and situs anatomy are lateralised, "
+HORIZONTAL_FLIP_REASON = ("horizontal flips are off by default: cardiac and situs anatomy are lateralized, "
                           "so a mirrored chest radiograph is not a plausible patient image")
 DEFAULTS = {
     "architecture": "small_cnn", "weights": "none", "image_size": 64, "channels": 1, "batch_size": 32,

@@ -4,7 +4,7 @@ Renders every document of the registry (`submission/data/required_sections.yml`)
 `in_submission` (Markdown, HTML, PDF and an auditor edition each) from the records of the run, test
 results included: the eSTAR index, the administrative documents, the 510(k) submission and the
 others the registry lists. Writes `OUT/submission/traceability.json` with the traces of every
-document and of the validation plan, then record `submission.documents`, signed as it is written
+document and of the validation plan, and `traceability.{md,html,pdf}`, the same traces by record, then record `submission.documents`, signed as it is written
 with the key of params `submission.signing` (the local demo key when none is set). The plan itself
 is rendered and locked earlier, before any test-split score, by `python -m submission.plan`; this
 stage renders it again in memory only for its traces and refuses when it no longer matches the
@@ -27,7 +27,7 @@ from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
 from evidence.provenance import relative_to_run, resolve_run_path
 
 from . import flowchart, model_card
-from .documents import update_traceability, write_document
+from .documents import update_traceability, write_document, write_traceability
 from .plan import PLAN
 from .registry import registry, submission_documents
 from .render import Rendered, Renderer
@@ -71,11 +71,12 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
             title = docs[name].title if name in docs else ""
             done.append((rendered, write_document(rendered, folder, renderer, pdf=pdf, title=title)))
         trace = update_traceability(folder, [r for r, _ in done], renderer)
+        table = write_traceability(folder, renderer, pdf=pdf)
         for rendered, written in done:
             records.append(write_record(
                 out, f"submission.{rendered.name}", params=params,
                 data={"document": rendered.name, "traces": len(rendered.traces)},
-                dep_records=rendered.records, outs=[chart, *written, trace]))
+                dep_records=rendered.records, outs=[chart, *written, trace, *table]))
         return records
 
     plan, plan_files = locked_plan(out, renderer)
@@ -86,13 +87,14 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         files += write_document(one, folder, renderer, pdf=pdf, title=doc.title)
     files.append(model_card.write(out, folder))
     trace = update_traceability(folder, [plan, *rendered], renderer)
+    table = write_traceability(folder, renderer, pdf=pdf)
     deps = sorted(set(plan.records).union(*(r.records for r in rendered)) | {PLAN_RECORD, LOCK})
     records.append(write_record(
         out, "submission.documents", params=params,
         data={"documents": [PLAN, *(r.name for r in rendered)],
               "titles": {d.name: d.title for d in docs.values() if d.in_submission},
               "traces": {r.name: len(r.traces) for r in (plan, *rendered)}},
-        dep_records=deps, deps=plan_files, outs=[chart, *files, trace], sign=params.get("signing", {})))
+        dep_records=deps, deps=plan_files, outs=[chart, *files, trace, *table], sign=params.get("signing", {})))
     return records
 
 

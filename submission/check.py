@@ -7,7 +7,10 @@ table cell; a missing synthetic-data banner or NIH attribution. In a submission 
 record `submission.documents` lists): a registry document marked `in_submission` not rendered and
 traced; an eSTAR section (submission/data/estar.yml) answered by no document and not marked not
 applicable, or both; an eSTAR index that does not list the 22 sections in order with the files that
-answer them or the reason they do not apply.
+answer them or the reason they do not apply; a British spelling (BRITISH, whole
+words); a raw comparison operator (`>=`, `<=`, `!=`, `==`) or an internal identifier in snake_case
+in the text (`identifier_problems`: code spans, link targets, file names and paths, and dotted
+record ids such as `validation.plan_lock` are not text).
 """
 from __future__ import annotations
 
@@ -38,6 +41,23 @@ ALLOWED = [
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
 BAD_WORDS = re.compile(r"(?<![\w-])(nan|NaN|None|null|undefined|inf)(?![\w-])")
 EMPTY_CELL = re.compile(r"\|\s*\|")
+# British spellings a US submission must not hold (whole words, any case): the forms met in this
+# project's templates, facts and records, and their usual neighbors.
+BRITISH = re.compile(r"\b(" + "|".join([
+    "prioritis(?:e|es|ed|ing|ation)", "paediatric(?:s)?", "oedema", "labell(?:ing|ed|er|ers)",
+    "unlabelled", "optimis(?:e|es|ed|er|ers|ing|ation)", "analys(?:e|ed|ing)", "colour(?:s|ed)?",
+    "behaviour(?:s|al)?", "centre(?:s|d)?", "tumour(?:s)?", "haemorrhage", "randomis(?:e|ed|ation)",
+    "normalis(?:e|ed|ing|ation)", "organisation(?:s)?", "lateralised", "modelling", "licence",
+    "practising", "characteris(?:e|ed|ing)", "minimis(?:e|ed|ing)", "maximis(?:e|ed|ing)",
+    "standardis(?:e|ed|ation)", "utilis(?:e|ed|ation)", "summaris(?:e|ed)", "visualis(?:e|ed|ation)",
+    "artefact(?:s)?", "programme(?:s)?", "whilst", "judgement",
+]) + r")\b", re.I)
+OPERATOR = re.compile(r"(?:>=|<=|!=|==)")
+SNAKE = re.compile(r"(?<![\w.\-/])[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+(?![\w/]|\.\w)")
+# Names with an underscore that are words in their own right, not identifiers.
+SNAKE_ALLOWED = {"x86_64"}
+CODE_SPAN = re.compile(r"(`+).+?\1")
+AUTOLINK = re.compile(r"<[a-z]+://[^>]*>")
 
 
 def untraced_numbers(markdown: str, traces: list[dict]) -> list[str]:
@@ -56,6 +76,34 @@ def untraced_numbers(markdown: str, traces: list[dict]) -> list[str]:
     for line in text.splitlines():
         for m in NUMBER.finditer(line):
             found.append(f"{m.group(0)!r} in: {line.strip()[:100]}")
+    return found
+
+
+def prose(line: str) -> str:
+    """The text of a Markdown line as a reader sees it: code spans, link targets and autolinks
+    removed, backslash escapes undone."""
+    line = CODE_SPAN.sub(" ", line)
+    line = AUTOLINK.sub(" ", LINK_TARGET.sub("]()", line))
+    return re.sub(r"\\(.)", r"\1", line)
+
+
+def identifier_problems(markdown: str) -> list[str]:
+    """British spellings, raw comparison operators and snake_case identifiers in the text of a
+    document, one line each. A snake_case word counts only when it stands alone: joined by a dot
+    or a slash to another word it is a file name, a path or a record id (`validation_plan.pdf`,
+    `workflow/dicom/control_age_child.dcm`, `validation.plan_lock`), which documents cite."""
+    found = []
+    for i, line in enumerate(markdown.splitlines(), 1):
+        text = prose(line)
+        where = f"line {i}: {line.strip()[:100]}"
+        for m in BRITISH.finditer(text):
+            found.append(f"British spelling {m.group(0)!r} (use US English), {where}")
+        for m in OPERATOR.finditer(text):
+            found.append(f"operator {m.group(0)!r} in the text (write it in words), {where}")
+        for m in SNAKE.finditer(text):
+            if m.group(0) not in SNAKE_ALLOWED:
+                found.append(f"identifier {m.group(0)!r} in the text (print its words: "
+                             f"submission/data/terms.yml), {where}")
     return found
 
 
@@ -103,6 +151,7 @@ def check(out: str | Path) -> list[str]:
             failures.append(f"{name}: {md_path.name} changed since it was rendered (rerun make submission)")
         traces = entry["traces"]
         failures += [f"{name}: untraced number {u}" for u in untraced_numbers(md, traces)]
+        failures += [f"{name}: {p}" for p in identifier_problems(md)]
         failures += [f"{name}: required section missing: {h!r}"
                      for h in required_sections(md, list(docs[name].sections) if name in docs else [])]
         for i, line in enumerate(md.splitlines(), 1):

@@ -142,8 +142,20 @@ def code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def words(value: Any) -> str:
+    """A data label as words: underscores become spaces ('Pleural_Thickening' -> 'Pleural Thickening'),
+    Markdown syntax escaped as for any text from data."""
+    ne = not_estimable(value)
+    if ne:
+        return ne
+    if not isinstance(value, str) or not value.strip():
+        raise FormatError(f"words: expected a non-empty text, got {value!r}")
+    text = " ".join(value.replace("_", " ").split())
+    return re.sub(r"([\\`*\[\]<>|#])", r"\\\1", text)
+
+
 FILTERS = {"pct": pct, "num": num, "count": count, "p_value": p_value, "ci": ci,
-           "method_name": method_name, "code": code}
+           "method_name": method_name, "code": code, "words": words}
 
 
 def day(value: Any) -> str:

@@ -41,19 +41,19 @@ def slug(text: str, used: set[str]) -> str:
 
 
 def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
-            synthetic: bool, edition: str = "", title: str = "") -> str:
-    """The HTML page of one document. The first level-one heading is the title shown; `title`, when
-    given, is the page title (and so the PDF's title metadata)."""
+            synthetic: bool, edition: str = "", title: str | None = None) -> str:
+    """The HTML page of one document. The first level-one heading is the title on the title page;
+    `title` (default: that heading) is the page's <title>, the PDF's title metadata."""
     md = _parser()
     tokens = md.parse(markdown)
-    doc_title, title, toc, used = title, "", [], set()
+    heading, toc, used = "", [], set()
     drop = set()
     for i, tok in enumerate(tokens):
         if tok.type != "heading_open":
             continue
         text = tokens[i + 1].content
-        if tok.tag == "h1" and not title:
-            title = text
+        if tok.tag == "h1" and not heading:
+            heading = text
             drop.update({i, i + 1, i + 2})
             continue
         anchor = slug(text, used)
@@ -64,6 +64,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
     # Section headings inside figures' paragraphs: unwrap <p><figure>..</figure></p>.
     body = re.sub(r"<p>(<figure>.*?</figure>)</p>", r"\1", body, flags=re.S)
     esc = html.escape
+    meta_title = title or (f"{heading} \u2014 {device}" if device else heading)
     toc_html = "\n".join(
         f'<li class="toc-{tag}"><a href="#{anchor}">{esc(text)}</a></li>' for tag, anchor, text in toc)
     banner = f'<div class="banner">{esc(BANNER)}</div>\n' if synthetic else ""
@@ -73,7 +74,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{esc(doc_title or title)} \u2014 {esc(device)}</title>
+<title>{esc(meta_title)}</title>
 <style>
 {css}
 </style>
@@ -82,7 +83,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
 {banner}<div class="running">{esc(device)} {esc(version)}</div>
 <section class="title-page">
 <p class="device">{esc(device)}</p>
-<h1 class="title">{esc(title)}</h1>
+<h1 class="title">{esc(heading)}</h1>
 <p class="version">Software version {esc(version)}</p>
 <p class="manufacturer">{esc(manufacturer)}</p>
 {edition_line}

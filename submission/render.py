@@ -27,7 +27,10 @@ from .markup import BANNER
 
 TEMPLATES = REPO_ROOT / "templates"
 DATA = Path(__file__).resolve().parent / "data"
-APPENDIX_HEADING = "Appendix: traceability of every number"
+APPENDIX_HEADING = "Traceability statement"
+#: The full table of traced values: in the auditor edition (a heading below the statement) and in
+#: `traceability.{md,html,pdf}` of the submission folder (`submission.documents.write_traceability`).
+TRACE_TABLE_HEADING = "Every traced number, by evidence record"
 # Tracing markers. During the one rendering pass, `Renderer._finalize` prints every traced value
 # as the placeholder MARK_OPEN + n + MARK_CLOSE, n being the decimal index of (text, trace) in
 # `Renderer._marks`; the template global `traceability_appendix()` prints APPENDIX_MARK, because
@@ -198,7 +201,7 @@ class Renderer:
         self.env.tests["estimable"] = lambda v: filters.not_estimable(unwrap(v)) is None
         self.env.tests["number"] = lambda v: is_number(unwrap(v))
         self.env.globals.update(
-            ev=self.ev, fact=self.fact, has=self.has, figure=self.figure,
+            ev=self.ev, fact=self.fact, has=self.has, figure=self.figure, term=self.term,
             records=self.records, synthetic=self.synthetic, nih_source=self.nih_source,
             traceability_appendix=lambda: APPENDIX_MARK, banner=BANNER,
         )
@@ -229,6 +232,19 @@ class Renderer:
         for key in [p for p in path.split(".") if p]:
             node = node.child(int(key) if isinstance(node.value, list) and key.isdigit() else key)
         return node
+
+    def term(self, group: str, value: Any, otherwise: Any = None) -> Any:
+        """The words for an identifier a record holds (e.g. architecture `small_cnn`), from
+        submission/data/terms.yml: documents print words, never the identifier. `otherwise` is
+        printed instead for a value that is not an identifier (e.g. the path of a weights file)."""
+        key = unwrap(value)
+        words = self.fact(f"terms.{group}")
+        if not isinstance(words.value, dict) or not isinstance(key, str) or key not in words.value:
+            if otherwise is not None:
+                return otherwise
+            raise RenderError(f"term({group!r}, {key!r}): no words for it in submission/data/terms.yml; "
+                              f"add {key!r} under {group!r}")
+        return words.child(key)
 
     def has(self, record_id: str, path: str | None = None) -> bool:
         if not self.store.has(record_id):
@@ -329,10 +345,25 @@ class Renderer:
                            "numeric": is_number(t.value) or filters.not_estimable(t.value) is not None})
         plain = _MARK.sub(lambda m: self._marks[int(m.group(1))][0], raw)
         auditor = _MARK.sub(lambda m: _with_reference(*self._marks[int(m.group(1))]), raw)
-        appendix = appendix_table(traces)
-        plain = plain.replace(APPENDIX_MARK, appendix)
-        auditor = auditor.replace(APPENDIX_MARK, appendix)
+        summary = trace_summary(traces)
+        plain = plain.replace(APPENDIX_MARK, summary)
+        auditor = auditor.replace(APPENDIX_MARK, f"{summary}\n\n### {TRACE_TABLE_HEADING}\n\n"
+                                  + traces_by_record(traces, self.record_info(traces), heading="####"))
         return Rendered(name, plain, auditor, traces, list(self._figures), sorted(self._used))
+
+    def record_info(self, traces: list[dict]) -> dict[str, str]:
+        """{record id: 'stage S, created T'} for the records the traces cite (facts files: 'facts file')."""
+        info = {}
+        for t in traces:
+            rid = t["record_id"]
+            if rid in info:
+                continue
+            if t["source"] == "record" and self.store.has(rid):
+                r = self.store.get(rid)
+                info[rid] = f"Record of stage {r['stage']}, created {r['created_utc']}"
+            else:
+                info[rid] = "Hand-written facts file of the toolkit"
+        return info
 
 
 def _with_reference(text: str, trace: Traced) -> str:
@@ -354,18 +385,50 @@ def _traced_filter(fn):
     return wrapper
 
 
-def appendix_table(traces: list[dict]) -> str:
-    """Markdown table of every traced number: text, record, pointer and short hash."""
-    rows = ["| value as printed | evidence | JSON pointer | sha256 |", "|---|---|---|---|"]
-    seen = set()
+def numeric_traces(traces: list[dict]) -> list[dict]:
+    """The traces of numbers, each (document, text, record, pointer) once, in order of appearance."""
+    seen, rows = set(), []
     for t in traces:
-        if not t["numeric"]:
-            continue
-        key = (t["text"], t["record_id"], t["pointer"])
-        if key in seen:
-            continue
-        seen.add(key)
-        rows.append(f"| {t['text']} | {escape_md(t['record_id'])} | `{t['pointer']}` | `{t['sha256'][:12]}` |")
-    if len(rows) == 2:
+        key = (t["document"], t["text"], t["record_id"], t["pointer"])
+        if t["numeric"] and key not in seen:
+            seen.add(key)
+            rows.append(t)
+    return rows
+
+
+def trace_summary(traces: list[dict]) -> str:
+    """The one-table traceability statement of a document: how many numbers, how many records,
+    where the full table is (the table lines are generated from the traces themselves)."""
+    rows = numeric_traces(traces)
+    records = {t["record_id"] for t in rows}
+    return ("| distinct numbers traced | evidence records and facts files they come from | the full table |\n"
+            "|---|---|---|\n"
+            f"| {len(rows)} | {len(records)} | `traceability.pdf` (also `.md` and `.html`), by record; "
+            "the auditor edition of this document |")
+
+
+def traces_by_record(traces: list[dict], info: dict[str, str], *, heading: str = "##",
+                     documents: bool = False) -> str:
+    """Every traced number grouped under its record: a heading per record, its full sha256 once,
+    then one row per value (document when `documents`, text as printed, JSON pointer)."""
+    rows = numeric_traces(traces)
+    if not rows:
         return "No number in this document."
-    return "\n".join(rows)
+    groups: dict[str, list[dict]] = {}
+    for t in rows:
+        groups.setdefault(t["record_id"], []).append(t)
+    parts = []
+    for rid in sorted(groups):
+        first = groups[rid][0]
+        parts.append(f"{heading} {escape_md(rid)}\n\n{info.get(rid, '')}; the auditor editions cite it by its "
+                     f"id and the first eight hex digits of its sha256, `{first['sha256'][:8]}`. Full sha256:\n\n"
+                     f"`{first['sha256']}`\n")
+        head = "| document | value as printed | JSON pointer |\n|---|---|---|" if documents else \
+            "| value as printed | JSON pointer |\n|---|---|"
+        lines = [head]
+        for t in groups[rid]:
+            cells = [escape_md(t["document"].replace("_", " "))] if documents else []
+            cells += [t["text"], f"`{t['pointer']}`"]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts).rstrip("\n")

@@ -55,3 +55,33 @@ def test_nih_documents_must_link_the_referenced_download_site(tmp_path):
     _write(tmp_path / "without", "# T\n\nDownloaded from the NIH.\n", [], nih=True)
     assert check(tmp_path / "with") == []
     assert check(tmp_path / "without") == ["doc: NIH data but no link to the NIH download site"]
+
+
+def test_british_spellings_are_found_as_whole_words_only():
+    from submission.check import identifier_problems
+    found = identifier_problems("The device analyses paediatric images; oedema and labelling.\n"
+                                "Colour-coded, the Optimiser prioritises.\n")
+    words = sorted(f.split("'")[1].lower() for f in found if f.startswith("British"))
+    assert words == ["colour", "labelling", "oedema", "optimiser", "paediatric", "prioritises"]
+    # 'analyses' is also the US plural noun; word boundaries keep 'centred' out of 'decentredness'
+    assert identifier_problems("The analyses were analyzed, labeled and prioritized.\n") == []
+    assert identifier_problems("Stratified by acentrelike codes.\n") == []
+
+
+def test_operators_and_identifiers_in_the_text_but_not_in_code_file_names_or_record_ids():
+    from submission.check import identifier_problems
+    bad = identifier_problems("positive when score \\>= threshold; observed ci\\_low \\<= 0.8 of small\\_cnn\n")
+    assert [f.split("'")[1] for f in bad] == [">=", "<=", "ci_low", "small_cnn"]
+    assert all("line 1:" in f for f in bad)
+    fine = ("Record `validation.plan_lock` and validation.plan\\_lock, file validation\\_plan.pdf, "
+            "`python -m submission --document heldout_report`, workflow/dicom/control\\_age\\_child.dcm, "
+            "[the plan](validation_plan.md), <https://example.org/a_b?x>=1>, on x86\\_64 Linux.\n"
+            "| `a >= b` | 12 |\n")
+    assert identifier_problems(fine) == []
+
+
+def test_cli_fails_a_document_with_a_raw_token(tmp_path, capsys):
+    _write(tmp_path, "# T\n\nThe bound ci\\_low is \\>= the goal, as the optimiser says.\n", [])
+    assert main(["--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "'ci_low'" in out and "'>='" in out and "'optimiser'" in out

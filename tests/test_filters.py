@@ -75,3 +75,12 @@ def test_code_span_from_data_never_breaks(name):
     assert kinds == ["text", "code_inline", "text"], kinds
     expected = " ".join(name.replace("\r", "\n").split("\n")) if ("\n" in name or "\r" in name) else name
     assert tokens[1].content == expected.replace("\r", " ")
+
+
+def test_words_prints_a_data_label_without_underscores_and_escaped():
+    from submission.filters import words
+    assert words("Pleural_Thickening") == "Pleural Thickening"
+    assert words("a|b*c") == "a\\|b\\*c"
+    assert words({"estimable": False, "reason": "no data"}) == "not estimable (no data)"
+    with pytest.raises(filters.FormatError):
+        words("  ")

@@ -43,3 +43,25 @@ def test_banner_on_every_page_and_nih_attribution(pdf_run):
     assert "https://nihcc.app.box.com/v/ChestXray-NIHCC" in "".join(raw.split())
     assert "NIH Clinical Center" in flat and "CVPR 2017" in flat
     assert "Figure 1." in flat
+
+
+@pytest.mark.parametrize("name", ["validation_plan", "510k_submission", "traceability"])
+def test_pdf_has_an_outline_from_its_headings_and_a_title(pdf_run, name):
+    from pypdf import PdfReader
+
+    reader = PdfReader(pdf_run / "submission" / f"{name}.pdf")
+
+    def titles(outline):
+        for item in outline:
+            yield from titles(item) if isinstance(item, list) else [item.title]
+
+    marks = list(titles(reader.outline))
+    md = (pdf_run / "submission" / f"{name}.md").read_text()
+    heading = md.splitlines()[0].lstrip("# ").strip()
+    assert reader.metadata.title and heading in reader.metadata.title
+    assert marks[0] == heading
+    if name != "traceability":
+        required = load_facts()["required_sections"][0][name]["sections"]
+        assert [h for h in required if h not in marks] == []
+    else:  # one bookmark per record
+        assert "validation.test" in marks and "training.run" in marks

@@ -182,10 +182,11 @@ def test_banner_text_has_one_home():
     assert BANNER not in partial and "DEMONSTRATION" not in partial
 
 
-def test_code_spans_from_data_are_not_backslash_escaped(rendered):
+def test_the_threshold_rule_is_printed_in_words(rendered):
     plan = (rendered / "submission" / "validation_plan.md").read_text()
-    line = next(ln for ln in plan.splitlines() if "selected on the validation split by rule" in ln)
-    assert "\\_" not in line and "`" in line
+    line = next(ln for ln in plan.splitlines() if "selected on the validation split as" in ln)
+    assert "the threshold that maximizes F1" in line  # the fixture's rule, max_f1
+    assert "max_f1" not in plan and "score >= threshold" not in plan
 
 
 def test_non_estimable_acceptance_criterion_renders_its_reason(tmp_path):
@@ -272,3 +273,59 @@ def test_plan_without_a_powered_goal_says_so(tmp_path, monkeypatch):
     assert "| consecutive series at the intended-use prevalence | 1.3% | not estimable (no powered positives or " \
            "negatives: the totals need both) |" in plan
     assert "**Precision cross-check.**" in plan
+
+
+@pytest.mark.parametrize("source", ["demo", "nih"])
+def test_no_document_states_a_labeling_fact_that_contradicts_the_cohort_records(tmp_path, source):
+    """The development labels are described from the cohort's ground-truth record, never typed: a
+    synthetic cohort's documents never say the labels were text-mined, an NIH cohort's never say
+    synthetic (the section 8 / section 11 contradiction)."""
+    import re
+
+    import pandas as pd
+
+    from eda.ground_truth import assess
+    out = build_run(tmp_path, synthetic=source == "demo", source=source)
+    data, _ = assess(pd.DataFrame(), {"kind": source})
+    if source == "nih":  # no expert or box files in this test: the labeling method alone
+        data = {"source_kind": "nih", "labelling": data["labelling"],
+                "label_quality": {"estimable": False, "reason": "no expert labels in this test"}}
+    _rewrite(out, "eda.ground_truth", data=data)
+    renderer = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")})
+    forbidden = re.compile(r"synthetic" if source == "nih" else r"text[- ]min|mined from", re.I)
+    for name in ("510k_submission", "validation_plan"):
+        text = renderer.render(name).plain
+        assert data["labelling"]["description"] in text
+        assert forbidden.findall(text) == [], name
+
+
+def test_traceability_table_is_grouped_by_record_with_the_full_hash_once(rendered):
+    sub = rendered / "submission"
+    table = (sub / "traceability.md").read_text()
+    doc = json.loads((sub / "traceability.json").read_text())
+    traces = [t for d in doc["documents"].values() for t in d["traces"] if t["numeric"]]
+    groups = table.split("\n## ")[1:]
+    by_id = {g.splitlines()[0].replace("\\_", "_"): g for g in groups}
+    assert set(by_id) == {t["record_id"] for t in traces}
+    for t in traces:
+        group = by_id[t["record_id"]]
+        assert table.count(t["sha256"]) == 1 and t["sha256"] in group
+        assert f"| {t['document'].replace('_', ' ')} | {t['text']} | `{t['pointer']}` |" in group
+    main_doc = (sub / "510k_submission.md").read_text()
+    statement = main_doc[main_doc.index("## Traceability statement"):]
+    assert "| JSON pointer |" not in statement and "traceability.pdf" in statement
+    auditor = (sub / "510k_submission_auditor.md").read_text()
+    assert "Every traced number, by evidence record" in auditor and "JSON pointer" in auditor
+
+
+@pytest.mark.parametrize("ours, words", [(0.2, "below"), (0.40, "within"), (0.435, "within"), (0.6383, "above")])
+def test_benchmark_position_is_computed_from_the_values(tmp_path, ours, words):
+    """Against published F1 values 0.387 and 0.435 (CheXNet, Table 1), the device's F1 is placed
+    below, within or above their range by comparison, not asserted."""
+    from evidence import read_record
+    out = build_run(tmp_path)
+    data = read_record(out, "validation.benchmark")["data"]
+    data["ours"]["f1"]["estimate"] = ours
+    _rewrite(out, "validation.benchmark", data=data)
+    text = Renderer(out, extra_figures={"flowchart": _png(tmp_path / "x.png")}).render("510k_submission").plain
+    assert f"lies {words} the range of the published values (0.387 to 0.435)" in text

@@ -54,7 +54,7 @@ def test_training_writes_model_spec_figure_and_record(trained):
     assert d["best_val_auc"] == max(h["val_auc"] for h in d["history"])
     assert d["class_counts"]["train"] == {"n": 40, "positive": 16, "negative": 24, "patients": 40}
     assert d["balance"]["class_weight"] == {"0": pytest.approx(40 / 48), "1": pytest.approx(40 / 32)}
-    assert d["augmentation"]["horizontal_flip"] is False and "lateralised" in d["augmentation"]["horizontal_flip_reason"]
+    assert d["augmentation"]["horizontal_flip"] is False and "lateralized" in d["augmentation"]["horizontal_flip_reason"]
     assert d["parameters"]["total"] > 1000 and d["device"]["device"] in ("CPU", "GPU")
     assert record["deps"]["records"][0]["id"] == "split.patients" and record["synthetic"] is True
     assert d["model_selection"]["validation_adequacy"] == "not recorded" and d["model_selection"]["early_stopping"]

@@ -12,15 +12,15 @@ PUBLISHED = Path(__file__).with_name("published_benchmarks.yml")
 REFERENCE_STANDARDS = {
     "nih": "NIH ChestX-ray14 label text-mined from the radiology reports",
     "demo": "label generated with the synthetic demo cohort (known exactly; not a clinical reference standard)",
-    "folder": "label supplied with the folder source (labelling method not known to the toolkit)",
+    "folder": "label supplied with the folder source (labeling method not known to the toolkit)",
 }
 COMPARABILITY = (
     "Not a head-to-head comparison. The published F1 values were measured on {n_images} {dataset} "
     "images whose reference standard was {published_standard}; our F1 is measured on our own test "
     "split, whose reference standard is the {our_standard}, at a threshold locked on our validation "
-    "split, in a population whose prevalence and case mix differ. The numbers place our result in "
-    "the range reported in the literature; no superiority or non-inferiority claim can be drawn "
-    "from them, and the intervals cannot be used to test a difference."
+    "split, in a population whose prevalence and case mix differ. The values are shown side by side "
+    "for orientation only: no superiority or non-inferiority claim can be drawn from them, and the "
+    "intervals cannot be used to test a difference."
 )
 
 

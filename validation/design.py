@@ -26,7 +26,7 @@ SECONDARY = ("auc", "ppv", "npv", "f1", "calibration", "subgroups")
 #: The pre-specified handling of labelled files that were not analysed (rejected or error), for the
 #: all-enrolled sensitivity and specificity reported beside the per-protocol figures.
 ALL_ENROLLED_RULE = {
-    "population": "every labelled file of the held-out set, analysed or not",
+    "population": "every labeled file of the held-out set, analyzed or not",
     "not_analysed_positive": "false negative (a miss: no notification was raised)",
     "not_analysed_negative": "true negative (no notification was raised, as is right for a negative)",
     "rationale": "a file the device rejects or fails on raises no flag, so it is read in the standard "
@@ -139,6 +139,6 @@ def design(params: dict, sample_size: dict) -> dict:
                       "method": p["bootstrap_method"]},
         "sample_size": planned_size(sample_size),
         "inputs_not_analysed": {"rejection_rate": {"method": REJECTION_CI_METHOD, "by": ["class", "reason"]},
-                                "primary_analysis": "per protocol: the files the device analysed",
+                                "primary_analysis": "per protocol: the files the device analyzed",
                                 "all_enrolled": ALL_ENROLLED_RULE},
     }

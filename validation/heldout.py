@@ -309,7 +309,7 @@ def rejection_data(files: list[dict], level: float) -> dict:
     by_reason = {key: {"label": labels[key], "n_files": k, "rate": rate(k, n)}
                  for key in labels if (k := counts.get(key, 0))}
     return {
-        "denominator": "labelled files (the enrolled cases: files of the set with a usable row in labels.csv)",
+        "denominator": "labeled files (the enrolled cases: files of the set with a usable row in labels.csv)",
         "method": REJECTION_CI_METHOD, "ci_level": level,
         **tally(files),
         "by_label": {"positives": tally([f for f in files if f["label"] == 1]),
@@ -317,7 +317,7 @@ def rejection_data(files: list[dict], level: float) -> dict:
         "by_reason": by_reason,
         "reason_counting": "a file with several reasons counts once in each of its reason categories, and once "
                            "only when several of its reasons share a category, so the categories may sum to more "
-                           "than the files not analysed; each rate is over all labelled files",
+                           "than the files not analyzed; each rate is over all labeled files",
     }
 
 
@@ -395,7 +395,7 @@ def metrics_data(df: pd.DataFrame, threshold: float, p: dict, readers: list[str]
 
     n_pos = int(df["label"].sum()) if len(df) else 0
     if len(df) == 0 or n_pos in (0, len(df)):
-        reason = "no accepted labelled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
+        reason = "no accepted labeled images" if len(df) == 0 else f"one class only ({n_pos} positives of {len(df)})"
         data = {"estimable": False, "reason": reason, "threshold": threshold,
                 "counts": {"n": int(len(df)), "positives": n_pos, "negatives": int(len(df) - n_pos)},
                 "metrics": {m: stats.not_estimable(reason) for m in stats.ALL_METRICS}}
@@ -521,7 +521,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
         "header_checks": {**device.rules, "source": device.rules_source},
         "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
                          for r in df.itertuples() if r.status != ACCEPTED] if len(df) else [],
-        "patient_id_source": "labels.csv patient_id" if "patient_id" in usable.columns else
+        "patient_id_source": "the patient identifier column of labels.csv" if "patient_id" in usable.columns else
                              "DICOM PatientID (file name when absent)",
         "threshold": device.threshold, "model_sha256": device.model_sha256,
     }
@@ -530,7 +530,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     metrics = metrics_data(accepted, device.threshold, p, readers)
     metrics["all_enrolled"] = all_enrolled_data(df, device.threshold, p["ci_level"])
     subgroups = subgroup_data(accepted, device.threshold, p) if len(accepted) else {
-        "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labelled images"}
+        "threshold": device.threshold, "groups": {}, "estimable": False, "reason": "no accepted labeled images"}
 
     from .acceptance import evaluate
     verdict = evaluate(lock["data"]["acceptance_criteria"], metrics["metrics"])
