@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -233,17 +234,21 @@ def test_read_ahead_is_bounded_in_bytes(tmp_path, monkeypatch):
             state["most"] = max(state["most"], state["started"] - state["consumed"])
         return real(path, rules)
 
-    monkeypatch.setattr(dicom, "intake", counting)
     rules = dicom.rules_from({"max_megapixels": 0.1})          # a file in flight reserves 0.4 MB
+    decoded = real(paths[0], rules).pixels.nbytes              # a finished file holds its pixels
+    budget = 400_000 + 3 * decoded                             # one reservation and three finished files
+    monkeypatch.setattr(dicom, "intake", counting)
     got = []
-    for item in infer.intakes(paths, rules, ahead=64, workers=2, ahead_bytes=1_000_000):
+    for item in infer.intakes(paths, rules, ahead=64, workers=2, ahead_bytes=budget):
         got.append(item.file)
+        time.sleep(0.1)                                            # a slow consumer: readers run ahead
         with lock:
             state["consumed"] += 1
     assert got == [str(p) for p in paths]
-    assert state["most"] <= 3, state                              # ~1 MB / 0.4 MB, not 64 files
+    assert state["most"] <= 4, state                              # within the bytes, not 64 files
     state.update(started=0, most=0, consumed=0)
     for _ in infer.intakes(paths, rules, ahead=64, workers=2, ahead_bytes=10**9):
+        time.sleep(0.1)
         with lock:
             state["consumed"] += 1
     assert state["most"] >= 6, state                              # a large budget reads further ahead
