@@ -62,10 +62,13 @@ help: ## list the described targets
 
 venv: $(READY) ## create .venv and install the hashed lock requirements/test.txt and the project into it
 
+# pip itself comes from its own lock first: the pip that python3 -m venv bundles may not resolve
+# locked extras (fonttools[woff] of weasyprint) in --require-hashes mode.
 # The lock holds every package with its sha256 (setuptools included, so the project's own build
 # uses the locked one too); the project itself is then installed without resolving anything.
-$(READY): requirements/runtime.txt requirements/test.txt pyproject.toml
+$(READY): requirements/pip.txt requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --require-hashes -r requirements/pip.txt
 	$(PY) -m pip install --disable-pip-version-check --require-hashes -r requirements/test.txt
 	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
@@ -77,6 +80,7 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from pyproject.toml (needs uv)
 	@command -v $(UV) >/dev/null || { echo "error: make lock needs uv: pip install uv (in any venv but .venv), or set UV=<path to uv>" >&2; exit 2; }
+	$(UV) pip compile requirements/pip.in --generate-hashes $(LOCK_TARGET) --output-file requirements/pip.txt
 	$(UV) pip compile pyproject.toml --generate-hashes $(LOCK_TARGET) --output-file requirements/runtime.txt
 	$(UV) pip compile pyproject.toml --extra test --constraint requirements/runtime.txt --generate-hashes $(LOCK_TARGET) --output-file requirements/test.txt
 
