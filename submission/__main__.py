@@ -113,7 +113,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m submission", doc=__doc__, add_arguments=_arguments,
-        call=lambda a: run(a.out, section(a.params, "submission"), documents=a.document, pdf=not a.no_pdf),
+        call=lambda a: run(a.out, (p := section(a.params, "submission")), documents=a.document,
+                           pdf=not a.no_pdf and p.get("pdf", True)),
         summary=lambda records, a: "submission: wrote " + ", ".join(
             f"{r['id']} ({len(r['outs'])} files)" for r in records))
 

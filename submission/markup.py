@@ -64,7 +64,7 @@ def to_html(markdown: str, *, device: str, version: str, manufacturer: str,
     # Section headings inside figures' paragraphs: unwrap <p><figure>..</figure></p>.
     body = re.sub(r"<p>(<figure>.*?</figure>)</p>", r"\1", body, flags=re.S)
     esc = html.escape
-    meta_title = title or (f"{heading} \u2014 {device}" if device else heading)
+    meta_title = f"{title or heading} \u2014 {device}" if device else (title or heading)
     toc_html = "\n".join(
         f'<li class="toc-{tag}"><a href="#{anchor}">{esc(text)}</a></li>' for tag, anchor, text in toc)
     banner = f'<div class="banner">{esc(BANNER)}</div>\n' if synthetic else ""

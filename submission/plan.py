@@ -62,7 +62,8 @@ def _arguments(parser) -> None:
 def main(argv: list[str] | None = None) -> int:
     return stage_main(
         argv, prog="python -m submission.plan", doc=__doc__, add_arguments=_arguments,
-        call=lambda a: run(a.out, section(a.params, "submission"), by=a.locked_by, pdf=not a.no_pdf),
+        call=lambda a: run(a.out, (p := section(a.params, "submission")), by=a.locked_by,
+                           pdf=not a.no_pdf and p.get("pdf", True)),
         summary=lambda w, a: (f"plan: {len(w[PLAN_RECORD]['outs'])} files locked by {w[LOCK]['data']['locked_by']} "
                               f"at {w[LOCK]['data']['locked_utc']} (validation.plan_lock "
                               f"{w[LOCK]['sha256'][:12]})"))

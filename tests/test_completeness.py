@@ -4,10 +4,12 @@ record lists; a stage killed at any write leaves a run the audit fails and the n
 Fault injection: a stage runs in a subprocess whose `os.replace` (the step that makes every atomic
 write land, `evidence.atomic`, and the model file's move in `model.train`) exits the process with
 status 9 at its k-th write into the run folder, before the file lands: the state a kill leaves.
-By default the `submission` stage is killed at its first write, its last output write and its
-record write (the other stages take minutes each to repair in a test); set FAULT_MATRIX=1 to kill
-every stage of the run at those three writes, or FAULT_MATRIX=all to kill every stage at every
-write (long: the demo stage alone writes one file per image).
+By default the `submission` stage is killed at its first write and at its record write (the first
+write into evidence/, which comes after every output: `test_every_output_is_written_before_the_record_
+that_lists_it`); the other stages take minutes each to repair in a test. Set FAULT_MATRIX=1 to kill
+every stage of the run at its first write, its last output write and its record write, or
+FAULT_MATRIX=all to kill every stage at every write (long: the demo stage alone writes one file per
+image).
 """
 from __future__ import annotations
 
@@ -30,17 +32,20 @@ MATRIX = os.environ.get("FAULT_MATRIX", "")
 DEFAULT_STAGES = ("submission",)
 
 #: runs a stage's main() with os.replace patched: FAULT_AT=k exits with status 9 at the k-th write
-#: into FAULT_OUT (before it lands); FAULT_LOG lists every write's destination, one per line.
+#: into FAULT_OUT (before it lands), FAULT_AT=record at its first write into FAULT_OUT/evidence/;
+#: FAULT_LOG lists every write's destination, one per line (the last one is where it was killed).
+RECORD = "record"
 WRAPPER = r"""
 import importlib, os, sys
-out, at, log = os.path.realpath(os.environ["FAULT_OUT"]), int(os.environ["FAULT_AT"]), os.environ["FAULT_LOG"]
+out, at, log = os.path.realpath(os.environ["FAULT_OUT"]), os.environ["FAULT_AT"], os.environ["FAULT_LOG"]
 real, count = os.replace, [0]
 def replace(src, dst, *a, **k):
     if os.path.realpath(os.fspath(dst)).startswith(out + os.sep):
         count[0] += 1
+        where = os.path.relpath(os.path.realpath(os.fspath(dst)), out)
         with open(log, "a") as f:
-            f.write(os.path.relpath(os.path.realpath(os.fspath(dst)), out) + "\n")
-        if count[0] == at:
+            f.write(where + "\n")
+        if (where.startswith("evidence" + os.sep) if at == "record" else count[0] == int(at)):
             os._exit(9)
     return real(src, dst, *a, **k)
 os.replace = replace
@@ -60,7 +65,7 @@ def stage_args(stage, out: Path, params: Path) -> list[str]:
     return [stage.module, *args, "--out", str(out), "--params", str(params), "-q"]
 
 
-def run_stage(stage, out: Path, params: Path, at: int, log: Path) -> subprocess.CompletedProcess:
+def run_stage(stage, out: Path, params: Path, at: int | str, log: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FAULT_OUT": str(out), "FAULT_AT": str(at), "FAULT_LOG": str(log),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-c", WRAPPER, *stage_args(stage, out, params)],
@@ -101,22 +106,30 @@ STAGE_NAMES = [s.name for s in STAGES if s.in_run and (MATRIX or s.name in DEFAU
 def test_a_stage_killed_at_a_write_fails_the_audit_and_make_repairs_it(demo, tmp_path, name):
     out, params = demo
     stage = by_name(name)
-    probe = copy_run(out, tmp_path / "probe")
-    fresh(stage, probe)
-    writes = writes_of(stage, probe, params, tmp_path)
-    assert writes[-1].startswith("evidence/"), f"{name} writes {writes[-1]} after its last record"
-    for at in kill_points(writes):
+    if MATRIX:
+        probe = copy_run(out, tmp_path / "probe")
+        fresh(stage, probe)
+        writes = writes_of(stage, probe, params, tmp_path)
+        assert writes[-1].startswith("evidence/"), f"{name} writes {writes[-1]} after its last record"
+        points = kill_points(writes)
+    else:
+        points = [1, RECORD]
+    for at in points:
         run = tmp_path / f"kill{at}"
         copy_run(out, run)
         fresh(stage, run)
-        killed = run_stage(stage, run, params, at, tmp_path / f"kill{at}.log")
+        log = tmp_path / f"kill{at}.log"
+        killed = run_stage(stage, run, params, at, log)
         assert killed.returncode == 9, f"{name} was not killed at write {at}: {killed.stderr[-2000:]}"
+        where = log.read_text().split()[-1]
+        if at == RECORD:
+            assert where.startswith("evidence/"), where
         broken = audit(run)
-        assert broken.returncode != 0, f"audit passed on {name} killed at write {at} ({writes[at - 1]})"
+        assert broken.returncode != 0, f"audit passed on {name} killed at write {at} ({where})"
         assert "FAIL record" in broken.stdout or "FAIL file" in broken.stdout
         make("submission", f"OUT={run}", f"PARAMS={params}")
         repaired = audit(run)
-        assert repaired.returncode == 0, (f"{name} killed at write {at} ({writes[at - 1]}), then make submission: "
+        assert repaired.returncode == 0, (f"{name} killed at write {at} ({where}), then make submission: "
                                           f"audit fails:\n{repaired.stdout[-3000:]}{repaired.stderr[-2000:]}")
         shutil.rmtree(run)
 
@@ -177,16 +190,16 @@ def test_a_deleted_record_fails(demo, tmp_path):
            "found missing record" in proc.stdout
 
 
-def test_a_deleted_documents_record_and_an_edited_pdf_fail(demo, tmp_path):
+def test_a_deleted_documents_record_and_an_edited_document_fail(demo, tmp_path):
     out, _ = demo
     run = copy_run(out, tmp_path / "run")
     layout.record(run, "submission.documents").unlink()
-    with open(layout.submission(run) / "510k_submission.pdf", "ab") as f:
-        f.write(b"%% sensitivity 100%\n")
+    with open(layout.submission(run) / "510k_submission.html", "ab") as f:
+        f.write(b"<!-- sensitivity 100% -->\n")
     proc = audit(run)
     assert proc.returncode != 0
     assert "FAIL record submission.documents: field evidence/submission.documents.json" in proc.stdout
-    assert "FAIL file submission/510k_submission.pdf: field outs: expected a file a record lists" in proc.stdout
+    assert "FAIL file submission/510k_submission.html: field outs: expected a file a record lists" in proc.stdout
 
 
 def test_a_rendered_file_no_record_lists_fails(demo, tmp_path):

@@ -97,7 +97,7 @@ def test_every_module_and_the_metadata_resolve_from_the_wheel(site, installed_en
 
 
 def test_installed_wheel_runs_every_stage_from_an_empty_folder(site, installed_env, tmp_path):
-    params_file = write_small(tmp_path / "params" / "params.yaml", n_patients=60, epochs=1)
+    params_file = write_small(tmp_path / "params" / "params.yaml", n_patients=60, epochs=1, pdf=True)
     work = tmp_path / "empty"
     work.mkdir()
     for stage in STAGES:

@@ -32,7 +32,7 @@ def make(*args, cwd=REPO, check=True):
 
 @pytest.fixture(scope="session")
 def demo_params(tmp_path_factory) -> Path:
-    return write_small(tmp_path_factory.mktemp("params") / "params.yaml", n_patients=160, epochs=6, resamples=500)
+    return write_small(tmp_path_factory.mktemp("params") / "params.yaml", n_patients=160, epochs=6, resamples=500, pdf=True)
 
 
 @pytest.fixture(scope="session")
