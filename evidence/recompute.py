@@ -9,7 +9,7 @@ Each held-out folder (`OUT/heldout/<name>`, or OUT itself when it is one) is rec
 from its `predictions.csv` (`layout.HELDOUT_PREDICTIONS`): every row's `flagged` against its score and
 the threshold of `heldout.intake` (which must be the run's `validation.threshold`); the per-protocol
 metrics of `heldout.metrics` (the accepted rows); its `all_enrolled` sensitivity and specificity (every
-row; a row not analysed is not flagged) and their per-protocol counterparts; and the rejection counts
+row; a row not analyzed is not flagged) and their per-protocol counterparts; and the rejection counts
 and rates of `heldout.intake` `rejection` (status per row). The file's rows must be the files
 `heldout.intake` lists, with the same label and status.
 """
@@ -223,12 +223,12 @@ def check_heldout(hout: Path, run_threshold=None) -> list[str]:
                            f"{', '.join(layout.HELDOUT_PREDICTION_COLUMNS)} columns found an unreadable file ({e})"]
 
     for r in rows:   # each row's decision from its own score
-        analysed = r["status"] == "accepted"
-        expected = int(analysed and r["score"] is not None and r["score"] >= threshold)
-        if analysed and r["score"] is None:
+        analyzed = r["status"] == "accepted"
+        expected = int(analyzed and r["score"] is not None and r["score"] >= threshold)
+        if analyzed and r["score"] is None:
             failures.append(f"record heldout.metrics: field deps[{rel}] line {r['line']} ({r['file']}): "
                             "expected a score for an accepted file found an empty score")
-        elif not analysed and r["score"] is not None:
+        elif not analyzed and r["score"] is not None:
             failures.append(f"record heldout.metrics: field deps[{rel}] line {r['line']} ({r['file']}): "
                             f"expected an empty score for a file with status {r['status']} found {r['score']!r}")
         if r["flagged"] != expected:
@@ -277,15 +277,15 @@ def _check_all_enrolled(rows: list[dict], block, per_protocol: dict, threshold: 
                 "found missing field"]
     data = {field: block}
     conf = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    for r in rows:   # a row not analysed raised no flag: a positive is a miss, a negative a correct not-flagged
+    for r in rows:   # a row not analyzed raised no flag: a positive is a miss, a negative a correct not-flagged
         flagged = r["status"] == "accepted" and r["score"] is not None and r["score"] >= threshold
         conf[("tp" if flagged else "fn") if r["label"] == 1 else ("fp" if flagged else "tn")] += 1
     n_pos = sum(r["label"] == 1 for r in rows)
-    not_analysed = [r for r in rows if r["status"] != "accepted"]
+    not_analyzed = [r for r in rows if r["status"] != "accepted"]
     failures = []
     counts = {"n": len(rows), "positives": n_pos, "negatives": len(rows) - n_pos,
-              "positives_not_analysed": sum(r["label"] == 1 for r in not_analysed),
-              "negatives_not_analysed": sum(r["label"] == 0 for r in not_analysed)}
+              "positives_not_analyzed": sum(r["label"] == 1 for r in not_analyzed),
+              "negatives_not_analyzed": sum(r["label"] == 0 for r in not_analyzed)}
     for k, v in counts.items():
         failures += _compare(rid, data, f"{field}.counts.{k}", v)
     for k, v in conf.items():
@@ -313,7 +313,7 @@ def _check_rejection(rows: list[dict], block) -> list[str]:
     for prefix, mine in groups.items():
         k = {"rejected": sum(r["status"] == "rejected" for r in mine),
              "error": sum(r["status"] == "error" for r in mine)}
-        k["not_analysed"] = k["rejected"] + k["error"]
+        k["not_analyzed"] = k["rejected"] + k["error"]
         failures += _compare(rid, data, f"{prefix}.n", len(mine))
         for status, v in k.items():
             failures += _compare(rid, data, f"{prefix}.{status}", v)

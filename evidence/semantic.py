@@ -13,7 +13,7 @@ or the reverse). This module recomputes, with plain csv (no stage code):
   states a `model_sha256` (predictions, workflow) against `training.run`;
 - `workflow.dicom` and `heldout.intake` tallies (`n_files`, `counts`, `flagged`, `origins`) from
   their `files` lists, and `workflow.dicom` `threshold` against `validation.threshold`;
-- `heldout.intake` `rejection`: the files not analysed (rejected, error), by class and by reason
+- `heldout.intake` `rejection`: the files not analyzed (rejected, error), by class and by reason
   category (each file once per category it lists), and each rate's estimate, from its `files` list;
 - each record's `params` against `OUT/params/<section>.json` (the section from the stage table),
   key by key for the keys both hold (a record may store a subset, or add resolved defaults).
@@ -218,7 +218,7 @@ def check_rejection(records: dict) -> list[str]:
     for prefix, mine in groups.items():
         k = {"rejected": sum(f.get("status") == "rejected" for f in mine),
              "error": sum(f.get("status") == "error" for f in mine)}
-        k["not_analysed"] = k["rejected"] + k["error"]
+        k["not_analyzed"] = k["rejected"] + k["error"]
         failures += _compare(rid, data, f"{prefix}.n", len(mine))
         for status, v in k.items():
             failures += _compare(rid, data, f"{prefix}.{status}", v)
@@ -232,7 +232,7 @@ def check_rejection(records: dict) -> list[str]:
             failures += _compare(rid, data, f"rejection.by_reason.{key}.rate.estimate", reasons[key] / len(files), 1e-12)
     no_reason = [f.get("file") for f in files if f.get("status") != "accepted" and not f.get("reason_categories")]
     failures += [f"record {rid}: field data.files[{name}].reason_categories: expected at least one category "
-                 "for a file not analysed found none" for name in no_reason]
+                 "for a file not analyzed found none" for name in no_reason]
     return failures
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from evidence import atomic
 
-TRIAGE_ONLY = "For triage: prioritises the study for radiologist review; not for diagnosis."
+TRIAGE_ONLY = "For triage: prioritizes the study for radiologist review; not for diagnosis."
 
 
 def intended_use(rules: dict) -> str:
@@ -30,7 +30,7 @@ def intended_use(rules: dict) -> str:
 
 def decision_words(probability: float, threshold: float) -> str:
     if probability >= threshold:
-        return "Pneumonia suspected: prioritise for radiologist review"
+        return "Pneumonia suspected: prioritize for radiologist review"
     return "No pneumonia flagged: routine radiologist review still required"
 
 

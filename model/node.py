@@ -230,7 +230,7 @@ class Node:
 
 
 def triage_status(row: dict) -> str:
-    """flagged | not_flagged for an analysed image; rejected for an input outside the intended use or
+    """flagged | not_flagged for an analyzed image; rejected for an input outside the intended use or
     that cannot be read or decoded; error when the device itself failed."""
     if row["status"] == dicom.ACCEPTED and row.get("probability") is not None:
         return "flagged" if row["prediction"] else "not_flagged"

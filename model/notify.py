@@ -2,7 +2,7 @@
 `OUT/node/notifications.jsonl` by the node and, when a worklist URL is configured, POSTed to it.
 
 Fields: study_uid, sop_instance_uid, status (flagged | not_flagged | rejected | error), probability
-(null unless analysed), reasons, received_utc and notified_utc (ISO 8601, UTC, microseconds),
+(null unless analyzed), reasons, received_utc and notified_utc (ISO 8601, UTC, microseconds),
 seconds (notified - received), plus threshold and model_sha256 of the device that decided.
 """
 from __future__ import annotations

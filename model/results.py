@@ -77,7 +77,7 @@ def secondary_capture(png_path: str | Path, header: Dataset, model_sha256: str) 
 def structured_report(header: Dataset, result: dict, *, status: str, device_version: str,
                       model_sha256: str) -> Dataset:
     """An Enhanced SR with the triage result: decision, probability and threshold (when the image
-    was analysed), device name and version, and every rejection reason."""
+    was analyzed), device name and version, and every rejection reason."""
     import highdicom as hd
     from pydicom.sr.coding import Code
 
@@ -97,7 +97,7 @@ def structured_report(header: Dataset, result: dict, *, status: str, device_vers
             hd.sr.NumContentItem(local("THRESH", "Operating threshold"), float(result["threshold"]),
                                  unit=no_units, relationship_type=relation),
         ]
-    items += [hd.sr.TextContentItem(local("REJECT", "Reason not analysed"), dicom.clean_text(reason, 1024),
+    items += [hd.sr.TextContentItem(local("REJECT", "Reason not analyzed"), dicom.clean_text(reason, 1024),
                                     relation) for reason in result.get("reasons") or []]
     content = hd.sr.ContainerContentItem(Code("18748-4", "LN", "Diagnostic imaging report"),
                                          template_id=None)
@@ -117,4 +117,4 @@ def decision_text(status: str, result: dict) -> str:
 
     if result.get("probability") is not None:
         return decision_words(float(result["probability"]), float(result["threshold"]))
-    return f"Not analysed ({status}): routine radiologist review required"
+    return f"Not analyzed ({status}): routine radiologist review required"

@@ -13,7 +13,7 @@ STEPS = [
     ("Locked operating threshold\n(chosen on the validation split)", "check"),
     ("Triage flag to the worklist\nradiologist reads every image", "io"),
 ]
-REJECT = "Rejected: not analysed,\nreason returned to the user"
+REJECT = "Rejected: not analyzed,\nreason returned to the user"
 COLORS = {"io": "#dbe9f6", "check": "#fbe5c8", "proc": "#e2f0d9"}
 
 

@@ -173,7 +173,7 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert (rej["rate"]["rejected"]["ci_low"], rej["rate"]["rejected"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
     assert {k: v["n_files"] for k, v in rej["by_reason"].items()} == {"body_part": 1, "view": 1, "age": 1}
     ae = m["all_enrolled"]
-    assert ae["counts"]["negatives_not_analysed"] == 3 and ae["confusion"]["tn"] == m["confusion"]["tn"] + 3
+    assert ae["counts"]["negatives_not_analyzed"] == 3 and ae["confusion"]["tn"] == m["confusion"]["tn"] + 3
     assert ae["confusion"]["tp"] == m["confusion"]["tp"] and ae["confusion"]["fn"] == m["confusion"]["fn"]
 
     report = (hout / "submission" / "heldout_report.md").read_text()
@@ -415,8 +415,8 @@ def test_rejection_rate_exact_interval_against_scipy_and_statsmodels():
              + [{"label": 1, "status": "accepted", "reason_categories": []}] * 17
              + [{"label": 0, "status": "accepted", "reason_categories": []}] * 24)
     r = heldout.rejection_data(files, 0.95)
-    assert (r["n"], r["rejected"], r["error"], r["not_analysed"]) == (50, 7, 2, 9)
-    for key, k, n in (("rejected", 7, 50), ("error", 2, 50), ("not_analysed", 9, 50)):
+    assert (r["n"], r["rejected"], r["error"], r["not_analyzed"]) == (50, 7, 2, 9)
+    for key, k, n in (("rejected", 7, 50), ("error", 2, 50), ("not_analyzed", 9, 50)):
         e = r["rate"][key]
         exact = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
         lo, hi = proportion_confint(k, n, alpha=0.05, method="beta")
@@ -425,17 +425,17 @@ def test_rejection_rate_exact_interval_against_scipy_and_statsmodels():
         assert (e["ci_low"], e["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
     # a file with reasons in two categories counts once in each: the categories sum to more than the files
     assert {k: v["n_files"] for k, v in r["by_reason"].items()} == {"view": 7, "age": 3, "unreadable": 2}
-    assert sum(v["n_files"] for v in r["by_reason"].values()) > r["not_analysed"]
+    assert sum(v["n_files"] for v in r["by_reason"].values()) > r["not_analyzed"]
     assert r["by_reason"]["age"]["rate"]["estimate"] == pytest.approx(3 / 50)
     pos, neg = r["by_label"]["positives"], r["by_label"]["negatives"]
-    assert (pos["n"], pos["not_analysed"], neg["n"], neg["not_analysed"]) == (20, 3, 30, 6)
+    assert (pos["n"], pos["not_analyzed"], neg["n"], neg["not_analyzed"]) == (20, 3, 30, 6)
     lo, hi = proportion_confint(3, 20, alpha=0.05, method="beta")
-    assert (pos["rate"]["not_analysed"]["ci_low"], pos["rate"]["not_analysed"]["ci_high"]) == pytest.approx((lo, hi))
+    assert (pos["rate"]["not_analyzed"]["ci_low"], pos["rate"]["not_analyzed"]["ci_high"]) == pytest.approx((lo, hi))
     empty = heldout.rejection_data([], 0.95)
     assert empty["rate"]["rejected"]["estimable"] is False and empty["by_reason"] == {}
 
 
-def test_all_enrolled_counts_not_analysed_positives_as_misses():
+def test_all_enrolled_counts_not_analyzed_positives_as_misses():
     df = pd.DataFrame({"label": [1, 1, 1, 1, 0, 0, 0, 0, 0],
                        "status": ["accepted", "accepted", "rejected", "error", "accepted", "accepted", "accepted",
                                   "rejected", "error"],
@@ -448,8 +448,8 @@ def test_all_enrolled_counts_not_analysed_positives_as_misses():
     assert (sens["estimate"], sens["ci_low"], sens["ci_high"]) == pytest.approx((0.25, lo, hi))
     assert ae["metrics"]["specificity"]["wilson"]["estimate"] == pytest.approx(4 / 5)
     assert ae["per_protocol"]["metrics"]["sensitivity"]["wilson"]["estimate"] == pytest.approx(1 / 2)
-    assert ae["counts"] == {"n": 9, "positives": 4, "negatives": 5, "positives_not_analysed": 2,
-                            "negatives_not_analysed": 2}
+    assert ae["counts"] == {"n": 9, "positives": 4, "negatives": 5, "positives_not_analyzed": 2,
+                            "negatives_not_analyzed": 2}
     none = heldout.all_enrolled_data(df.assign(status="rejected", score=None), 0.5, 0.95)
     assert none["per_protocol"]["metrics"]["sensitivity"]["wilson"]["estimable"] is False
     assert none["metrics"]["sensitivity"]["wilson"]["estimate"] == 0.0

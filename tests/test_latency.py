@@ -43,9 +43,9 @@ def test_latency_record(tmp_path, peers):
         e = d[key]
         assert e["estimate"] == pytest.approx(float(np.quantile(seconds, q)))
         assert e["ci_low"] <= e["estimate"] <= e["ci_high"] and e["n"] == 9
-    analysed = [s["seconds"] for s in d["studies"] if s["status"] != "rejected"]
-    assert d["analysed"]["n"] == 6
-    assert d["analysed"]["median_seconds"]["estimate"] == pytest.approx(float(np.median(analysed)))
+    analyzed = [s["seconds"] for s in d["studies"] if s["status"] != "rejected"]
+    assert d["analyzed"]["n"] == 6
+    assert d["analyzed"]["median_seconds"]["estimate"] == pytest.approx(float(np.median(analyzed)))
     assert d["all_results_delivered"] is True
     assert d["sender"]["software"] == ("dcmtk storescu" if peers == "dcmtk" else "pynetdicom SCU")
     assert [s["file"] for s in d["studies"][:3]] == [f"workflow/dicom/{n}" for n in

@@ -111,7 +111,7 @@ def test_store_notify_and_results_in_the_pacs(device_out, device, tmp_path):
             assert values["Algorithm Version"][0].endswith(f"threshold {device.threshold:.6f}")
             if n["probability"] is None:
                 assert "Pneumonia probability" not in values
-                assert values["Reason not analysed"] == n["reasons"]
+                assert values["Reason not analyzed"] == n["reasons"]
             else:
                 assert values["Pneumonia probability"] == pytest.approx(n["probability"])
         assert all(sc.PhotometricInterpretation == "RGB" and sc.Rows > 100 for sc in scs)
@@ -142,8 +142,8 @@ def test_refused_and_malformed_inputs_do_not_stop_the_node(device_out, device, t
         port = node.listen[1]
         ae = AE(ae_title="TEST_MODALITY")
         ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")   # CT Image Storage: not offered
-        ae.add_requested_context(SC)                              # the node's own output: not analysed
-        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1.1")   # DX for presentation: analysed
+        ae.add_requested_context(SC)                              # the node's own output: not analyzed
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1.1")   # DX for presentation: analyzed
         assoc = ae.associate("127.0.0.1", port, ae_title=node.aet)
         assert assoc.is_established
         assert [c.abstract_syntax for c in assoc.accepted_contexts] == ["1.2.840.10008.5.1.4.1.1.1.1"]

@@ -143,24 +143,24 @@ def test_heldout_metrics_recomputed_from_the_predictions_file(held):
     pred = pd.read_csv(hout / "predictions.csv", dtype=str, keep_default_na=False)
     assert list(pred.columns) == ["file", "patient_id", "label", "status", "reasons", "score", "flagged"]
     assert list(pred["file"]) == list(df["file"])                  # one row per labelled file, rejected ones included
-    analysed = pred["status"] == "accepted"
-    assert (pred.loc[~analysed, "score"] == "").all() and (pred.loc[~analysed, "flagged"] == "0").all()
+    analyzed = pred["status"] == "accepted"
+    assert (pred.loc[~analyzed, "score"] == "").all() and (pred.loc[~analyzed, "flagged"] == "0").all()
     assert pred.loc[1, "reasons"] == "view LL (from ViewPosition) is not one of AP, PA; PatientAge 10 years is " \
                                      "outside the intended use 18-120 years"
     # the scores are written at full precision: the file gives back the very floats scored
-    assert [float(x) for x in pred.loc[analysed, "score"]] == list(df.loc[df["status"] == "accepted", "score"])
+    assert [float(x) for x in pred.loc[analyzed, "score"]] == list(df.loc[df["status"] == "accepted", "score"])
 
     m = read_record(hout, "heldout.metrics")["data"]
-    y, s = pred.loc[analysed, "label"].astype(int), pred.loc[analysed, "score"].astype(float)
+    y, s = pred.loc[analyzed, "label"].astype(int), pred.loc[analyzed, "score"].astype(float)
     assert m["metrics"]["auc"]["delong"]["estimate"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    # all enrolled: a positive not analysed is a miss, a negative not analysed a true negative
+    # all enrolled: a positive not analyzed is a miss, a negative not analyzed a true negative
     label, flagged = pred["label"].astype(int).to_numpy(), pred["flagged"].astype(int).to_numpy()
     tp, npos = int(np.sum((flagged == 1) & (label == 1))), int(np.sum(label == 1))
     tn, nneg = int(np.sum((flagged == 0) & (label == 0))), int(np.sum(label == 0))
     ae = m["all_enrolled"]
-    assert ae["counts"]["positives_not_analysed"] == int(np.sum(~analysed.to_numpy() & (label == 1))) > 0
-    assert ae["confusion"]["tn"] == m["confusion"]["tn"] + ae["counts"]["negatives_not_analysed"]
-    assert ae["confusion"]["fn"] == m["confusion"]["fn"] + ae["counts"]["positives_not_analysed"]
+    assert ae["counts"]["positives_not_analyzed"] == int(np.sum(~analyzed.to_numpy() & (label == 1))) > 0
+    assert ae["confusion"]["tn"] == m["confusion"]["tn"] + ae["counts"]["negatives_not_analyzed"]
+    assert ae["confusion"]["fn"] == m["confusion"]["fn"] + ae["counts"]["positives_not_analyzed"]
     for metric, k, n in (("sensitivity", tp, npos), ("specificity", tn, nneg)):
         for method, sm in (("wilson", "wilson"), ("clopper-pearson", "beta")):
             e = ae["metrics"][metric][method]
@@ -210,14 +210,14 @@ def test_a_heldout_row_flagged_against_its_score_and_a_changed_file_list_are_nam
 
 def test_a_tampered_rejection_rate_and_all_enrolled_figure_are_named(held):
     out, hout, _ = held
-    _rewrite(hout, "heldout.intake", lambda d: d["rejection"]["rate"]["not_analysed"].update(estimate=0.01))
+    _rewrite(hout, "heldout.intake", lambda d: d["rejection"]["rate"]["not_analyzed"].update(estimate=0.01))
     _rewrite(hout, "heldout.metrics",
              lambda d: d["all_enrolled"]["metrics"]["sensitivity"]["clopper-pearson"].update(estimate=0.99))
     lines = recompute.check_heldout(hout, 0.5)
     assert len(lines) == 2
     assert lines[0].startswith("record heldout.metrics: field data.all_enrolled.metrics.sensitivity."
                                "clopper-pearson.estimate: expected ") and lines[0].endswith("found 0.99")
-    assert lines[1].startswith("record heldout.intake: field data.rejection.rate.not_analysed.estimate: "
+    assert lines[1].startswith("record heldout.intake: field data.rejection.rate.not_analyzed.estimate: "
                                "expected 0.1333") and lines[1].endswith("found 0.01")
 
 

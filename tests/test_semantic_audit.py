@@ -102,14 +102,14 @@ def test_heldout_rejection_summary_is_recomputed_from_the_files_list(tmp_path):
 
     data = json.loads(json.dumps(records["heldout.intake"]["data"]))
     data["rejection"]["by_reason"]["age"]["n_files"] = 5
-    data["rejection"]["by_label"]["positives"]["rate"]["not_analysed"]["estimate"] = 0.0
+    data["rejection"]["by_label"]["positives"]["rate"]["not_analyzed"]["estimate"] = 0.0
     data["files"][0]["reason_categories"] = []          # the first file is rejected (view)
     rec = write_record(hout, "heldout.intake", data=data, synthetic=True)
     lines = semantic.check_rejection({"heldout.intake": rec})
     assert "record heldout.intake: field data.rejection.by_reason.age.n_files: expected 2 found 5" in lines
     assert "record heldout.intake: field data.rejection.by_reason.view.n_files: expected 3 found 4" in lines
-    assert any(x.startswith("record heldout.intake: field data.rejection.by_label.positives.rate.not_analysed."
+    assert any(x.startswith("record heldout.intake: field data.rejection.by_label.positives.rate.not_analyzed."
                             "estimate: expected ") and x.endswith(" found 0.0") for x in lines)
     assert f"record heldout.intake: field data.files[{data['files'][0]['file']}].reason_categories: expected at " \
-           "least one category for a file not analysed found none" in lines
+           "least one category for a file not analyzed found none" in lines
     assert len(lines) == 5          # the view rate too

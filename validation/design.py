@@ -23,12 +23,12 @@ PRIMARY = ("sensitivity", "specificity")
 SECONDARY = ("auc", "ppv", "npv", "f1", "calibration", "subgroups")
 
 
-#: The pre-specified handling of labelled files that were not analysed (rejected or error), for the
+#: The pre-specified handling of labelled files that were not analyzed (rejected or error), for the
 #: all-enrolled sensitivity and specificity reported beside the per-protocol figures.
 ALL_ENROLLED_RULE = {
     "population": "every labeled file of the held-out set, analyzed or not",
-    "not_analysed_positive": "false negative (a miss: no notification was raised)",
-    "not_analysed_negative": "true negative (no notification was raised, as is right for a negative)",
+    "not_analyzed_positive": "false negative (a miss: no notification was raised)",
+    "not_analyzed_negative": "true negative (no notification was raised, as is right for a negative)",
     "rationale": "a file the device rejects or fails on raises no flag, so it is read in the standard "
                  "queue without priority; counting it as not flagged measures what the triage delivers "
                  "to the enrolled population",
@@ -138,7 +138,7 @@ def design(params: dict, sample_size: dict) -> dict:
         "bootstrap": {"unit": "patient", "n_resamples": p["bootstrap_resamples"], "seed": p["bootstrap_seed"],
                       "method": p["bootstrap_method"]},
         "sample_size": planned_size(sample_size),
-        "inputs_not_analysed": {"rejection_rate": {"method": REJECTION_CI_METHOD, "by": ["class", "reason"]},
+        "inputs_not_analyzed": {"rejection_rate": {"method": REJECTION_CI_METHOD, "by": ["class", "reason"]},
                                 "primary_analysis": "per protocol: the files the device analyzed",
                                 "all_enrolled": ALL_ENROLLED_RULE},
     }

@@ -14,7 +14,7 @@ optional `patient_id`, optional reader columns `reader*` with 0/1 reads). Order 
    `workflow.dicom` record when present, else the `workflow` section of PARAMS);
 3. read labels.csv, run the device's header checks and inference on every file;
 4. write `predictions.csv` (one row per labelled file: `file, patient_id, label, status, reasons,
-   score, flagged`; a file that was not analysed has an empty score and flagged 0), then
+   score, flagged`; a file that was not analyzed has an empty score and flagged 0), then
    `heldout.intake` (which lists it among its outs), `heldout.metrics` (which depends on it),
    `heldout.subgroups`, `heldout.acceptance` (records last), then render `heldout_report`.
 
@@ -24,7 +24,7 @@ exact Clopper-Pearson interval over the labelled files, overall, by class and by
 file with several reasons counts once in each of its categories, so the categories may sum to more
 than the files). Performance is reported twice (`heldout.metrics`): per protocol (the accepted files,
 as the plan's criteria are judged) and `all_enrolled`, every labelled file under the rule fixed here
-(`ALL_ENROLLED_RULE`): a file that was not analysed raised no flag, so a rejected or failed positive is
+(`ALL_ENROLLED_RULE`): a file that was not analyzed raised no flag, so a rejected or failed positive is
 a miss (false negative) and a rejected or failed negative counts as a correct not-flagged result
 (true negative), as a study without a notification stays in the standard reading queue.
 
@@ -63,7 +63,7 @@ from .design import ALL_ENROLLED_RULE, REJECTION_CI_METHOD
 REPORT = "heldout_report"
 
 
-#: Reason categories of a file not analysed: (key, label). A reason's category is the group its
+#: Reason categories of a file not analyzed: (key, label). A reason's category is the group its
 #: code has in `model.dicom.REASONS` (reports group by code, not by message text). A code in no
 #: category here is `other` (status rejected) or `unreadable` (status error: not readable as DICOM).
 REASON_CATEGORIES = (
@@ -297,9 +297,9 @@ def rejection_data(files: list[dict], level: float) -> dict:
     def tally(rows: list[dict]) -> dict:
         rejected = sum(f["status"] == "rejected" for f in rows)
         error = sum(f["status"] == "error" for f in rows)
-        return {"n": len(rows), "rejected": rejected, "error": error, "not_analysed": rejected + error,
+        return {"n": len(rows), "rejected": rejected, "error": error, "not_analyzed": rejected + error,
                 "rate": {"rejected": rate(rejected, len(rows)), "error": rate(error, len(rows)),
-                         "not_analysed": rate(rejected + error, len(rows))}}
+                         "not_analyzed": rate(rejected + error, len(rows))}}
 
     labels = _category_labels()
     counts: dict[str, int] = {}
@@ -328,9 +328,9 @@ def all_enrolled_data(df: pd.DataFrame, threshold: float, level: float) -> dict:
 
     n = len(df)
     y = df["label"].to_numpy(dtype=int) if n else np.zeros(0, dtype=int)
-    analysed = (df["status"] == "accepted").to_numpy() if n else np.zeros(0, dtype=bool)
+    analyzed = (df["status"] == "accepted").to_numpy() if n else np.zeros(0, dtype=bool)
     score = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float) if n else np.zeros(0)
-    flagged = analysed & (np.nan_to_num(score, nan=-np.inf) >= threshold)
+    flagged = analyzed & (np.nan_to_num(score, nan=-np.inf) >= threshold)
 
     def confusion(mask: np.ndarray) -> dict:   # the decision itself as the score: 1 flagged, 0 not
         return stats.confusion(y[mask], flagged[mask].astype(float), 1.0)
@@ -339,24 +339,24 @@ def all_enrolled_data(df: pd.DataFrame, threshold: float, level: float) -> dict:
         return {metric: {m: stats.proportion_ci(*stats.metric_fraction(metric, **conf), method=m, level=level)
                          for m in ("wilson", "clopper-pearson")} for metric in ("sensitivity", "specificity")}
 
-    everyone, accepted = confusion(np.ones(n, dtype=bool)), confusion(analysed)
+    everyone, accepted = confusion(np.ones(n, dtype=bool)), confusion(analyzed)
     return {
         "rule": ALL_ENROLLED_RULE, "threshold": threshold,
         "counts": {"n": n, "positives": int(y.sum()), "negatives": int(n - y.sum()),
-                   "positives_not_analysed": int(np.sum(~analysed & (y == 1))),
-                   "negatives_not_analysed": int(np.sum(~analysed & (y == 0)))},
+                   "positives_not_analyzed": int(np.sum(~analyzed & (y == 1))),
+                   "negatives_not_analyzed": int(np.sum(~analyzed & (y == 0)))},
         "confusion": everyone,
         "metrics": intervals(everyone),
-        "per_protocol": {"counts": {"n": int(analysed.sum()), "positives": int(np.sum(analysed & (y == 1))),
-                                    "negatives": int(np.sum(analysed & (y == 0)))},
+        "per_protocol": {"counts": {"n": int(analyzed.sum()), "positives": int(np.sum(analyzed & (y == 1))),
+                                    "negatives": int(np.sum(analyzed & (y == 0)))},
                          "confusion": accepted, "metrics": intervals(accepted)},
     }
 
 
 def write_predictions(hout: Path, df: pd.DataFrame, threshold: float) -> Path:
     """`predictions.csv` of the held-out folder, atomically: one row per labelled file, its status and
-    reasons; the score (full precision) and flagged (score >= threshold) of an analysed file, an empty
-    score and flagged 0 for one that was not analysed."""
+    reasons; the score (full precision) and flagged (score >= threshold) of an analyzed file, an empty
+    score and flagged 0 for one that was not analyzed."""
     import csv
     import io
 
@@ -364,10 +364,10 @@ def write_predictions(hout: Path, df: pd.DataFrame, threshold: float) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(layout.HELDOUT_PREDICTION_COLUMNS)
     for r in df.to_dict("records"):
-        analysed = r["status"] == "accepted" and r["score"] is not None and np.isfinite(float(r["score"]))
-        score = float(r["score"]) if analysed else None
+        analyzed = r["status"] == "accepted" and r["score"] is not None and np.isfinite(float(r["score"]))
+        score = float(r["score"]) if analyzed else None
         writer.writerow([r["file"], r["patient_id"], int(r["label"]), r["status"], "; ".join(r["reasons"]),
-                         repr(score) if analysed else "", int(analysed and score >= threshold)])
+                         repr(score) if analyzed else "", int(analyzed and score >= threshold)])
     return atomic.write_text(hout / layout.HELDOUT_PREDICTIONS, buffer.getvalue())
 
 
@@ -519,7 +519,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
         "files": files_list,
         "rejection": rejection_data(files_list, p["ci_level"]),
         "header_checks": {**device.rules, "source": device.rules_source},
-        "not_analysed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
+        "not_analyzed": [{"file": r.file, "status": r.status, "reasons": list(r.reasons)}
                          for r in df.itertuples() if r.status != ACCEPTED] if len(df) else [],
         "patient_id_source": "the patient identifier column of labels.csv" if "patient_id" in usable.columns else
                              "DICOM PatientID (file name when absent)",
@@ -602,8 +602,8 @@ def _arguments(parser) -> None:
 def _summary(records: dict, args) -> str:
     verdict = records["heldout.acceptance"]["data"]
     intake = records["heldout.intake"]["data"]
-    rate = intake["rejection"]["rate"]["not_analysed"]
-    share = f" ({rate['estimate']:.1%} not analysed)" if "estimate" in rate else ""
+    rate = intake["rejection"]["rate"]["not_analyzed"]
+    share = f" ({rate['estimate']:.1%} not analyzed)" if "estimate" in rate else ""
     return (f"heldout: {', '.join(f'{n} {status}' for status, n in intake['counts'].items())}{share}; "
             f"acceptance {'PASSED' if verdict['all_passed'] else 'FAILED'}; {written_to(args.out, intake['name'], args.no_report)}")
 

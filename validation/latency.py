@@ -240,7 +240,7 @@ def _write(out, p, copies, sops, notes, origin, peers, delivered, device, pynetd
         rows.append({"file": source.relative_to(out).as_posix(), "origin": origin[source], "status": n["status"],
                      "seconds": n["seconds"], "received_utc": n["received_utc"], "notified_utc": n["notified_utc"]})
     seconds = np.array([r["seconds"] for r in rows])
-    analysed = np.array([r["seconds"] for r in rows if r["status"] in ("flagged", "not_flagged")])
+    analyzed = np.array([r["seconds"] for r in rows if r["status"] in ("flagged", "not_flagged")])
     stats = dict(n_resamples=int(p["bootstrap_resamples"]), level=float(p["ci_level"]), seed=int(p["bootstrap_seed"]))
     first = min(datetime.fromisoformat(r["received_utc"]) for r in rows)
     last = max(datetime.fromisoformat(r["notified_utc"]) for r in rows)
@@ -250,8 +250,8 @@ def _write(out, p, copies, sops, notes, origin, peers, delivered, device, pynetd
         "statuses": {s: sum(r["status"] == s for r in rows) for s in ("flagged", "not_flagged", "rejected", "error")},
         "median_seconds": bootstrap_quantile(seconds, 0.5, **stats),
         "p95_seconds": bootstrap_quantile(seconds, 0.95, **stats),
-        "analysed": {"n": len(analysed), "median_seconds": bootstrap_quantile(analysed, 0.5, **stats),
-                     "p95_seconds": bootstrap_quantile(analysed, 0.95, **stats)},
+        "analyzed": {"n": len(analyzed), "median_seconds": bootstrap_quantile(analyzed, 0.5, **stats),
+                     "p95_seconds": bootstrap_quantile(analyzed, 0.95, **stats)},
         "mean_seconds": float(seconds.mean()), "max_seconds": float(seconds.max()),
         "throughput_per_minute": len(rows) / span * 60 if span > 0 else {"estimable": False, "reason": "zero span"},
         "all_results_delivered": bool(delivered),
@@ -278,7 +278,7 @@ def _summary(record, _args) -> str:
     rate = d["throughput_per_minute"]
     rate = f"{rate:.0f} studies/min" if isinstance(rate, float) else "throughput n/a"
     return (f"workflow.latency: {d['n_studies']} studies via {d['sender']['software']}: time to notification "
-            f"median {fmt(med)}, p95 {fmt(p95)} (analysed studies: median {fmt(d['analysed']['median_seconds'])}), {rate}")
+            f"median {fmt(med)}, p95 {fmt(p95)} (analyzed studies: median {fmt(d['analyzed']['median_seconds'])}), {rate}")
 
 
 def main(argv: list[str] | None = None) -> int:
