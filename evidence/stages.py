@@ -143,7 +143,8 @@ STAGES: tuple[Stage, ...] = (
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
-          sources=("submission", "templates"), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
+          sources=("submission", "templates"),
+          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
           doc="the records of the folder it renders (e.g. a held-out report in `OUT/heldout/<name>`)"),
 )
