@@ -122,7 +122,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("validation.latency", ("workflow.latency",), needs=("workflow.dicom",), params="latency",
           sources=("validation", "model"), doc="dcmtk or pynetdicom on the machine (the DICOM peers)"),
     # the device's runtime dependencies from the hashed lock (CycloneDX); vulnerability check on request
-    Stage("submission.sbom", ("software.sbom",), params="submission", sources=("submission",),
+    Stage("submission.sbom", ("software.sbom",), params="submission", sources=("submission", "requirements"),
           files=("requirements/runtime.txt", "submission/data/sbom_support.yml", "submission/data/device.yml"),
           outs=("submission/sbom.cdx.json",),
           doc="the hashed lock `requirements/runtime.txt`, the installed packages' metadata and the support "
