@@ -25,7 +25,7 @@ SCHEMA = HERE / "threat_model.schema.json"
 STRIDE = {"spoofing": "Spoofing", "tampering": "Tampering", "repudiation": "Repudiation",
           "information_disclosure": "Information disclosure", "denial_of_service": "Denial of service",
           "elevation_of_privilege": "Elevation of privilege"}
-KINDS = {"code": "device code", "labeling": "labeling (user facility)"}
+KINDS = {"code": "device code", "labeling": "labeling, for the user facility"}
 VERIFICATION = "verification.tests"
 NOT_RUN = "not run in this build"
 
@@ -105,9 +105,10 @@ def draw(path: str | Path, model: dict) -> Path:
         step = (height - 0.8) / max(len(ids), 1)
         for i, eid in enumerate(ids):
             pos[eid] = (x, height - 0.4 - step * (i + 0.5))
-    ax.add_patch(Rectangle((6.0 - w / 2 - 0.35, 0.15), w + 0.7, height - 0.3, fill=False, linestyle="--",
+    ax.add_patch(Rectangle((6.0 - w / 2 - 0.35, 0.1), w + 0.7, height - 0.35, fill=False, linestyle="--",
                            edgecolor="#aa0000", linewidth=1.2))
-    ax.text(6.0, height - 0.12, "trust boundary of the device", ha="center", va="top", fontsize=8, color="#aa0000")
+    ax.text(6.0 + w / 2 + 0.45, height - 0.3, "trust boundary\nof the device", ha="left", va="top", fontsize=8,
+            color="#aa0000")
     for eid, (x, y) in pos.items():
         color = "#e2f0d9" if eid in inside else "#dbe9f6"
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.04",
