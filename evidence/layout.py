@@ -11,6 +11,7 @@ from pathlib import Path
 
 PREDICTED_SPLITS = ("val", "test")
 TRACEABILITY = "traceability.json"  # in a submission folder
+SBOM = "sbom.cdx.json"  # in a submission folder
 #: in a held-out folder (`heldout(out, name)`): one row per labelled file (`validation.heldout`),
 #: recomputed by the audit (`evidence.recompute`); its columns, in order, below
 HELDOUT_PREDICTIONS = "predictions.csv"
@@ -123,6 +124,10 @@ def submission(out: str | Path) -> Path:
 
 def traceability(out: str | Path) -> Path:
     return submission(out) / TRACEABILITY
+
+
+def sbom(out: str | Path) -> Path:
+    return submission(out) / SBOM
 
 
 def heldout_root(out: str | Path) -> Path:

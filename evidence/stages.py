@@ -121,13 +121,20 @@ STAGES: tuple[Stage, ...] = (
     # time-to-notification of the DICOM node (model.node) over loopback
     Stage("validation.latency", ("workflow.latency",), needs=("workflow.dicom",), params="latency",
           sources=("validation", "model"), doc="dcmtk or pynetdicom on the machine (the DICOM peers)"),
+    # the device's runtime dependencies from the hashed lock (CycloneDX); vulnerability check on request
+    Stage("submission.sbom", ("software.sbom",), params="submission", sources=("submission", "requirements"),
+          files=("requirements/runtime.txt", "submission/data/sbom_support.yml", "submission/data/device.yml"),
+          outs=("submission/sbom.cdx.json",),
+          doc="the hashed lock `requirements/runtime.txt`, the installed packages' metadata and the support "
+              "facts; the vulnerability source only when params ask for it"),
     Stage("submission", ("submission.documents",),
           needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
                  "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
-                 "validation.acceptance", "workflow.latency"),
+                 "validation.acceptance", "workflow.latency", "software.sbom"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
-          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/traceability.*",
+          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/data_flow.png",
+                "submission/traceability.*",
                 "submission/model_card.json")),
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
@@ -136,7 +143,8 @@ STAGES: tuple[Stage, ...] = (
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
-          sources=("submission", "templates"), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
+          sources=("submission", "templates"),
+          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
           doc="the records of the folder it renders (e.g. a held-out report in `OUT/heldout/<name>`)"),
 )

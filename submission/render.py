@@ -206,7 +206,9 @@ class Renderer:
             traceability_appendix=lambda: APPENDIX_MARK, banner=BANNER,
         )
         from .package import template_globals
+        from . import threat_model
         self.env.globals.update(template_globals(self))
+        self.env.globals.update(threat_model.template_globals(self))
         self._marks: list[tuple[str, Traced | None]] = []
         self._figures: list[dict] = []
         self._used: dict[str, str] = {}

@@ -58,7 +58,10 @@ def rename(params, path, new):
 
 def test_the_repository_params_files_validate():
     base, gpu = load_all(REPO / "params.yaml"), load_all(REPO / "params_nih_gpu.yaml")
-    assert base["submission"] == {"pdf": True, "signing": {"key": "demo"}} and set(base) == set(P.schema()["properties"])
+    assert base["submission"] == {"pdf": True, "signing": {"key": "demo"},
+                                  "vulnerabilities": {"check": False, "url": "https://api.osv.dev/v1/querybatch",
+                                                      "timeout_s": 10}}
+    assert set(base) == set(P.schema()["properties"])
     assert gpu["train"]["architecture"] == "densenet121" and gpu["validate"] == base["validate"]
 
 
@@ -199,7 +202,7 @@ def test_the_typos_from_the_bug_report(tmp_path, section, key, real):
 def test_a_key_far_from_any_parameter_lists_the_section(tmp_path):
     file = write(tmp_path, changed(lambda p: p["submission"].update(device_facts="submission/data/device.yml")))
     assert error(file) == (f"{file}: submission.device_facts is not a parameter "
-                           "(parameters of submission: pdf, signing, locked_by)")
+                           "(parameters of submission: pdf, signing, locked_by, vulnerabilities)")
     file = write(tmp_path, changed(lambda p: p["split"].update(zzz=1)))
     assert error(file) == (f"{file}: split.zzz is not a parameter "
                            "(parameters of split: seed, fractions, use_official_lists, min_val_positives, "
