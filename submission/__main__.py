@@ -26,13 +26,14 @@ from evidence.errors import ToolkitError
 from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
 from evidence.provenance import relative_to_run, resolve_run_path
 
-from . import flowchart, model_card
+from . import architecture, flowchart, model_card
 from .documents import update_traceability, write_document, write_traceability
 from .plan import PLAN
 from .registry import registry, submission_documents
 from .render import Rendered, Renderer
 
 FLOWCHART = "device_flowchart.png"
+ARCHITECTURE = "software_architecture.png"
 
 
 class SubmissionError(ToolkitError):
@@ -61,7 +62,8 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         raise SubmissionError(f"no evidence folder at {layout.evidence(out)} (run the stages first: make validate workflow)")
     signing.check_config(out, params.get("signing"))
     chart = flowchart.draw(folder / FLOWCHART)
-    renderer = Renderer(out, extra_figures={"flowchart": chart})
+    arch = architecture.draw(folder / ARCHITECTURE)
+    renderer = Renderer(out, extra_figures={"flowchart": chart, "architecture": arch})
     records = []
     docs = registry()
     if documents:
@@ -76,7 +78,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
             records.append(write_record(
                 out, f"submission.{rendered.name}", params=params,
                 data={"document": rendered.name, "traces": len(rendered.traces)},
-                dep_records=rendered.records, outs=[chart, *written, trace, *table]))
+                dep_records=rendered.records, outs=[chart, arch, *written, trace, *table]))
         return records
 
     plan, plan_files = locked_plan(out, renderer)
@@ -94,7 +96,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         data={"documents": [PLAN, *(r.name for r in rendered)],
               "titles": {d.name: d.title for d in docs.values() if d.in_submission},
               "traces": {r.name: len(r.traces) for r in (plan, *rendered)}},
-        dep_records=deps, deps=plan_files, outs=[chart, *files, trace, *table], sign=params.get("signing", {})))
+        dep_records=deps, deps=plan_files, outs=[chart, arch, *files, trace, *table], sign=params.get("signing", {})))
     return records
 
 
