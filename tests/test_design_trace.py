@@ -134,3 +134,56 @@ def test_an_unknown_requirement_in_a_marker_stops_collection(tmp_path):
                            "-o", "markers=verifies", str(tmp_path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "SRS-999" in proc.stdout + proc.stderr
+
+
+JUNIT = '''<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="2">
+<testcase classname="tests.test_threshold" name="test_rule">
+<properties><property name="nodeid" value="tests/test_threshold.py::test_rule"/>
+<property name="verifies" value="SRS-013"/></properties></testcase>
+<testcase classname="tests.test_dicom" name="test_view">
+<properties><property name="nodeid" value="tests/test_dicom.py::test_view"/>
+<property name="verifies" value="SRS-002 SRS-013"/></properties>
+<failure message="assert False">deliberately failing</failure></testcase>
+<testcase classname="tests.test_split" name="test_split">
+<properties><property name="nodeid" value="tests/test_split.py::test_split"/>
+<property name="verifies" value="SRS-015"/></properties></testcase>
+</testsuite></testsuites>
+'''
+
+
+@pytest.mark.verifies("SRS-030", "SRS-033")
+def test_the_documents_show_the_trace_or_say_it_was_not_run(tmp_path):
+    """The software documentation, the risk file and the 510(k) without the record, then with one
+    whose failing test leaves its requirements not verified; every number traced both times."""
+    from submission.__main__ import main as submission_main
+    from submission.check import check
+    from test_render_evidence import build_run
+
+    out = build_run(tmp_path / "run")
+    args = ["--out", str(out), "--params", str(REPO / "params.yaml"), "--no-pdf"]
+    assert submission_main(args) == 0
+    sub = out / "submission"
+    assert "Not verified: `make verify` was not run" in (sub / "software_documentation.md").read_text()
+    assert "| not verified: make verify was not run |" in (sub / "risk_management.md").read_text()
+    assert "The requirements are not verified: `make verify` was not run" in (sub / "510k_submission.md").read_text()
+    assert check(out) == []
+
+    layout.junit(out).parent.mkdir(parents=True)
+    layout.junit(out).write_text(JUNIT)
+    verify.run(out, bench=tmp_path / "none.json")
+    assert submission_main(args) == 0
+    sd = (sub / "software_documentation.md").read_text()
+    assert "| SRS-015 | verified | 1 | `tests/test_split.py::test_split` | 1 test(s) passed |" in sd
+    assert ("| SRS-013 | not verified | 2 | `tests/test_threshold.py::test_rule` | not verified: 1 of its 2 test(s) "
+            "failed or erred; failed: `tests/test_dicom.py::test_view` |") in sd
+    rm = (sub / "risk_management.md").read_text()
+    assert "| SRS-015 | `tests/test_split.py::test_split` | verified |" in rm
+    assert "| SRS-013 | `tests/test_threshold.py::test_rule` | not verified |" in rm
+    closing = (sub / "510k_submission.md").read_text()
+    n_req, n_haz = len(spec.load().requirements), len(spec.load().hazards)
+    assert f"hold {n_req} software requirements, {n_haz} hazards" in closing
+    assert f"3 of 3 tests verify at least one requirement, and 1 of {n_req} requirements are verified" in closing
+    docs = Store(out).get("submission.documents")
+    assert "verification.tests" in {d["id"] for d in docs["deps"]["records"]}
+    assert check(out) == []
