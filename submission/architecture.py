@@ -75,8 +75,10 @@ def draw(path: str | Path, root: Path = REPO_ROOT) -> Path:
             ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05",
                                         fc="#e2f0d9" if stages_of(p) else "#dbe9f6", ec="#333333"))
             stages = stages_of(p)
-            label = f"{p}\n" + ("\n".join(stages) if stages else "(no stage of its own)")
-            ax.text(x + width / 2, y + height / 2, label, ha="center", va="center", fontsize=7)
+            ax.text(x + width / 2, y + height - 0.2, f"package {p}", ha="center", va="top", fontsize=8,
+                    fontweight="bold")
+            label = ("stages:\n" + "\n".join(stages)) if stages else "(no stage of its own)"
+            ax.text(x + width / 2, y + height / 2 - 0.15, label, ha="center", va="center", fontsize=7)
     for src, targets in graph.items():
         for dst in sorted(targets):
             (x1, _, y1), (x2, _, y2) = centers[src], centers[dst]

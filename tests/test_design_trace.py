@@ -202,3 +202,14 @@ def test_every_requirement_but_the_performance_ones_is_named_by_a_test():
     d = spec.load()
     assert named <= set(d.requirements), named - set(d.requirements)
     assert [r for r in d.tests_needed() if r not in named] == []
+
+
+def test_architecture_chart_reads_the_imports_and_the_stage_table(tmp_path):
+    from submission import architecture
+
+    graph = architecture.imports()
+    assert graph["evidence"] == set() and "model" in graph["eda"] and "design" in graph["submission"]
+    assert architecture.stages_of("design") == ["design.verify"]
+    depth = architecture.layers(graph)
+    assert all(depth[p] > depth[q] for p, targets in graph.items() for q in targets)
+    assert architecture.draw(tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
