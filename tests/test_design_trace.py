@@ -213,3 +213,34 @@ def test_architecture_chart_reads_the_imports_and_the_stage_table(tmp_path):
     depth = architecture.layers(graph)
     assert all(depth[p] > depth[q] for p, targets in graph.items() for q in targets)
     assert architecture.draw(tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs make and the project's .venv")
+def test_make_verify_writes_the_record_even_when_a_test_fails_and_exits_with_the_failure(tmp_path):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    suite = tmp_path / "my suite"            # a space in the path: TESTS is split on white space only
+    suite.mkdir()
+    (suite / "test_tiny.py").write_text(TRACE_TESTS)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    proc = subprocess.run(["make", "--no-print-directory", "verify", f"OUT={out}",
+                           f"TESTS={suite / 'test_tiny.py'}", "PYTEST_ARGS=-q -p design.pytest_plugin -p no:cacheprovider"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # TESTS is split on white space: the two halves are no files, pytest cannot run, no record
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert not layout.record(out, "verification.tests").is_file()
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "test_tiny.py").write_text(TRACE_TESTS)
+    proc = subprocess.run(["make", "--no-print-directory", "verify", f"OUT={out}",
+                           f"TESTS={tmp_path / 'tiny' / 'test_tiny.py'}",
+                           "PYTEST_ARGS=-q -p design.pytest_plugin -p no:cacheprovider"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
+    assert "verification: 1 of" in proc.stdout
+    data = Store(out).get("verification.tests")["data"]
+    assert data["requirements"]["SRS-002"]["verdict"] == "not verified"
+    assert data["requirements"]["SRS-001"]["verdict"] == "verified"
+    assert data["junit"]["path"] == str(layout.junit(out))
