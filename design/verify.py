@@ -53,8 +53,10 @@ def read_junit(path: Path) -> list[dict]:
     except OSError as e:
         raise VerifyError(f"{path}: cannot be read ({e.strerror}); run make verify first") from None
     tests: dict[str, dict] = {}
+    traced = False
     for case in root.iter("testcase"):
         props = {p.get("name"): p.get("value", "") for p in case.iter("property")}
+        traced = traced or NODEID in props
         nodeid = props.get(NODEID) or f"{case.get('classname', '')}::{case.get('name', '')}"
         if case.find("failure") is not None:
             outcome = "failed"
@@ -70,6 +72,9 @@ def read_junit(path: Path) -> list[dict]:
             entry["outcome"] = outcome
     if not tests:
         raise VerifyError(f"{path}: holds no test case; run make verify with tests to run (TESTS=...)")
+    if not traced:
+        raise VerifyError(f"{path}: no test carries the trace properties (node id, requirements); write the XML "
+                          "with make verify (plugin design.pytest_plugin, junit_family xunit1)")
     return list(tests.values())
 
 

@@ -121,6 +121,16 @@ def test_benchmark_figures_verify_performance_requirements(tmp_path):
     assert verify.bench_verdict(entry, {"inference": {"error": "boom"}})[0] == "not verified"
 
 
+def test_junit_without_the_trace_properties_is_refused(tmp_path):
+    xml = tmp_path / "plain.xml"
+    xml.write_text('<testsuites><testsuite><testcase classname="t" name="test_a"/></testsuite></testsuites>')
+    with pytest.raises(verify.VerifyError, match="no test carries the trace properties"):
+        verify.read_junit(xml)
+    xml.write_text("<testsuites><testsuite>")
+    with pytest.raises(verify.VerifyError, match="not JUnit XML"):
+        verify.read_junit(xml)
+
+
 def test_release_audit_fails_without_the_record(tmp_path, capsys):
     layout.evidence(tmp_path).mkdir(parents=True)
     from evidence import release
