@@ -1,7 +1,8 @@
 # Regulatory-documentation-first validation toolkit: every target writes real files under OUT.
 # Variables: OUT (run folder, default build), DATA (demo | a data folder), PARAMS (params.yaml),
 # TRUSTED (allowed-signers file for make audit), WAIT=1 (wait for another make on the same OUT);
-# audit: INPUTS=1 re-hashes every input image, INPUTS=0 none (default: when estimated under a minute).
+# audit: INPUTS=1 re-hashes every input image, INPUTS=0 none (default: when estimated under a minute),
+# RELEASE=1 fails on a requirement not verified by make verify; verify: TESTS (test files, default all).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 .DELETE_ON_ERROR:
@@ -14,19 +15,23 @@ PARAMS ?= params.yaml
 HELDOUT ?=
 SHARDS ?=
 FILES ?=
+TESTS ?=
 override HELDOUT := $(value HELDOUT)
 override FILES := $(value FILES)
 override SHARDS := $(value SHARDS)
+override TESTS := $(value TESTS)
 MAKE_HELDOUT := $(HELDOUT)
 MAKE_FILES := $(FILES)
 MAKE_SHARDS := $(SHARDS)
-export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS
+MAKE_TESTS := $(TESTS)
+export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS MAKE_TESTS
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
 TRUSTED ?=
 WAIT ?=
 REPLAY ?=
+RELEASE ?=
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,7 +40,7 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv lock submission eda train plan validate workflow audit heldout infer test bench clean
+.PHONY: help venv lock submission eda train plan validate workflow audit heldout infer test verify bench clean
 
 # One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
 # lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
@@ -88,7 +93,7 @@ lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from p
 # section changed), record DATA, and generate the stage rules (OUT/.make/stages.mk) from the stage
 # table in evidence/stages.py. A stage reruns when its params section, DATA, a record it needs or a
 # code file its records hash changed, and says which.
-STAGE_GOALS := $(filter-out help venv lock test bench clean audit,$(or $(MAKECMDGOALS),help))
+STAGE_GOALS := $(filter-out help venv lock test verify bench clean audit,$(or $(MAKECMDGOALS),help))
 ifneq ($(STAGE_GOALS),)
 ifneq ($(wildcard $(PY)),)
 ifneq ($(shell $(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)" >&2 && echo ok),ok)
@@ -108,8 +113,8 @@ plan: $(STAGE_submission.plan) ## render and lock the validation plan (validatio
 validate: $(STAGE_validation.evaluate) ## predict val, lock the threshold and the plan, then score and evaluate the test split
 workflow: $(STAGE_model.workflow) ## run the DICOM header checks on the workflow files
 
-audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics, replay the model on test images (TRUSTED=<allowed signers>, INPUTS=1, REPLAY=--all)
-	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))$(if $(TRUSTED), --trusted "$(TRUSTED)")
+audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, recompute the metrics, replay the model on test images (TRUSTED=<allowed signers>, INPUTS=1, REPLAY=--all, RELEASE=1)
+	$(PY) -m evidence audit --out $(OUT) --inputs $(if $(filter 1,$(INPUTS)),always,$(if $(filter 0,$(INPUTS)),never,auto))$(if $(TRUSTED), --trusted "$(TRUSTED)")$(if $(filter 1,$(RELEASE)), --release)
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
@@ -139,6 +144,15 @@ node: $(STAGE_model.workflow) ## run the device as a DICOM node: make node PACS=
 
 test: | $(READY) ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests run with the make variables of this make removed from their environment (they start
+# makes of their own); TESTS is split on white space, never run. A failing test still writes the
+# record (its requirements are then not verified) and make exits with pytest's status.
+verify: | $(READY) ## run the tests (TESTS="test files", default all) with JUnit XML and write record verification.tests
+	@mkdir -p "$(OUT)/verification"
+	@read -r -d '' -a tests <<< "$$MAKE_TESTS" || true; \
+	rc=0; env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(PY) -m pytest $(PYTEST_ARGS) --junitxml "$(OUT)/verification/junit.xml" -o junit_family=xunit1 "$${tests[@]}" || rc=$$?; \
+	if [ $$rc -le 1 ]; then $(PY) -m design.verify --out "$(OUT)" || exit $$?; fi; exit $$rc
 
 bench: | $(READY) ## run the benchmarks, ratios measured in one run (BENCH="names"; the names and the default, all: bench/__main__.py)
 	$(PY) -m bench $(BENCH)

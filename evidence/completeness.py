@@ -20,7 +20,7 @@ from pathlib import Path
 from . import layout
 from .errors import EvidenceError
 from .record import record_ids
-from .stages import STAGES, Stage, by_name, out_declared, run_records, stage_of
+from .stages import STAGES, Stage, by_name, optional_records, out_declared, run_records, stage_of
 
 HELDOUT_STAGE = "validation.heldout"
 
@@ -49,17 +49,23 @@ def folder_stages(run_dir: Path, out: Path) -> tuple[Stage, ...]:
     """The stages whose records a folder holds: those of the run, or for a held-out folder the
     held-out stage and the on-demand document families."""
     if run_dir == out:
-        return tuple(s for s in STAGES if s.in_run)
+        return tuple(s for s in STAGES if s.in_run or s.optional)
     return (by_name(HELDOUT_STAGE), *(s for s in STAGES if not s.in_run and any(r.endswith(".*") for r in s.records)))
 
 
 def expected_records(stages: tuple[Stage, ...], run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
-    """(record ids the folder must hold, record families it may hold)."""
+    """(record ids the folder must hold, record families it may hold; an id without `*` is a record
+    of an optional stage, which the run folder may hold)."""
     if run_dir == out:
-        return list(run_records()), []
+        return list(run_records()), list(optional_records())
     required = [r for s in stages for r in s.records if not r.endswith("*")]
     families = [r[:-1] for s in stages for r in s.records if r.endswith(".*")]
     return required, families
+
+
+def _in_family(rid: str, family: str) -> bool:
+    """`family` is a prefix ending in `.` (`submission.`) or an exact optional record id."""
+    return rid.startswith(family) if family.endswith(".") else rid == family
 
 
 def output_folders(stages: tuple[Stage, ...]) -> list[str]:
@@ -79,8 +85,8 @@ def check(run_dir: str | Path, records: dict[str, dict], out: str | Path | None 
     failures = [f"record {rid}: field evidence/{rid}.json: expected a record (stage {stage_of(rid).name}) "
                 f"found missing record" for rid in required if rid not in present]
     failures += [f"record {rid}: field evidence/{rid}.json: expected one of the records this folder holds "
-                 f"({', '.join(required + [f + '*' for f in families])}) found an unknown record"
-                 for rid in present if rid not in required and not any(rid.startswith(f) for f in families)]
+                 f"({', '.join(required + [f + '*' if f.endswith('.') else f for f in families])}) found an unknown record"
+                 for rid in present if rid not in required and not any(_in_family(rid, f) for f in families)]
 
     listed: set[str] = set()
     for rid, record in records.items():

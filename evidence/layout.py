@@ -130,6 +130,15 @@ def sbom(out: str | Path) -> Path:
     return submission(out) / SBOM
 
 
+def verification(out: str | Path) -> Path:
+    """The test run of `make verify` (not a stage's output; hashed by record verification.tests)."""
+    return Path(out) / "verification"
+
+
+def junit(out: str | Path) -> Path:
+    return verification(out) / "junit.xml"
+
+
 def heldout_root(out: str | Path) -> Path:
     return Path(out) / "heldout"
 

@@ -34,6 +34,8 @@ def stage_rule(stage: Stage) -> str:
     """The make rule of one stage: its records as one grouped target."""
     targets = " ".join(record_target(r) for r in stage.records)
     needs = [record_target(r) for r in stage.needs]
+    # a record of an optional stage is a prerequisite only once it exists (make verify writes it)
+    needs += [f"$(wildcard {record_target(r)})" for r in stage.optional_needs]
     params = [f"$(P)/{stage.params}.json"] if stage.params else []
     inputs = [f"$(OUT)/{p}" for p in stage.inputs]
     code = [f.relative_to(REPO_ROOT).as_posix() for f in code_files(stage)]

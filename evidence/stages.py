@@ -60,6 +60,8 @@ class Stage:
     args: str = ""                  # command-line arguments besides --out and --params
     inputs: tuple[str, ...] = ()    # run-folder files besides records that it reads
     in_run: bool = True             # part of `make submission` (False: run on demand, elsewhere)
+    optional: bool = False          # on demand, its records written into the run folder when run
+    optional_needs: tuple[str, ...] = ()  # records of optional stages it reads when they are present
     doc: str = ""                   # what else it depends on, in words
     runs: str = ""                  # the module it runs, when not its name
 
@@ -127,15 +129,22 @@ STAGES: tuple[Stage, ...] = (
           outs=("submission/sbom.cdx.json",),
           doc="the hashed lock `requirements/runtime.txt`, the installed packages' metadata and the support "
               "facts; the vulnerability source only when params ask for it"),
+    # the verification of the requirements by the test suite (`make verify`): on demand
+    Stage("design.verify", ("verification.tests",), sources=("design",), files=("design/*.yml", "design/*.json"),
+          inputs=("verification/junit.xml",), in_run=False, optional=True, args="[--junit FILE] [--bench FILE]",
+          doc="the JUnit XML of the test run `make verify` writes (`OUT/verification/junit.xml`) and the "
+              "benchmark results of `make bench` when present; written into the run folder"),
     Stage("submission", ("submission.documents",),
           needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
                  "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
                  "validation.acceptance", "workflow.latency", "software.sbom"),
-          params="submission", sources=("submission", "templates"),
-          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
-          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/data_flow.png",
-                "submission/traceability.*",
-                "submission/model_card.json")),
+          optional_needs=("verification.tests",),
+          params="submission", sources=("submission", "templates", "design"),
+          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json",
+                 "design/*.yml"),
+          outs=(*registry_outs(), "submission/device_flowchart.png", "submission/software_architecture.png",
+                "submission/data_flow.png",
+                "submission/traceability.*", "submission/model_card.json")),
     Stage("validation.heldout",
           ("heldout.plan_lock", "heldout.intake", "heldout.metrics", "heldout.subgroups", "heldout.acceptance"),
           params="heldout", sources=("validation", "model"), args="--heldout DIR", in_run=False,
@@ -143,8 +152,8 @@ STAGES: tuple[Stage, ...] = (
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
-          sources=("submission", "templates"),
-          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
+          sources=("submission", "templates", "design"),
+          files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json", "design/*.yml"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
           doc="the records of the folder it renders (e.g. a held-out report in `OUT/heldout/<name>`)"),
 )
@@ -178,10 +187,15 @@ def run_records() -> tuple[str, ...]:
     return tuple(r for s in STAGES if s.in_run for r in s.records)
 
 
+def optional_records() -> tuple[str, ...]:
+    """Records a run folder may hold besides `run_records()`: those of optional stages (`make verify`)."""
+    return tuple(r for s in STAGES if s.optional for r in s.records)
+
+
 def upstream(stage: Stage) -> set[str]:
     """Records `stage` may depend on: its needs, their stages' needs, and so on."""
     seen: set[str] = set()
-    todo = list(stage.needs)
+    todo = [*stage.needs, *stage.optional_needs]
     while todo:
         rid = todo.pop()
         if rid in seen:
@@ -270,7 +284,10 @@ def markdown() -> str:
     for s in STAGES:
         records = ", ".join(f"`{r}`" for r in s.records)
         needs = ", ".join(f"`{r}`" for r in s.needs if r != "*")
+        if s.optional_needs:
+            needs += "; when present: " + ", ".join(f"`{r}`" for r in s.optional_needs)
         depends = "; ".join(x for x in (needs, s.doc) if x) or "(nothing)"
-        rows.append(f"| {records} | `{s.name}`: `{s.command}` | `{s.params}` | {depends} | "
-                    f"{'yes' if s.in_run else 'on demand'} |")
+        params = f"`{s.params}`" if s.params else "(none)"
+        rows.append(f"| {records} | `{s.name}`: `{s.command}` | {params} | {depends} | "
+                    f"{'yes' if s.in_run else 'on demand, in the run folder' if s.optional else 'on demand'} |")
     return "\n".join(rows) + "\n"

@@ -26,7 +26,7 @@ from evidence.errors import ToolkitError
 from evidence.prespecified import LOCK, PLAN as PLAN_RECORD
 from evidence.provenance import relative_to_run, resolve_run_path
 
-from . import flowchart, model_card, threat_model
+from . import architecture, flowchart, model_card, threat_model
 from .documents import update_traceability, write_document, write_traceability
 from .plan import PLAN
 from .registry import registry, submission_documents
@@ -34,6 +34,7 @@ from .render import Rendered, Renderer
 
 FLOWCHART = "device_flowchart.png"
 DATA_FLOW = "data_flow.png"
+ARCHITECTURE = "software_architecture.png"
 
 
 class SubmissionError(ToolkitError):
@@ -63,7 +64,8 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
     signing.check_config(out, params.get("signing"))
     chart = flowchart.draw(folder / FLOWCHART)
     data_flow = threat_model.draw(folder / DATA_FLOW, threat_model.load())
-    renderer = Renderer(out, extra_figures={"flowchart": chart, "data_flow": data_flow})
+    arch = architecture.draw(folder / ARCHITECTURE)
+    renderer = Renderer(out, extra_figures={"flowchart": chart, "data_flow": data_flow, "architecture": arch})
     records = []
     docs = registry()
     if documents:
@@ -78,7 +80,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
             records.append(write_record(
                 out, f"submission.{rendered.name}", params=params,
                 data={"document": rendered.name, "traces": len(rendered.traces)},
-                dep_records=rendered.records, outs=[chart, data_flow, *written, trace, *table]))
+                dep_records=rendered.records, outs=[chart, data_flow, arch, *written, trace, *table]))
         return records
 
     plan, plan_files = locked_plan(out, renderer)
@@ -96,7 +98,7 @@ def run(out: str | Path, params: dict, *, documents: list[str] | None = None, pd
         data={"documents": [PLAN, *(r.name for r in rendered)],
               "titles": {d.name: d.title for d in docs.values() if d.in_submission},
               "traces": {r.name: len(r.traces) for r in (plan, *rendered)}},
-        dep_records=deps, deps=plan_files, outs=[chart, data_flow, *files, trace, *table], sign=params.get("signing", {})))
+        dep_records=deps, deps=plan_files, outs=[chart, data_flow, arch, *files, trace, *table], sign=params.get("signing", {})))
     return records
 
 

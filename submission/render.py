@@ -27,6 +27,8 @@ from .markup import BANNER
 
 TEMPLATES = REPO_ROOT / "templates"
 DATA = Path(__file__).resolve().parent / "data"
+#: the design files (requirements, hazards, anomalies: `design.spec`), read as facts files too
+DESIGN = REPO_ROOT / "design"
 APPENDIX_HEADING = "Traceability statement"
 #: The full table of traced values: in the auditor edition (a heading below the statement) and in
 #: `traceability.{md,html,pdf}` of the submission folder (`submission.documents.write_traceability`).
@@ -163,9 +165,12 @@ class TracingEnvironment(jinja2.Environment):
 
 
 def load_facts() -> dict[str, tuple[dict, str, str]]:
-    """{name: (facts, path relative to the repo, sha256)} for every submission/data/*.yml."""
+    """{name: (facts, path relative to the repo, sha256)} for every submission/data/*.yml and
+    design/*.yml (a name both folders hold is refused)."""
     facts = {}
-    for path in sorted(DATA.glob("*.yml")):
+    for path in [*sorted(DATA.glob("*.yml")), *sorted(DESIGN.glob("*.yml"))]:
+        if path.stem in facts:
+            raise RenderError(f"{path}: facts file {path.stem!r} is also {facts[path.stem][1]}; rename one")
         facts[path.stem] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {},
                             path.relative_to(REPO_ROOT).as_posix(), sha256_file(path))
     return facts
@@ -205,9 +210,9 @@ class Renderer:
             records=self.records, synthetic=self.synthetic, nih_source=self.nih_source,
             traceability_appendix=lambda: APPENDIX_MARK, banner=BANNER,
         )
-        from .package import template_globals
-        from . import threat_model
-        self.env.globals.update(template_globals(self))
+        from . import design_docs, package, threat_model
+        self.env.globals.update(package.template_globals(self))
+        self.env.globals.update(design_docs.template_globals(self))
         self.env.globals.update(threat_model.template_globals(self))
         self._marks: list[tuple[str, Traced | None]] = []
         self._figures: list[dict] = []
@@ -228,7 +233,7 @@ class Renderer:
         """A hand-written fact: 'device.name' is key `name` of submission/data/device.yml."""
         file, _, path = dotted.partition(".")
         if file not in self.facts:
-            raise RenderError(f"fact({dotted!r}): no file submission/data/{file}.yml")
+            raise RenderError(f"fact({dotted!r}): no file submission/data/{file}.yml or design/{file}.yml")
         data, rel, sha = self.facts[file]
         node = Traced(data, rel, "", sha, source="facts")
         for key in [p for p in path.split(".") if p]:

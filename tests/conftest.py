@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# test -> requirements: each test's `verifies` marks as JUnit XML properties (make verify)
+from design.pytest_plugin import pytest_collection_modifyitems  # noqa: F401  (a pytest hook)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 

@@ -11,6 +11,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from validation import acceptance, evaluate
 
+pytestmark = pytest.mark.verifies("SRS-024")
+
 GOALS = [{"metric": "sensitivity", "bound": "ci_low", "op": ">", "value": 0.80, "method": "clopper-pearson",
           "anticipated": 0.90, "primary": True, "justification": ["K191556"]},
          {"metric": "specificity", "bound": "ci_low", "op": ">", "value": 0.80, "method": "clopper-pearson",

@@ -10,6 +10,8 @@ from scipy import stats as sps
 from validation import calibration, figures
 from validation.stats import StatsError
 
+pytestmark = pytest.mark.verifies("SRS-026")
+
 
 def test_quantile_bins_hold_equal_counts_with_distinct_scores():
     rng = np.random.default_rng(0)

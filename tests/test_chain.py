@@ -13,6 +13,8 @@ import pytest
 from evidence import atomic, chain, layout, record_hash, write_record
 from evidence.audit import audit
 
+pytestmark = pytest.mark.verifies("SRS-035")
+
 
 def _run(out: Path, value: int) -> Path:
     write_record(out, "cohort.manifest", data={"images": value}, synthetic=True)

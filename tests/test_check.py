@@ -1,9 +1,13 @@
 """python -m submission.check on hand-made documents (no rendering)."""
 import json
 
+import pytest
+
 from evidence.canonical import sha256_bytes
 from submission.check import check, main, required_sections, untraced_numbers
 from submission.render import load_facts
+
+pytestmark = pytest.mark.verifies("SRS-030", "SRS-031")
 
 
 def _write(tmp_path, md, traces, synthetic=False, nih=False):

@@ -15,6 +15,8 @@ import pytest
 from evidence.cli import EXIT_BAD_INPUT, EXIT_SOFTWARE, stage_main
 from evidence.errors import ToolkitError
 
+pytestmark = pytest.mark.verifies("SRS-042")
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("eda", "evidence", "model", "validation", "submission")
 

@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset
 from model import clinician, names
 from model.dicom_values import conform, problems, valid_uid
 
+pytestmark = pytest.mark.verifies("SRS-027")
+
 JAPANESE = "Yamada^Tarou=山田^太郎=やまだ^たろう"        # DICOM PS3.5 H.3.1 example name
 
 

@@ -26,7 +26,7 @@ from audit_demo import audit, copy_run, make, rehash, small_build
 from evidence import completeness, layout
 from evidence.stages import STAGES, by_name, out_declared
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.verifies("SRS-037")]
 
 MATRIX = os.environ.get("FAULT_MATRIX", "")
 DEFAULT_STAGES = ("submission",)

@@ -12,6 +12,8 @@ import pytest
 
 from evidence import console
 
+pytestmark = pytest.mark.verifies("SRS-043")
+
 REPO = Path(__file__).resolve().parent.parent
 TF_NOISE = ("cuInit", "oneDNN", "absl", "cudart", "TF-TRT", "computation placer", "cpu_feature_guard")
 

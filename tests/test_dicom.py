@@ -45,17 +45,20 @@ def test_real_nih_dicoms(nih_dir, n, status, reason):
 
 @pytest.mark.parametrize("text,years", [("045Y", 45), ("018M", 1.5), ("81", 81), ("010W", 70 / 365.25),
                                         ("003D", 3 / 365.25), (" 60Y ", 60), ("", None), (None, None)])
+@pytest.mark.verifies("SRS-003")
 def test_parse_age(text, years):
     got = dicom.parse_age(text)
     assert (got is None) if years is None else got == pytest.approx(years, abs=1e-3)
 
 
+@pytest.mark.verifies("SRS-003")
 @pytest.mark.parametrize("text", ["abc", "45X", "-5Y", "1000Y", "4.5Y"])
 def test_parse_age_rejects_garbage(text):
     with pytest.raises(ValueError, match="PatientAge"):
         dicom.parse_age(text)
 
 
+@pytest.mark.verifies("SRS-003")
 def test_age_rules_and_missing_age_policy():
     px = np.zeros((64, 64), np.uint8)
     assert dicom.check_header(_dx(px, age="017Y")).status == "rejected"
@@ -68,6 +71,7 @@ def test_age_rules_and_missing_age_policy():
     assert warned.status == "accepted" and "PatientAge missing" in warned.warnings[0]
 
 
+@pytest.mark.verifies("SRS-002")
 def test_view_position_wins_over_patient_position():
     ds = _dx(np.zeros((64, 64), np.uint8), view="LL")
     ds.PatientPosition = "PA"
@@ -75,6 +79,7 @@ def test_view_position_wins_over_patient_position():
     assert check.status == "rejected" and check.view == "LL" and check.view_source == "ViewPosition"
 
 
+@pytest.mark.verifies("SRS-012")
 def test_monochrome1_is_inverted(tmp_path):
     px = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
     ds = _dx(px)
@@ -83,6 +88,7 @@ def test_monochrome1_is_inverted(tmp_path):
     np.testing.assert_array_equal(out, 255.0 - px.astype(np.float32))
 
 
+@pytest.mark.verifies("SRS-012")
 def test_12bit_window_matches_pydicom_windowing(tmp_path):
     rng = np.random.default_rng(0)
     px = rng.integers(0, 4096, (64, 64)).astype(np.uint16)
@@ -97,6 +103,7 @@ def test_12bit_window_matches_pydicom_windowing(tmp_path):
     assert ours.min() == 0.0 and ours.max() == 255.0
 
 
+@pytest.mark.verifies("SRS-012")
 def test_rescale_then_window_hand_computed(tmp_path):
     px = np.array([[0, 1064, 1024 + 240, 2000]] * 32, dtype=np.uint16).repeat(8, axis=1)
     ds = _dx(px)
@@ -121,6 +128,7 @@ def test_16bit_without_window_scales_the_encodable_range_not_the_values_present(
 MR = "MR_small.dcm"
 
 
+@pytest.mark.verifies("SRS-009")
 @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"])
 def test_compressed_files_decode_like_their_uncompressed_twin(name):
     plain = dicom.read_pixels(pydicom.dcmread(get_testdata_file(MR)))
@@ -129,6 +137,7 @@ def test_compressed_files_decode_like_their_uncompressed_twin(name):
     np.testing.assert_array_equal(dicom.read_pixels(packed), plain)
 
 
+@pytest.mark.verifies("SRS-009")
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
 def test_compress_with_pydicom_then_intake(tmp_path, syntax):
     rng = np.random.default_rng(1)
@@ -142,6 +151,7 @@ def test_compress_with_pydicom_then_intake(tmp_path, syntax):
     np.testing.assert_array_equal(item.pixels, px.astype(np.float32))
 
 
+@pytest.mark.verifies("SRS-009")
 def test_jpeg_baseline_encapsulated_from_pillow(tmp_path):
     from PIL import Image
 
@@ -158,6 +168,7 @@ def test_jpeg_baseline_encapsulated_from_pillow(tmp_path):
     assert np.abs(item.pixels.astype(int) - px).max() <= 4  # lossy, but the same image
 
 
+@pytest.mark.verifies("SRS-009", "SRS-010")
 def test_unsupported_transfer_syntax_is_named(tmp_path):
     ds = _dx(np.zeros((64, 64), np.uint8))
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no pixel handler
@@ -182,6 +193,7 @@ def test_resolved_rules_are_not_resolved_again_per_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bits,predictor,syntax", [(8, 1, JPEGLosslessSV1), (12, 1, JPEGLosslessSV1),
                                                     (8, 7, JPEGLossless), (16, 4, JPEGLossless)])
+@pytest.mark.verifies("SRS-009")
 def test_jpeg_lossless_decodes_to_the_encoded_pixels(tmp_path, bits, predictor, syntax):
     """JPEG lossless (process 14), written by the test's own T.81 encoder, decodes through intake
     to exactly the pixels of its uncompressed twin."""

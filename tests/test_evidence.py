@@ -44,6 +44,7 @@ def test_canonical_json_is_sorted_compact_and_rejects_nan():
         canonical_json({"x": float("nan")})
 
 
+@pytest.mark.verifies("SRS-034")
 def test_record_hash_is_sha256_of_canonical_body(run):
     record = json.loads(record_path(run, "eda.dataset").read_text())
     body = {k: v for k, v in record.items() if k != "sha256"}
@@ -81,6 +82,7 @@ def test_store_lookup_returns_value_pointer_and_hash(run):
     ({"m": float("nan")}, "never NaN"),
     ({"m": object()}, "not plain JSON"),
 ])
+@pytest.mark.verifies("SRS-040")
 def test_invalid_data_is_refused_and_nothing_is_written(tmp_path, bad, match):
     with pytest.raises(EvidenceError, match=match):
         write_record(tmp_path, "validation.test", data=bad)
@@ -99,6 +101,7 @@ def test_unknown_top_level_key_and_bad_id_are_rejected(run):
         write_record(run, "NoDots", data={})
 
 
+@pytest.mark.verifies("SRS-040")
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "a.txt"
     write_text(target, "old")
@@ -110,11 +113,13 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.verifies("SRS-034")
 def test_audit_passes_on_untouched_run(run):
     failures, n = audit(run, complete=False)
     assert failures == [] and n == 2
 
 
+@pytest.mark.verifies("SRS-034")
 def test_audit_names_a_changed_evidence_value(run):
     path = record_path(run, "eda.dataset")
     record = json.loads(path.read_text())
@@ -129,6 +134,7 @@ def test_audit_names_a_changed_evidence_value(run):
     ("figures/roc.png", "outs[figures/roc.png]"),
     ("predictions/test.csv", "deps[predictions/test.csv]"),
 ])
+@pytest.mark.verifies("SRS-034")
 def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
     path = run / rel
     data = bytearray(path.read_bytes())
@@ -138,6 +144,7 @@ def test_audit_names_one_changed_byte_in_a_file(run, rel, field):
     assert len(failures) == 1 and f"record eda.dataset: field {field}: expected" in failures[0]
 
 
+@pytest.mark.verifies("SRS-034")
 def test_audit_names_a_replaced_parent_record(run, tmp_path):
     src = tmp_path / "labels.csv"
     src.write_text("x,y\n1,3\n")
@@ -157,6 +164,7 @@ def test_audit_cli_exit_codes(run):
     assert "FAIL record eda.dataset: field outs[figures/roc.png]" in bad.stdout
 
 
+@pytest.mark.verifies("SRS-042")
 def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
     from evidence.cli import stage_main
     from evidence.params import ParamsError, section
@@ -179,6 +187,7 @@ def test_stage_main_turns_bad_input_into_one_error_line(tmp_path, capsys):
     assert issubclass(ParamsError, ValueError)
 
 
+@pytest.mark.verifies("SRS-034")
 def test_audit_names_a_record_copied_over_another_name(run):
     record_path(run, "eda.copy").write_text(record_path(run, "eda.dataset").read_text())
     failures, _ = audit(run, complete=False)
@@ -279,6 +288,7 @@ def test_params_stamps_resolve_the_profile(tmp_path):
     assert json.loads((tmp_path / "params" / "train.json").read_text())["architecture"] == "densenet121"
 
 
+@pytest.mark.verifies("SRS-040")
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, capsys, where):
     """ENOSPC while writing or syncing: one error line naming the file (not the temporary one) and the

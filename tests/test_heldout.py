@@ -88,6 +88,7 @@ def build_heldout(folder: Path, rows: pd.DataFrame) -> pd.DataFrame:
     return labels
 
 
+@pytest.mark.verifies("SRS-021")
 @pytest.mark.slow
 def test_heldout_end_to_end(locked_run, nih, tmp_path):
     folder = tmp_path / "site_x"
@@ -189,6 +190,7 @@ def test_heldout_end_to_end(locked_run, nih, tmp_path):
     assert "BodyPartExamined" in page and "<SCRIPT>" not in page.upper().replace("&LT;SCRIPT&GT;", "")
 
 
+@pytest.mark.verifies("SRS-021")
 def test_tampered_plan_is_refused_before_reading(locked_run, tmp_path, capsys):
     out = tmp_path / "main"
     shutil.copytree(locked_run, out, ignore=shutil.ignore_patterns("heldout"))
@@ -333,6 +335,7 @@ def _est(x, lo, hi, method):
     return {"estimate": x, "ci_low": lo, "ci_high": hi, "ci_level": 0.95, "method": method, "n": 100}
 
 
+@pytest.mark.verifies("SRS-021")
 def test_heldout_judges_with_the_method_the_plan_locked(tmp_path):
     from test_render_evidence import build_run
     from validation.acceptance import evaluate
@@ -541,6 +544,7 @@ def test_labels_csv_with_no_usable_row_exits_2_with_the_reasons(locked_run, nih,
     assert not [p for p in (locked_run / "heldout").iterdir() if "allbad" in p.name]
 
 
+@pytest.mark.verifies("SRS-029")
 @pytest.mark.slow
 def test_hostile_file_names_cannot_put_links_or_images_in_the_report(locked_run, nih, tmp_path, capsys):
     """A labels.csv naming files with double backticks, Markdown links and images, raw HTML: the report

@@ -83,6 +83,7 @@ def test_infer_real_files_and_broken_ones(device_out, nih_dir, tmp_path, capsys)
     assert (device_out / "infer" / "index.html").is_file()
 
 
+@pytest.mark.verifies("SRS-016")
 def test_probability_matches_direct_prediction(device_out, nih_dir, capsys):
     """The CLI's probability equals keras predicting on preprocess(read_pixels(file)) directly."""
     import keras
@@ -98,12 +99,14 @@ def test_probability_matches_direct_prediction(device_out, nih_dir, capsys):
     assert row["clinician_image"] is None
 
 
+@pytest.mark.verifies("SRS-042")
 def test_no_model_is_one_line_error(tmp_path, capsys):
     assert infer.main(["--out", str(tmp_path), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no model in") and "\n" not in err
 
 
+@pytest.mark.verifies("SRS-017")
 def test_tampered_model_is_refused(device_out, tmp_path, capsys):
     import shutil
 
@@ -115,6 +118,7 @@ def test_tampered_model_is_refused(device_out, tmp_path, capsys):
     assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
 
 
+@pytest.mark.verifies("SRS-017")
 def test_tampered_spec_is_refused(device_out, tmp_path, capsys):
     import shutil
 
@@ -129,6 +133,7 @@ def test_tampered_spec_is_refused(device_out, tmp_path, capsys):
     assert err.startswith("error: ") and "preprocessing.json" in err and "make train" in err and "\n" not in err
 
 
+@pytest.mark.verifies("SRS-001", "SRS-002")
 def test_infer_applies_the_header_checks_of_the_workflow_record(device_out, nih_dir, tmp_path, capsys):
     """A run whose workflow.dicom record allows only PA rejects an AP file, whatever --params says;
     without the record, --params sets the checks, and without both the defaults apply."""
@@ -157,6 +162,7 @@ def test_infer_applies_the_header_checks_of_the_workflow_record(device_out, nih_
     assert infer.load_device(out, params).rules_source == "record workflow.dicom"
 
 
+@pytest.mark.verifies("SRS-029")
 def test_html_index_escapes_header_text():
     from model.clinician import html_index
 
@@ -185,6 +191,7 @@ def nih_64px_table(nih_dir: Path):
     })
 
 
+@pytest.mark.verifies("SRS-016")
 def test_classify_pipeline_keeps_order_and_equals_one_file_at_a_time(device_out, nih_dir, tmp_path):
     """Intake threads running ahead (several workers, small look-ahead, batches that split mixed
     accepted/rejected/broken files) give the same rows, in input order, as one file per batch."""
@@ -216,6 +223,7 @@ def test_classify_stops_cleanly_when_the_consumer_stops(device_out, nih_dir):
     assert not [t for t in threading.enumerate() if t.name.startswith("intake")]
 
 
+@pytest.mark.verifies("SRS-001", "SRS-002", "SRS-003")
 def test_intended_use_line_follows_the_header_rules():
     from model.clinician import intended_use
     from model.dicom import rules_from

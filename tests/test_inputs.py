@@ -18,6 +18,8 @@ from evidence.make import prepare
 from evidence.manifest import read_manifest
 from demo_params import write_small
 
+pytestmark = pytest.mark.verifies("SRS-038")
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO = {"seed": 5, "n_patients": 20, "image_size": 64, "pneumonia_prevalence": 0.3}
 IMAGES = ("00000001_000.png", "00000001_001.png", "00000002_000.png", "00000003_000.png")

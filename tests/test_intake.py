@@ -48,6 +48,7 @@ def _cr(stored: np.ndarray, bits: int, **kw) -> pydicom.Dataset:
 
 # ----------------------------------------------------------------------------- bit depths
 
+@pytest.mark.verifies("SRS-008")
 @pytest.mark.parametrize("bits", [15, 13])
 def test_cr_chest_of_15_and_13_bits_is_accepted_and_scaled_by_its_bit_range(tmp_path, bits):
     """Like pydicom-data's RG1 (CR, CHEST, PA, 1955 x 1841, BitsStored 15): legal, accepted, and its
@@ -64,6 +65,7 @@ def test_cr_chest_of_15_and_13_bits_is_accepted_and_scaled_by_its_bit_range(tmp_
 @pytest.mark.parametrize("allocated,stored,high,code", [
     (16, 12, 15, "high_bit"), (16, 15, 11, "high_bit"), (8, 12, 11, "bits_stored"), (16, 17, 16, "bits_stored"),
     (12, 12, 11, "bits_allocated")])
+@pytest.mark.verifies("SRS-008", "SRS-010")
 def test_inconsistent_bit_depths_are_rejected_with_their_code(allocated, stored, high, code):
     ds = _dx(np.tile(np.arange(64, dtype=np.uint16), (64, 1)))
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, stored, high
@@ -72,6 +74,7 @@ def test_inconsistent_bit_depths_are_rejected_with_their_code(allocated, stored,
     assert len(check.codes) == len(check.reasons)
 
 
+@pytest.mark.verifies("SRS-008")
 @pytest.mark.parametrize("bits", list(range(1, 17)))
 def test_every_bits_stored_from_1_to_16_passes_the_header_check(bits):
     ds = _dx(np.zeros((64, 64), np.uint8 if bits <= 8 else np.uint16))
@@ -98,6 +101,7 @@ def _rle_bomb(rows: int = 8192, cols: int = 8192) -> pydicom.Dataset:
     return ds
 
 
+@pytest.mark.verifies("SRS-004")
 def test_rle_bomb_is_rejected_from_its_header_before_any_decoding(tmp_path, monkeypatch):
     path = dicom.save(_rle_bomb(), tmp_path / "bomb.dcm")
     assert path.stat().st_size < 3 * 2**20                      # 2 MB declaring 128 MiB decoded
@@ -118,6 +122,7 @@ def test_rle_bomb_is_rejected_from_its_header_before_any_decoding(tmp_path, monk
     assert peak < 32 * 2**20, peak                               # the 2 MB file, a few copies
 
 
+@pytest.mark.verifies("SRS-004")
 def test_small_rle_file_within_budget_decodes(tmp_path):
     """The same construction within the budget decodes (the bomb is refused for its size alone)."""
     item = dicom.intake(dicom.save(_rle_bomb(64, 64), tmp_path / "small.dcm"),
@@ -126,6 +131,7 @@ def test_small_rle_file_within_budget_decodes(tmp_path):
     assert item.pixels.shape == (64, 64) and float(item.pixels.max()) == 0.0
 
 
+@pytest.mark.verifies("SRS-005")
 def test_file_larger_than_max_file_mb_is_not_read(tmp_path, monkeypatch):
     path = dicom.save(_dx(np.tile(np.arange(256, dtype=np.uint16), (256, 1))), tmp_path / "big.dcm")
     monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read")))
@@ -134,6 +140,7 @@ def test_file_larger_than_max_file_mb_is_not_read(tmp_path, monkeypatch):
     assert "larger than max_file_mb 0.05 MB" in item.check.reasons[0]
 
 
+@pytest.mark.verifies("SRS-004")
 def test_byte_budget_alone(tmp_path):
     check = dicom.check_header(_dx(np.zeros((1000, 1000), np.uint16)), {"max_decoded_mb": 1.0})
     assert check.codes == ["byte_budget"] and "1.9 MB" in check.reasons[0]
@@ -141,12 +148,14 @@ def test_byte_budget_alone(tmp_path):
 
 # ----------------------------------------------------------------------------- blank images, strips
 
+@pytest.mark.verifies("SRS-006")
 def test_all_zero_image_is_rejected_as_blank(tmp_path):
     item = dicom.intake(dicom.save(_dx(np.zeros((256, 256), np.uint8)), tmp_path / "zero.dcm"))
     assert item.status == "rejected" and item.check.codes == ["blank_image"] and item.pixels is None
     assert "standard deviation 0.00 grey levels" in item.check.reasons[0]
 
 
+@pytest.mark.verifies("SRS-006")
 def test_near_constant_image_is_rejected_and_a_plain_one_is_not(tmp_path):
     px = np.full((256, 256), 120, np.uint8)
     px[100, 100] = 255
@@ -155,6 +164,7 @@ def test_near_constant_image_is_rejected_and_a_plain_one_is_not(tmp_path):
     assert ok.status == "accepted", ok.check.reasons
 
 
+@pytest.mark.verifies("SRS-007")
 def test_a_strip_is_rejected_for_its_aspect_ratio():
     check = dicom.check_header(_dx(np.zeros((32, 8192), np.uint8)))
     assert check.status == "rejected" and check.codes == ["aspect_ratio"]
@@ -165,6 +175,7 @@ def test_a_strip_is_rejected_for_its_aspect_ratio():
 
 # ----------------------------------------------------------------------------- non-Part-10 files
 
+@pytest.mark.verifies("SRS-011")
 @pytest.mark.parametrize("implicit", [True, False])
 def test_non_part10_file_is_read_as_a_bare_data_set(tmp_path, implicit):
     px = _encode(_chest(64, 64), 8)
@@ -181,6 +192,7 @@ def test_non_part10_file_is_read_as_a_bare_data_set(tmp_path, implicit):
     assert ("Implicit" if implicit else "Explicit") in item.check.warnings[0]
 
 
+@pytest.mark.verifies("SRS-011")
 def test_non_part10_without_pixels_says_so_and_non_dicom_is_not_a_dicom_file(tmp_path):
     ds = _dx(np.zeros((64, 64), np.uint8))
     del ds.PixelData, ds.file_meta
@@ -198,6 +210,7 @@ def test_non_part10_without_pixels_says_so_and_non_dicom_is_not_a_dicom_file(tmp
 
 # ----------------------------------------------------------------------------- wording
 
+@pytest.mark.verifies("SRS-002")
 def test_ct_patient_position_is_not_reported_as_a_view():
     ds = _dx(np.zeros((64, 64), np.uint8), modality="CT", view=None)
     ds.PatientPosition = "HFS"
@@ -211,6 +224,7 @@ def test_ct_patient_position_is_not_reported_as_a_view():
     assert "PatientPosition FFP is a patient position, not a view" in check.reasons[0]
 
 
+@pytest.mark.verifies("SRS-010")
 def test_every_reason_has_a_declared_code(tmp_path):
     ds = _dx(np.zeros((32, 8192), np.uint8), modality=None, body_part="SKULL", view="LL", age="010Y")
     ds.BitsStored = 9
@@ -288,6 +302,7 @@ def tiny_model():
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), rows=st.integers(48, 96), cols=st.integers(48, 96),
        contrast=st.floats(0.2, 1.0), offset=st.floats(0.0, 0.5))
+@pytest.mark.verifies("SRS-009", "SRS-012")
 def test_same_image_in_every_encoding_gives_the_same_model_input(tiny_model, tmp_path, seed, rows, cols,
                                                                   contrast, offset):
     from model.preprocess import PreprocessingSpec, preprocess_batch
@@ -314,6 +329,7 @@ def test_same_image_in_every_encoding_gives_the_same_model_input(tiny_model, tmp
         assert np.abs(inputs[-1] - inputs[0]).max() * 255 > 1.0
 
 
+@pytest.mark.verifies("SRS-012")
 def test_png_and_dicom_of_the_same_16bit_image_give_the_same_pixels(tmp_path):
     """Training reads PNGs, inference reads DICOM: both follow value * 255 / (2^16 - 1)."""
     from PIL import Image

@@ -12,8 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or not (REPO / ".venv" / ".installed").exists(),
-                                reason="needs make and the project's .venv")
+pytestmark = [pytest.mark.skipif(shutil.which("make") is None or not (REPO / ".venv" / ".installed").exists(),
+                                reason="needs make and the project's .venv"), pytest.mark.verifies("SRS-045")]
 
 
 def run_make(tmp_path: Path, goal: str, **variables: str) -> tuple[subprocess.CompletedProcess, list[str] | None]:

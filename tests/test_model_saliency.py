@@ -1,11 +1,15 @@
 """Saliency: Grad-CAM on the last convolutional feature map, nested bases included; input gradients otherwise."""
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from model import architectures as arch
 from model.preprocess import PreprocessingSpec
 from model.saliency import GRAD_CAM, GRADIENT, probability_of, saliency_map
+
+pytestmark = pytest.mark.verifies("SRS-032")
 
 
 def _x(size, channels, seed=0):

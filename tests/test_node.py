@@ -59,6 +59,7 @@ def _sr_values(sr) -> dict:
     return values
 
 
+@pytest.mark.verifies("SRS-019", "SRS-028")
 def test_store_notify_and_results_in_the_pacs(device_out, device, tmp_path):
     pacs = Pacs()
     worklist = HTTPServer(("127.0.0.1", 0), Worklist)
@@ -131,6 +132,7 @@ def test_store_notify_and_results_in_the_pacs(device_out, device, tmp_path):
         assert errors == [], f"{name}: {errors}"
 
 
+@pytest.mark.verifies("SRS-019")
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_refused_and_malformed_inputs_do_not_stop_the_node(device_out, device, tmp_path):
     from pynetdicom import AE
@@ -173,6 +175,7 @@ def test_refused_and_malformed_inputs_do_not_stop_the_node(device_out, device, t
         node.stop()
 
 
+@pytest.mark.verifies("SRS-019")
 def test_pacs_down_then_up_delivers_after_retries(device_out, device, tmp_path):
     port = free_port()
     node = node_mod.Node(device_out, device, state_dir=tmp_path / "node", listen=("127.0.0.1", 0),
@@ -194,6 +197,7 @@ def test_pacs_down_then_up_delivers_after_retries(device_out, device, tmp_path):
             pacs.stop()
 
 
+@pytest.mark.verifies("SRS-019")
 def test_a_refused_object_does_not_hold_back_the_others(device_out, device, tmp_path):
     pacs = Pacs(refuse=(SC,))
     node = node_mod.Node(device_out, device, state_dir=tmp_path / "node", listen=("127.0.0.1", 0),
@@ -209,6 +213,7 @@ def test_a_refused_object_does_not_hold_back_the_others(device_out, device, tmp_
         pacs.stop()
 
 
+@pytest.mark.verifies("SRS-018")
 def test_recover_finishes_a_half_done_state(tmp_path):
     state = NodeState(tmp_path / "node")
     note = {"sop_instance_uid": "1.2.3", "status": "flagged"}
@@ -222,6 +227,7 @@ def test_recover_finishes_a_half_done_state(tmp_path):
     assert [p.stem for p in state.queue.glob("*.dcm")] == ["1.2.4"]
 
 
+@pytest.mark.verifies("SRS-018")
 def test_kill_9_and_restart_lose_nothing_and_repeat_nothing(device_out, tmp_path):
     pacs = Pacs()
     port = free_port()
@@ -262,6 +268,7 @@ def test_bad_configuration_is_one_line_error(tmp_path, capsys, args, message):
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.verifies("SRS-017")
 def test_a_model_that_changed_after_training_is_refused_at_start_up(device_out, tmp_path, capsys):
     import shutil
 

@@ -13,6 +13,8 @@ import yaml
 from evidence import params as P
 from evidence.params import ParamsError, allowed, check, load_all
 
+pytestmark = pytest.mark.verifies("SRS-044")
+
 REPO = Path(__file__).resolve().parent.parent
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 

@@ -25,7 +25,7 @@ def _text(path: Path) -> str:
     return "\f".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
 
-@pytest.mark.parametrize("name", ["validation_plan", "510k_submission"])
+@pytest.mark.parametrize("name", ["validation_plan", "510k_submission", "software_documentation", "risk_management"])
 def test_pdf_has_every_required_heading(pdf_run, name):
     text = " ".join(_text(pdf_run / "submission" / f"{name}.pdf").split())
     required = load_facts()["required_sections"][0][name]["sections"]

@@ -42,6 +42,7 @@ def demo_build(tmp_path_factory, demo_params) -> Path:
     return out
 
 
+@pytest.mark.verifies("SRS-030", "SRS-033")
 def test_submission_writes_documents_and_trace(demo_build):
     sub = demo_build / "submission"
     for name in ("510k_submission", "validation_plan"):

@@ -11,6 +11,8 @@ from scipy.stats import binom
 from validation.power import critical_successes, exact_binomial_n, power
 from validation.stats import StatsError
 
+pytestmark = pytest.mark.verifies("SRS-023")
+
 
 def _upper(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))

@@ -13,6 +13,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from model.images import ImageError, load_pixels
 from model.preprocess import PreprocessingSpec, SpecError, load_spec, preprocess
 
+pytestmark = pytest.mark.verifies("SRS-012")
+
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (48, 40), dtype=np.uint8)
 

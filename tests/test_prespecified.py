@@ -15,6 +15,8 @@ from evidence.prespecified import check
 from submission.__main__ import main as submission_main
 from test_render_evidence import build_run
 
+pytestmark = pytest.mark.verifies("SRS-014")
+
 REPO = Path(__file__).resolve().parent.parent
 CLAIM = "Performance goals pre-specified in the validation plan, locked by Test Engineer"
 UNPROVEN = "the evidence trail does not show that they were fixed before the test split was scored"

@@ -16,6 +16,8 @@ from validation import evaluate, threshold
 
 from validation_runs import lock_and_score, make_run, params_file
 
+pytestmark = pytest.mark.verifies("SRS-039")
+
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):

@@ -13,7 +13,7 @@ from audit_demo import REPO, SCORES, audit, copy_run, make, rehash, small_build
 from evidence import layout
 from model import replay
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.verifies("SRS-039")]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,7 @@ def test_a_relabelled_or_dropped_row_is_named(demo, tmp_path):
     assert f"FAIL image {first[0]}: field predictions/test.csv[label]: expected " in proc.stdout
 
 
+@pytest.mark.verifies("SRS-017")
 def test_a_changed_model_file_is_refused_before_scoring(demo, tmp_path):
     out, _ = demo
     run = copy_run(out, tmp_path / "run")

@@ -14,6 +14,8 @@ from evidence import chain, layout
 from evidence.stages import run_records
 from demo_params import write_small
 
+pytestmark = pytest.mark.verifies("SRS-041")
+
 REPO = Path(__file__).resolve().parent.parent
 BUSY = "error: another make is working on OUT="
 

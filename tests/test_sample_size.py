@@ -14,6 +14,8 @@ from validation.sample_size import DesignError, known_predicates, run
 
 from demo_params import REPO
 
+pytestmark = pytest.mark.verifies("SRS-023")
+
 CRITERIA = [{"metric": "auc", "bound": "ci_low", "op": ">=", "value": 0.7},
             {"metric": "sensitivity", "bound": "estimate", "op": ">=", "value": 0.8, "method": "wilson"}]
 

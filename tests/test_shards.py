@@ -17,6 +17,8 @@ from validation import heldout, shards
 from test_heldout import _heldout_rows, _pixels, build_heldout, locked_run, nih  # noqa: F401 (fixtures)
 from test_infer import make_device
 
+pytestmark = pytest.mark.verifies("SRS-020")
+
 PARAMS = ("validate: {ci_level: 0.95, bootstrap_resamples: 200, bootstrap_seed: 3, min_subgroup_positives: 5, "
           "min_subgroup_negatives: 5}\nworkflow: {allowed_modalities: [DX, CR]}\nsubmission: {}\n")
 

@@ -15,8 +15,8 @@ from evidence import __main__ as audit_cli
 from evidence import sign as sign_cli
 from evidence import signing
 
-pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None and not os.environ.get("CI"),
-                                reason="needs ssh-keygen (openssh-client; CI installs it)")
+pytestmark = [pytest.mark.skipif(shutil.which("ssh-keygen") is None and not os.environ.get("CI"),
+                                reason="needs ssh-keygen (openssh-client; CI installs it)"), pytest.mark.verifies("SRS-036")]
 JANE = "Jane Roe <jane.roe@example.com>"
 
 

@@ -11,6 +11,8 @@ from PIL import Image
 from eda import cohort, split
 from evidence import read_record
 
+pytestmark = pytest.mark.verifies("SRS-015")
+
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
 

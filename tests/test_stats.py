@@ -11,6 +11,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from validation import stats
 
+pytestmark = pytest.mark.verifies("SRS-022")
+
 SM_NAMES = {"wilson": "wilson", "clopper-pearson": "beta", "jeffreys": "jeffreys", "agresti-coull": "agresti_coull"}
 
 

@@ -16,6 +16,8 @@ from model.dicom import DEFAULT_RULES
 from validation import stats, subgroups
 from validation.subgroups import AGE_BAND_EDGES, group_metrics, heterogeneity
 
+pytestmark = pytest.mark.verifies("SRS-025")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

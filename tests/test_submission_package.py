@@ -20,6 +20,8 @@ from submission.check import check, package, required_sections
 from submission.registry import RegistryError, coverage, parse_estar, parse_registry
 from test_render_evidence import build_run
 
+pytestmark = pytest.mark.verifies("SRS-033")
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "submission" / "data"
 #: the 21 CFR 807.92 elements, each a heading of the 510(k) Summary (REFERENCES.md, "21 CFR 807 in short")

@@ -12,6 +12,8 @@ from validation import threshold as th
 
 from validation_runs import make_run, params_file
 
+pytestmark = pytest.mark.verifies("SRS-013")
+
 
 def _data(seed=0, n=300):
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ def run_dir(tmp_path, nih_dir):
     return out, picked
 
 
+@pytest.mark.verifies("SRS-001", "SRS-002", "SRS-003")
 def test_workflow_record(run_dir, tmp_path, nih_dir):
     out, picked = run_dir
     extra = tmp_path / "extra"
