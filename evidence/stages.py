@@ -119,7 +119,8 @@ STAGES: tuple[Stage, ...] = (
           params="validate", sources=("validation", "model"),
           files=("validation/published_benchmarks.yml",), outs=("figures/*_test.png",)),
     Stage("validation.monitoring_plan", ("monitoring.plan",),
-          needs=("model.test_predictions", "validation.threshold", "cohort.manifest", "split.patients", "training.run"),
+          needs=("model.test_predictions", "validation.threshold", "cohort.manifest", "split.patients", "training.run",
+                 "workflow.dicom"),
           params="monitoring", sources=("validation", "model"),
           doc="(the alert limits and the test split's baseline for postmarket monitoring)"),
     # time-to-notification of the DICOM node (model.node) over loopback

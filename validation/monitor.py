@@ -17,7 +17,8 @@ its limits (params section `monitoring`). Each check has a name; an alert is a c
   `image_mean_drift`, `image_std_drift` (PSI over the baseline's quantile bins);
 - output drift: `score_psi`, `score_ks` (scipy two-sample KS against `predictions/test.csv`),
   `flag_rate` (the validation flag rate outside the batch's Wilson interval);
-- `rejection_rate`: the lower Wilson bound of the share of files not analyzed above its limit;
+- `rejection_rate`: the lower Wilson bound of the share of files not analyzed above the test split's
+  share outside the intended use (`monitoring.plan` baseline `rejection`) plus `rejection_rate_limit`;
 - with labels: `sensitivity`, `specificity` (the test split's estimate above the batch's Wilson interval).
 
 Writes `batch.csv` and record `monitoring.batch` into `OUT/monitoring/<batch name>-<first 12 hex of
@@ -213,7 +214,7 @@ def output_checks(df: pd.DataFrame, plan: dict, test_scores: np.ndarray, p: dict
     ]
 
 
-def rejection_check(df: pd.DataFrame, p: dict) -> dict:
+def rejection_check(df: pd.DataFrame, p: dict, baseline: dict) -> dict:
     from . import stats
 
     n, k = len(df), int((df["status"] != "accepted").sum())
@@ -222,9 +223,10 @@ def rejection_check(df: pd.DataFrame, p: dict) -> dict:
         return _not_judged("rejection_rate", what, f"{n} files, fewer than the minimum batch size")
     ci = stats.proportion_ci(k, n, level=p["ci_level"])
     reasons = {s: int((df["status"] == s).sum()) for s in ("rejected", "error")}
-    return _check("rejection_rate", what, measure="rejection rate", value=ci["estimate"],
-                  limit=p["rejection_rate_limit"], interval=ci, counts={"n": n, "not_analysed": k, **reasons},
-                  alert=bool(ci["ci_low"] > p["rejection_rate_limit"]))
+    limit = baseline["estimate"] + p["rejection_rate_limit"]
+    return _check("rejection_rate", what, measure="rejection rate", value=ci["estimate"], limit=limit,
+                  expected=baseline["estimate"], interval=ci, counts={"n": n, "not_analysed": k, **reasons},
+                  alert=bool(ci["ci_low"] > limit))
 
 
 def performance_checks(df: pd.DataFrame, test: pd.DataFrame, threshold: float, p: dict) -> list[dict]:
@@ -329,7 +331,7 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
         field = "image" if group == "image" else ("age" if column == "age_years" else column)
         checks.append(input_check(check_name, column, base[group][key], df, p, field in carried))
     checks += output_checks(df, plan, test["score"].to_numpy(dtype=float), p)
-    checks.append(rejection_check(df, p))
+    checks.append(rejection_check(df, p, base["rejection"]))
     labelled = int(df["label"].notna().sum())
     if labelled:
         checks += performance_checks(df, test, plan["threshold"], p)

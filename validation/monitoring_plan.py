@@ -8,6 +8,8 @@ the locked plan judged:
   themselves stay in that file, which the monitor reads for the Kolmogorov-Smirnov test;
 - headers: view, sex and age from the cohort manifest's test-split rows, pixel spacing where the
   manifest has it; manufacturer is not in the manifest, so it has no baseline (reported, not judged);
+- rejection: the share of test-split images outside the header checks' intended use (age, view), from
+  the manifest and the run's header checks (record `workflow.dicom`): the rate without drift;
 - image statistics: mean and standard deviation of the model input (the locked preprocessing) of
   every test-split image, computed here once, as no earlier record holds them.
 """
@@ -74,10 +76,27 @@ def categorical_baseline(values, source: str) -> dict:
             "shares": drift.categorical_shares(values)}
 
 
+def intended_use_share(test: pd.DataFrame, rules: dict) -> dict:
+    """The share of test-split images the header checks' intended-use rules (age range, missing age,
+    allowed views) would reject, from the manifest's age and view: the rejection rate a batch drawn
+    like the test split has without any drift."""
+    age = pd.to_numeric(test["age_years"], errors="coerce").to_numpy(dtype=float)
+    missing = ~np.isfinite(age)
+    with np.errstate(invalid="ignore"):
+        out_of_range = ~missing & ((age < float(rules["min_age_years"])) | (age > float(rules["max_age_years"])))
+    age_rejected = out_of_range | (missing & (str(rules["missing_age"]) == "reject"))
+    allowed = {str(v).upper() for v in rules["allowed_views"]}
+    view_rejected = ~test["view"].fillna("").astype(str).str.upper().isin(allowed).to_numpy()
+    either = age_rejected | view_rejected
+    n = int(len(test))
+    return {"n": n, "outside": int(either.sum()), "estimate": float(either.mean()) if n else 0.0,
+            "by_reason": {"age": int(age_rejected.sum()), "view": int(view_rejected.sum())}}
+
+
 def run(out: str | Path, params: dict) -> dict:
     from model.data import read_cohort, split_rows
     from model.images import load_pixels
-    from model.infer import SPEC_FILE
+    from model.infer import SPEC_FILE, WORKFLOW_RECORD, header_rules
     from model.preprocess import load_spec
 
     out, p = Path(out), limits(params)
@@ -99,6 +118,8 @@ def run(out: str | Path, params: dict) -> dict:
                     for c in NUMERIC})
     headers["manufacturer"] = {"available": False, "source": where,
                                "reason": "the cohort manifest carries no manufacturer"}
+    rules, rules_source = header_rules(out)
+    rejection = {**intended_use_share(test, rules), "source": f"{where}, against the header checks of {rules_source}"}
     spec = load_spec(out / SPEC_FILE)
     stats = image_statistics([load_pixels(path) for path in test["path"]], spec)
     image_source = ("computed by this stage from every test-split image through the locked preprocessing "
@@ -113,13 +134,14 @@ def run(out: str | Path, params: dict) -> dict:
             "flag_rate": {"flagged": flagged, "n": int(len(s)), "estimate": flagged / len(s) if len(s) else 0.0,
                           "threshold": threshold},
             "headers": headers,
+            "rejection": rejection,
             "image": {k: numeric_baseline(stats[k], p["feature_bins"], image_source) for k in IMAGE_STATISTICS},
         },
     }
     return write_record(out, RECORD, data=data, params=p,
                         deps=[scores_file, info["manifest"], info["splits"], out / SPEC_FILE],
                         dep_records=["model.test_predictions", "validation.threshold", "cohort.manifest",
-                                     "split.patients", "training.run"])
+                                     "split.patients", "training.run", WORKFLOW_RECORD])
 
 
 def main(argv: list[str] | None = None) -> int:

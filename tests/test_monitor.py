@@ -1,0 +1,205 @@
+"""Postmarket monitoring (`validation.monitor`) on the shared small demo run: DICOM batches written from
+its test-split images (drawn like the test split, with lateral views, another intensity distribution,
+an older age mix), the node's notifications and model.infer's output as JSON lines; the PSI against a
+hand computation and the KS test against scipy."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ks_2samp
+
+from audit_demo import copy_run, small_build
+from evidence import Store, layout, sha256_file
+from evidence.manifest import read_manifest, read_splits
+from validation import drift, monitor
+
+N_FILES = 40
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out, params = small_build(tmp_path_factory)
+    return copy_run(out, tmp_path_factory.mktemp("monitor") / "build"), params
+
+
+@pytest.fixture(scope="module")
+def test_rows(run):
+    out, _ = run
+    manifest = read_manifest(layout.manifest(out), ("image_id", "path", "pneumonia", "age_years", "sex", "view",
+                                                    "pixel_spacing"))
+    test = read_splits(layout.splits(out))
+    rows = manifest[manifest["image_id"].isin(test[test["split"] == "test"]["image_id"])]
+    return rows.reset_index(drop=True)
+
+
+def write_batch(folder: Path, rows: pd.DataFrame, *, seed: int = 0, view=None, age=None, scale: float = 1.0,
+                labels: bool = False) -> Path:
+    """N_FILES DICOM files drawn with replacement from `rows` (the test split); `view`, `age` and `scale`
+    (of the pixel values) change what a shifted batch changes."""
+    from PIL import Image
+
+    from model import dicom
+
+    rng = np.random.default_rng(seed)
+    picked = rows.iloc[rng.integers(0, len(rows), N_FILES)]
+    folder.mkdir(parents=True)
+    lines = ["file,label"]
+    for i, r in enumerate(picked.itertuples()):
+        pixels = np.asarray(Image.open(r.path).convert("L"), dtype=np.float64)
+        pixels = np.clip(np.round(pixels * scale), 0, 255).astype(np.uint8)
+        years = r.age_years if age is None else age(rng)
+        ds = dicom.build_dataset(pixels, view=(view(i) if view else r.view) or None, sex=r.sex or None,
+                                 age=dicom.age_string(years), patient_id=f"P{i}")
+        if np.isfinite(r.pixel_spacing):
+            ds.PixelSpacing = [float(r.pixel_spacing), float(r.pixel_spacing)]
+        dicom.save(ds, folder / f"{i:03d}.dcm")
+        lines.append(f"{i:03d}.dcm,{int(r.pneumonia)}")
+    if labels:
+        (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def monitor_main(out: Path, params: Path, batch: Path) -> tuple[int, str, dict | None]:
+    """(exit code, stdout, the record written) of `python -m validation.monitor`, in process."""
+    before = set(layout.monitoring_root(out).glob("*")) if layout.monitoring_root(out).is_dir() else set()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = monitor.main(["--out", str(out), "--params", str(params), "--batch", str(batch), "-q"])
+    new = sorted(set(layout.monitoring_root(out).glob("*")) - before)
+    record = Store(new[0]).get(monitor.RECORD) if new else None
+    return code, buffer.getvalue(), record
+
+
+def checks(record: dict) -> dict:
+    return {c["name"]: c for c in record["data"]["checks"]}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_psi_against_a_hand_computation_and_empty_bins():
+    expected, actual = [0.25, 0.25, 0.5], [0.2, 0.3, 0.5]
+    by_hand = (0.2 - 0.25) * math.log(0.2 / 0.25) + (0.3 - 0.25) * math.log(0.3 / 0.25)
+    assert drift.psi(expected, actual) == pytest.approx(by_hand, rel=1e-12)
+    assert drift.psi(expected, expected) == 0.0
+    # a category the baseline never saw counts with the empty share, not as zero
+    lateral = drift.categorical_psi({"AP": 0.5, "PA": 0.5}, {"AP": 0.25, "PA": 0.25, "LL": 0.5})
+    e = drift.EMPTY_SHARE
+    assert lateral == pytest.approx(2 * (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.5 - e) * math.log(0.5 / e))
+    # quantile bins: a sample split evenly between the bins has shares 1/k each
+    edges = drift.quantile_edges(np.arange(100.0), 4)
+    assert drift.numeric_shares(np.arange(100.0), edges) == [0.25] * 4
+
+
+def test_ks_is_scipys_two_sample_test():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=60), rng.normal(0.5, size=45)
+    ref = ks_2samp(a, b)
+    got = drift.ks(a, b)
+    assert (got["statistic"], got["p_value"]) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+
+
+# ----------------------------------------------------------------------------- batches
+
+@pytest.mark.slow
+def test_a_batch_drawn_like_the_test_split_raises_no_alert(run, test_rows, tmp_path):
+    out, params = run
+    code, printed, record = monitor_main(out, params, write_batch(tmp_path / "like", test_rows, labels=True))
+    assert code == 0, printed
+    data = record["data"]
+    assert data["alerts"] == [] and data["within_limits"] is True and "within limits" in printed
+    c = checks(record)
+    judged = {n for n, v in c.items() if v["judged"]}
+    assert {"view_drift", "sex_drift", "age_drift", "image_mean_drift", "image_std_drift", "score_psi",
+            "score_ks", "flag_rate", "rejection_rate", "sensitivity", "specificity"} <= judged
+    assert not c["manufacturer_drift"]["judged"]            # no baseline in the manifest
+    # the KS p-value is scipy's on the test split's scores and the batch's analysed scores
+    test = pd.read_csv(layout.predictions(out, "test"))["score"]
+    folder = layout.monitoring(out, data["batch"]["name"])
+    batch = pd.read_csv(folder / layout.MONITORING_BATCH)
+    analysed = batch[batch["status"] == "accepted"]["score"]
+    assert c["score_ks"]["value"] == pytest.approx(ks_2samp(test, analysed).pvalue)
+    base = Store(out).get("monitoring.plan")["data"]["baseline"]["scores"]
+    assert c["score_psi"]["value"] == pytest.approx(drift.psi(base["shares"], drift.numeric_shares(analysed, base["edges"])))
+    assert (folder / "submission" / "monitoring_report.md").is_file()
+    report = (folder / "submission" / "monitoring_report.md").read_text()
+    assert "no alert" in report and "synthetic" in report.lower()
+    # the same batch again: its evidence is never overwritten
+    code, _, _ = monitor_main(out, params, tmp_path / "like")
+    assert code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift, expected", [
+    ("lateral", {"view_drift", "rejection_rate"}),
+    ("intensity", {"image_mean_drift"}),
+    ("age", {"age_drift"}),
+])
+def test_a_shifted_batch_raises_the_named_alert(run, test_rows, tmp_path, shift, expected):
+    out, params = run
+    kwargs = {"lateral": {"view": lambda i: "LL" if i % 2 else None},
+              "intensity": {"scale": 0.45},
+              "age": {"age": lambda rng: float(rng.integers(88, 99))}}[shift]
+    code, printed, record = monitor_main(out, params, write_batch(tmp_path / shift, test_rows, **kwargs))
+    assert code == monitor.EXIT_ALERT, printed
+    assert expected <= set(record["data"]["alerts"]), record["data"]["alerts"]
+    for name in expected:
+        assert f"alert: {name}:" in printed
+    report = (layout.monitoring(out, record["data"]["batch"]["name"]) / "submission" / "monitoring_report.md").read_text()
+    assert "An alert fired" in report
+
+
+@pytest.mark.slow
+def test_notifications_and_infer_output_are_monitored(run, test_rows, tmp_path):
+    from model import notify
+    from model.infer import main as infer_main
+    from model.node import triage_status
+    from model.infer import classify, load_device
+
+    out, params = run
+    folder = write_batch(tmp_path / "dicom", test_rows, seed=3)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert infer_main(["--run", str(out), "--no-images", "-q", str(folder)]) == 0
+    infer = tmp_path / "infer.jsonl"
+    infer.write_text(buffer.getvalue())
+    code, printed, record = monitor_main(out, params, infer)
+    assert code == 0, printed
+    c = checks(record)
+    assert record["data"]["batch"]["kind"] == "infer"
+    assert c["view_drift"]["judged"] and c["score_ks"]["judged"] and not c["image_mean_drift"]["judged"]
+
+    device = load_device(out, params)
+    notes = [notify.notification(study_uid=None, sop_instance_uid=f"1.2.{i}", status=triage_status(r),
+                                 probability=r["probability"], reasons=r["reasons"], received=0.0, notified=1.0,
+                                 threshold=device.threshold, model_sha256=device.model_sha256)
+             for i, r in enumerate(classify(sorted(folder.glob("*.dcm")), device))]
+    node = tmp_path / "node" / "notifications.jsonl"
+    node.parent.mkdir()
+    node.write_text("".join(json.dumps(n, sort_keys=True) + "\n" for n in notes))
+    code, printed, record = monitor_main(out, params, node)
+    assert code == 0, printed
+    c = checks(record)
+    assert record["data"]["batch"]["kind"] == "notifications"
+    assert not c["view_drift"]["judged"] and "does not carry" in c["view_drift"]["reason"]
+    assert c["score_ks"]["judged"] and c["flag_rate"]["judged"] and c["rejection_rate"]["judged"]
+    # the same scores as the infer output: the same score test
+    from_infer = Store(layout.monitoring(out, f"infer-{sha256_file(infer)[:12]}")).get(monitor.RECORD)
+    assert c["score_ks"]["value"] == pytest.approx(checks(from_infer)["score_ks"]["value"])
+
+
+def test_bad_batch_input_is_one_error_line(run, tmp_path, capsys):
+    out, params = run
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    assert monitor.main(["--out", str(out), "--params", str(params), "--batch", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --batch" in err and "line 1 is not JSON" in err
+    assert not any(p.name.startswith("bad") for p in layout.monitoring_root(out).glob("*"))
