@@ -124,7 +124,7 @@ heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clini
 	if [ -n "$$MAKE_SHARDS" ]; then $(PY) -m validation.shards --shards "$$MAKE_SHARDS" --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; \
 	else $(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; fi
 
-monitor: $(STAGE_validation.monitoring_plan) ## compare a production batch with the validation baseline: make monitor BATCH=<DICOM folder, or notifications/infer JSON-lines file> (exit 3: an alert fired)
+monitor: $(STAGE_validation.monitoring_plan) ## compare a production batch with the validation baseline: make monitor BATCH=<DICOM folder, or notifications/infer JSON-lines file> (fails when an alert fires)
 	@test -n "$$MAKE_BATCH" || { echo "error: set BATCH=<a folder of DICOM files, or node/notifications.jsonl or a model.infer output file>" >&2; exit 2; }
 	$(PY) -m validation.monitor --out "$(OUT)" --batch "$$MAKE_BATCH" --params "$(PARAMS)"
 

@@ -203,3 +203,36 @@ def test_bad_batch_input_is_one_error_line(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: --batch" in err and "line 1 is not JSON" in err
     assert not any(p.name.startswith("bad") for p in layout.monitoring_root(out).glob("*"))
+
+
+@pytest.mark.slow
+def test_the_report_and_the_plan_render_as_pdfs_with_traced_numbers(run, test_rows, tmp_path):
+    """The batch report and the monitoring plan as PDFs; submission.check finds every number traced."""
+    import yaml
+    from pypdf import PdfReader
+
+    from submission.__main__ import main as submission_main
+    from submission.check import check
+
+    out, params = run
+    with_pdf = yaml.safe_load(Path(params).read_text())
+    with_pdf["submission"]["pdf"] = True
+    pdf_params = tmp_path / "params.yaml"
+    pdf_params.write_text(yaml.safe_dump(with_pdf, sort_keys=False))
+    code, printed, record = monitor_main(out, pdf_params, write_batch(tmp_path / "pdf", test_rows, seed=5,
+                                                                        view=lambda i: "LL" if i % 3 == 0 else None))
+    assert code == monitor.EXIT_ALERT, printed
+    folder = layout.monitoring(out, record["data"]["batch"]["name"])
+    assert check(folder) == []
+    text = " ".join(p.extract_text() or "" for p in PdfReader(folder / "submission" / "monitoring_report.pdf").pages)
+    assert "Postmarket Monitoring Batch Report" in text and "An alert fired" in text
+    traces = json.loads((folder / "submission" / "traceability.json").read_text())["documents"]["monitoring_report"]
+    assert {t["record_id"] for t in traces["traces"] if t["numeric"]} <= {monitor.RECORD, "submission/data/device.yml"}
+
+    plan = copy_run(out, tmp_path / "plan-run")
+    shutil.rmtree(layout.monitoring_root(plan))
+    assert submission_main(["--out", str(plan), "--params", str(pdf_params), "--document", "monitoring_plan", "-q"]) == 0
+    text = " ".join(p.extract_text() or "" for p in PdfReader(layout.submission(plan) / "monitoring_plan.pdf").pages)
+    assert "Alert limits" in text and "Who is told" in text
+    traces = json.loads(layout.traceability(plan).read_text())["documents"]["monitoring_plan"]["traces"]
+    assert any(t["record_id"] == "monitoring.plan" and t["numeric"] for t in traces)

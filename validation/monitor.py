@@ -52,13 +52,14 @@ BATCH_COLUMNS = ("file", "status", "score", "flagged", "view", "sex", "age_years
 #: statuses of a JSON-lines row: the node's notifications and model.infer's output
 ANALYSED = {"flagged", "not_flagged", "accepted"}
 NOT_ANALYSED = {"rejected", "error"}
-#: the input-drift checks: (name, batch column, baseline entry, kind)
-INPUT_CHECKS = (("view_drift", "view", ("headers", "view")), ("sex_drift", "sex", ("headers", "sex")),
-                ("age_drift", "age_years", ("headers", "age_years")),
-                ("pixel_spacing_drift", "pixel_spacing", ("headers", "pixel_spacing")),
-                ("manufacturer_drift", "manufacturer", ("headers", "manufacturer")),
-                ("image_mean_drift", "image_mean", ("image", "mean")),
-                ("image_std_drift", "image_std", ("image", "std")))
+#: the input-drift checks: (name, batch column, baseline entry, what it measures in words)
+INPUT_CHECKS = (("view_drift", "view", ("headers", "view"), "view position"),
+                ("sex_drift", "sex", ("headers", "sex"), "patient sex"),
+                ("age_drift", "age_years", ("headers", "age_years"), "patient age"),
+                ("pixel_spacing_drift", "pixel_spacing", ("headers", "pixel_spacing"), "pixel spacing"),
+                ("manufacturer_drift", "manufacturer", ("headers", "manufacturer"), "manufacturer"),
+                ("image_mean_drift", "image_mean", ("image", "mean"), "mean intensity of the model input"),
+                ("image_std_drift", "image_std", ("image", "std"), "standard deviation of the model input"))
 
 
 # ----------------------------------------------------------------------------- reading a batch
@@ -162,8 +163,8 @@ def _not_judged(name: str, what: str, reason: str) -> dict:
     return {"name": name, "what": what, "judged": False, "alert": False, "reason": reason}
 
 
-def input_check(name: str, column: str, base: dict, df: pd.DataFrame, p: dict, carried: bool) -> dict:
-    what = f"distribution of {column.replace('_', ' ')} against the test split"
+def input_check(name: str, column: str, words: str, base: dict, df: pd.DataFrame, p: dict, carried: bool) -> dict:
+    what = f"distribution of {words} against the test split"
     if not carried:
         return _not_judged(name, what, "the batch does not carry this field")
     if not base.get("available"):
@@ -187,6 +188,11 @@ def input_check(name: str, column: str, base: dict, df: pd.DataFrame, p: dict, c
                   alert=bool(value > limit), batch=batch)
 
 
+SCORE_PSI = "score distribution against the test split (binned)"
+SCORE_KS = "score distribution against the test split's scores (two-sample test)"
+FLAG_RATE = "share of analyzed files flagged, against the test split's"
+
+
 def output_checks(df: pd.DataFrame, plan: dict, test_scores: np.ndarray, p: dict) -> list[dict]:
     from . import stats
 
@@ -194,8 +200,8 @@ def output_checks(df: pd.DataFrame, plan: dict, test_scores: np.ndarray, p: dict
     s = df.loc[df["status"] == "accepted", "score"].to_numpy(dtype=float)
     if len(s) < p["min_batch_size"]:
         reason = f"{len(s)} analyzed files, fewer than the minimum batch size"
-        return [_not_judged(n, w, reason) for n, w in (("score_psi", "score distribution"),
-                                                       ("score_ks", "score distribution"), ("flag_rate", "flag rate"))]
+        return [_not_judged(n, w, reason) for n, w in (("score_psi", SCORE_PSI), ("score_ks", SCORE_KS),
+                                                       ("flag_rate", FLAG_RATE))]
     shares = drift.numeric_shares(s, base["scores"]["edges"])
     value = drift.psi(base["scores"]["shares"], shares)
     ks = drift.ks(test_scores, s)
@@ -203,12 +209,12 @@ def output_checks(df: pd.DataFrame, plan: dict, test_scores: np.ndarray, p: dict
     ci = stats.proportion_ci(flagged, len(s), level=p["ci_level"])
     expected = base["flag_rate"]["estimate"]
     return [
-        _check("score_psi", "score distribution against the test split", measure="population stability index",
+        _check("score_psi", SCORE_PSI, measure="population stability index",
                value=value, limit=p["psi_limit"], alert=bool(value > p["psi_limit"]),
                batch={"n": int(len(s)), "shares": shares, "mean": float(s.mean())}),
-        _check("score_ks", "score distribution against the test split", measure="Kolmogorov-Smirnov p-value",
+        _check("score_ks", SCORE_KS, measure="Kolmogorov-Smirnov p-value",
                value=ks["p_value"], limit=p["ks_alpha"], alert=bool(ks["p_value"] < p["ks_alpha"]), ks=ks),
-        _check("flag_rate", "share of analyzed files flagged, against the test split's", measure="flag rate",
+        _check("flag_rate", FLAG_RATE, measure="flag rate",
                value=ci["estimate"], limit=expected, interval=ci, flagged=flagged,
                alert=bool(not ci["ci_low"] <= expected <= ci["ci_high"])),
     ]
@@ -327,9 +333,9 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
     if len(df) < p["min_batch_size"]:
         checks.append(_check("batch_too_small", "files in the batch", measure="files", value=len(df),
                              limit=p["min_batch_size"], alert=True))
-    for check_name, column, (group, key) in INPUT_CHECKS:
+    for check_name, column, (group, key), words in INPUT_CHECKS:
         field = "image" if group == "image" else ("age" if column == "age_years" else column)
-        checks.append(input_check(check_name, column, base[group][key], df, p, field in carried))
+        checks.append(input_check(check_name, column, words, base[group][key], df, p, field in carried))
     checks += output_checks(df, plan, test["score"].to_numpy(dtype=float), p)
     checks.append(rejection_check(df, p, base["rejection"]))
     labelled = int(df["label"].notna().sum())
