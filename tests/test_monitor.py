@@ -125,6 +125,9 @@ def test_a_batch_drawn_like_the_test_split_raises_no_alert(run, test_rows, tmp_p
     folder = layout.monitoring(out, data["batch"]["name"])
     batch = pd.read_csv(folder / layout.MONITORING_BATCH)
     analysed = batch[batch["status"] == "accepted"]["score"]
+    assert list(batch.columns) == list(monitor.BATCH_COLUMNS) and len(batch) == N_FILES
+    assert batch["flagged"].sum() == c["flag_rate"]["flagged"] == (analysed >= data["threshold"]).sum()
+    assert batch["label"].notna().all()                     # labels.csv read for every file
     assert c["score_ks"]["value"] == pytest.approx(ks_2samp(test, analysed).pvalue)
     base = Store(out).get("monitoring.plan")["data"]["baseline"]["scores"]
     assert c["score_psi"]["value"] == pytest.approx(drift.psi(base["shares"], drift.numeric_shares(analysed, base["edges"])))

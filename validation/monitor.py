@@ -140,7 +140,7 @@ def read_dicom_folder(folder: Path, device) -> pd.DataFrame:
         if analysed and item.pixels is not None:
             pixels.append(item.pixels)
             accepted.append(len(rows))
-        rows.append({"file": f.relative_to(folder).as_posix(), "status": r["status"],
+        rows.append({"path": f, "file": f.relative_to(folder).as_posix(), "status": r["status"],
                      "score": float(r["probability"]) if analysed else None, "view": r["view"], "sex": r["sex"],
                      "age_years": r["age"], "manufacturer": r.get("manufacturer"),
                      "pixel_spacing": _pixel_spacing(item.header), "image_mean": None, "image_std": None,
@@ -318,7 +318,7 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
         device = load_device(out, params_file)
     except DeviceError as e:
         raise MonitoringError(str(e)) from None
-    if abs(device.threshold - plan["threshold"]) > 0:
+    if device.threshold != plan["threshold"]:
         raise MonitoringError(f"the run's threshold {device.threshold} is not the one record {PLAN} holds "
                               f"({plan['threshold']}); rerun make submission")
     if batch.is_dir():
@@ -351,8 +351,11 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
         "threshold": plan["threshold"], "model_sha256": device.model_sha256,
         "checks": checks, "alerts": alerts, "within_limits": not alerts,
     }
+    scores = pd.to_numeric(df["score"], errors="coerce")
+    df["flagged"] = ((df["status"] == "accepted") & (scores >= plan["threshold"])).astype(int)
     csv = write_batch_csv(hout, df.drop(columns=["carries"]))
-    deps = [record_path(out, PLAN), test_file, *device.record_files(), *([batch] if batch.is_file() else [])]
+    read = [batch] if batch.is_file() else [*df["path"], *([batch / "labels.csv"] if labelled else [])]
+    deps = [record_path(out, PLAN), test_file, *device.record_files(), *read]
     record = write_record(hout, RECORD, data=data, params=p, deps=deps, outs=[csv],
                           synthetic=bool(plan_record["synthetic"]))
     if render:
