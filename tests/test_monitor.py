@@ -56,7 +56,7 @@ def write_batch(folder: Path, rows: pd.DataFrame, *, seed: int = 0, view=None, a
         pixels = np.asarray(Image.open(r.path).convert("L"), dtype=np.float64)
         pixels = np.clip(np.round(pixels * scale), 0, 255).astype(np.uint8)
         years = r.age_years if age is None else age(rng)
-        ds = dicom.build_dataset(pixels, view=(view(i) if view else r.view) or None, sex=r.sex or None,
+        ds = dicom.build_dataset(pixels, view=((view(i) if view else None) or r.view) or None, sex=r.sex or None,
                                  age=dicom.age_string(years), patient_id=f"P{i}")
         if np.isfinite(r.pixel_spacing):
             ds.PixelSpacing = [float(r.pixel_spacing), float(r.pixel_spacing)]
@@ -155,6 +155,9 @@ def test_a_shifted_batch_raises_the_named_alert(run, test_rows, tmp_path, shift,
     assert expected <= set(record["data"]["alerts"]), record["data"]["alerts"]
     for name in expected:
         assert f"alert: {name}:" in printed
+    if shift == "lateral":   # the intake's reason, counted once per file
+        by_reason = {r["category"]: r["n_files"] for r in checks(record)["rejection_rate"]["by_reason"]}
+        assert by_reason["view missing or outside the intended use"] == N_FILES // 2
     report = (layout.monitoring(out, record["data"]["batch"]["name"]) / "submission" / "monitoring_report.md").read_text()
     assert "An alert fired" in report
 

@@ -98,7 +98,8 @@ def read_jsonl(path: Path, device) -> tuple[pd.DataFrame, str]:
                      "score": float(score) if analysed else None, "view": row.get("view"), "sex": row.get("sex"),
                      "age_years": row.get("age"), "manufacturer": row.get("manufacturer"),
                      "pixel_spacing": None, "image_mean": None, "image_std": None, "label": None,
-                     "carries": {k for k in ("view", "sex", "age", "manufacturer") if k in row}})
+                     "codes": list(row.get("codes") or []),
+                     "carries": {k for k in ("view", "sex", "age", "manufacturer", "codes") if k in row}})
     if not rows:
         raise MonitoringError(f"--batch {path}: no result line (pass the node's notifications.jsonl or the output "
                               "of python -m model.infer)")
@@ -144,8 +145,8 @@ def read_dicom_folder(folder: Path, device) -> pd.DataFrame:
                      "score": float(r["probability"]) if analysed else None, "view": r["view"], "sex": r["sex"],
                      "age_years": r["age"], "manufacturer": r.get("manufacturer"),
                      "pixel_spacing": _pixel_spacing(item.header), "image_mean": None, "image_std": None,
-                     "label": labels.get(f.resolve()),
-                     "carries": {"view", "sex", "age", "manufacturer", "pixel_spacing", "image"}})
+                     "label": labels.get(f.resolve()), "codes": list(r.get("codes") or []),
+                     "carries": {"view", "sex", "age", "manufacturer", "pixel_spacing", "image", "codes"}})
     if pixels:
         stats = image_statistics(pixels, device.spec)
         for i, m, s in zip(accepted, stats["mean"], stats["std"]):
@@ -220,8 +221,12 @@ def output_checks(df: pd.DataFrame, plan: dict, test_scores: np.ndarray, p: dict
     ]
 
 
-def rejection_check(df: pd.DataFrame, p: dict, baseline: dict) -> dict:
+def rejection_check(df: pd.DataFrame, p: dict, baseline: dict, with_codes: bool) -> dict:
+    """The share not analyzed against the test split's share outside the intended use; by reason
+    category (`validation.heldout.reason_categories`: a file counts once in each of its categories)
+    when the input carries the intake's reason codes."""
     from . import stats
+    from .heldout import OTHER_REASONS, REASON_CATEGORIES, reason_categories
 
     n, k = len(df), int((df["status"] != "accepted").sum())
     what = "share of files not analyzed (rejected by the header checks or failed)"
@@ -229,9 +234,17 @@ def rejection_check(df: pd.DataFrame, p: dict, baseline: dict) -> dict:
         return _not_judged("rejection_rate", what, f"{n} files, fewer than the minimum batch size")
     ci = stats.proportion_ci(k, n, level=p["ci_level"])
     reasons = {s: int((df["status"] == s).sum()) for s in ("rejected", "error")}
+    by_reason = None
+    if with_codes:
+        labels, tally = {**dict(REASON_CATEGORIES), **dict(OTHER_REASONS.values())}, {}
+        for status, codes in zip(df["status"], df["codes"]):
+            for key in reason_categories(status, codes) if status != "accepted" else []:
+                tally[key] = tally.get(key, 0) + 1
+        by_reason = [{"category": labels[key], "n_files": n} for key, n in tally.items()]
     limit = baseline["estimate"] + p["rejection_rate_limit"]
     return _check("rejection_rate", what, measure="rejection rate", value=ci["estimate"], limit=limit,
                   expected=baseline["estimate"], interval=ci, counts={"n": n, "not_analysed": k, **reasons},
+                  by_reason=by_reason,
                   alert=bool(ci["ci_low"] > limit))
 
 
@@ -337,7 +350,7 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
         field = "image" if group == "image" else ("age" if column == "age_years" else column)
         checks.append(input_check(check_name, column, words, base[group][key], df, p, field in carried))
     checks += output_checks(df, plan, test["score"].to_numpy(dtype=float), p)
-    checks.append(rejection_check(df, p, base["rejection"]))
+    checks.append(rejection_check(df, p, base["rejection"], "codes" in carried))
     labelled = int(df["label"].notna().sum())
     if labelled:
         checks += performance_checks(df, test, plan["threshold"], p)
@@ -353,7 +366,7 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
     }
     scores = pd.to_numeric(df["score"], errors="coerce")
     df["flagged"] = ((df["status"] == "accepted") & (scores >= plan["threshold"])).astype(int)
-    csv = write_batch_csv(hout, df.drop(columns=["carries"]))
+    csv = write_batch_csv(hout, df.drop(columns=["carries", "codes"]))
     read = [batch] if batch.is_file() else [*df["path"], *([batch / "labels.csv"] if labelled else [])]
     deps = [record_path(out, PLAN), test_file, *device.record_files(), *read]
     record = write_record(hout, RECORD, data=data, params=p, deps=deps, outs=[csv],
