@@ -126,7 +126,7 @@ heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clini
 
 monitor: $(STAGE_validation.monitoring_plan) ## compare a production batch with the validation baseline: make monitor BATCH=<DICOM folder, or notifications/infer JSON-lines file> (fails when an alert fires)
 	@test -n "$$MAKE_BATCH" || { echo "error: set BATCH=<a folder of DICOM files, or node/notifications.jsonl or a model.infer output file>" >&2; exit 2; }
-	$(PY) -m validation.monitor --out "$(OUT)" --batch "$$MAKE_BATCH" --params "$(PARAMS)"
+	$(PY) -m validation.monitor --out "$(OUT)" --batch="$$MAKE_BATCH" --params "$(PARAMS)"
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
 	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }

@@ -242,3 +242,16 @@ def test_the_report_and_the_plan_render_as_pdfs_with_traced_numbers(run, test_ro
     assert "Alert limits" in text and "Who is told" in text
     traces = json.loads(layout.traceability(plan).read_text())["documents"]["monitoring_plan"]["traces"]
     assert any(t["record_id"] == "monitoring.plan" and t["numeric"] for t in traces)
+
+
+@pytest.mark.parametrize("value", ["my batch; touch {p}", "x $(shell touch {p})", "x `touch {p}`", "-odd name.jsonl"])
+def test_make_monitor_passes_batch_as_data(tmp_path, value):
+    from test_make_quoting import run_make
+
+    witness = tmp_path / "P"
+    proc, argv = run_make(tmp_path, "monitor", BATCH=value.format(p=witness))
+    assert not witness.exists(), proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert argv[:2] == ["-m", "validation.monitor"] and f"--batch={value.format(p=witness)}" in argv
+    proc, argv = run_make(tmp_path / "none", "monitor")
+    assert proc.returncode != 0 and argv is None and "error: set BATCH=" in proc.stderr
