@@ -255,3 +255,14 @@ def test_make_monitor_passes_batch_as_data(tmp_path, value):
     assert argv[:2] == ["-m", "validation.monitor"] and f"--batch={value.format(p=witness)}" in argv
     proc, argv = run_make(tmp_path / "none", "monitor")
     assert proc.returncode != 0 and argv is None and "error: set BATCH=" in proc.stderr
+
+
+def test_the_code_defaults_are_params_yaml_and_obey_the_schema():
+    import yaml
+
+    from evidence.params import check
+    from validation.monitoring_plan import DEFAULTS
+
+    check({"monitoring": DEFAULTS})
+    repo = Path(__file__).resolve().parent.parent
+    assert yaml.safe_load((repo / "params.yaml").read_text())["monitoring"] == DEFAULTS

@@ -10,7 +10,8 @@ model as clinical use (`model.infer.classify`, the locked model and threshold, t
 checks); a JSON-lines file is read as it is, and what it does not carry is reported as not measured.
 
 The batch is compared with the validation baseline of record `monitoring.plan` (the test split) under
-its limits (params section `monitoring`). Each check has a name; an alert is a check outside its limit:
+the limits that record holds (params section `monitoring` when the plan was written; `make monitor`
+rewrites the plan first when the section changed). Each check has a name; an alert is a check outside its limit:
 - `batch_too_small`: fewer files than `min_batch_size` (analyzed files for the output checks): the
   drift checks are not judged, and that is itself an alert;
 - input drift: `view_drift`, `sex_drift` (categorical PSI), `age_drift`, `pixel_spacing_drift`,
