@@ -13,18 +13,21 @@ OUT ?= build
 DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
+BATCH ?=
 SHARDS ?=
 FILES ?=
 TESTS ?=
 override HELDOUT := $(value HELDOUT)
+override BATCH := $(value BATCH)
 override FILES := $(value FILES)
 override SHARDS := $(value SHARDS)
 override TESTS := $(value TESTS)
 MAKE_HELDOUT := $(HELDOUT)
+MAKE_BATCH := $(BATCH)
 MAKE_FILES := $(FILES)
 MAKE_SHARDS := $(SHARDS)
 MAKE_TESTS := $(TESTS)
-export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS MAKE_TESTS
+export MAKE_HELDOUT MAKE_BATCH MAKE_FILES MAKE_SHARDS MAKE_TESTS
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
@@ -40,7 +43,7 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv lock submission eda train plan validate workflow audit heldout infer test verify bench clean
+.PHONY: help venv lock submission eda train plan validate workflow audit heldout monitor infer test verify bench clean
 
 # One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
 # lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
@@ -118,13 +121,17 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
-# HELDOUT, FILES and SHARDS reach the commands through the environment, never through a recipe's
+# HELDOUT, BATCH, FILES and SHARDS reach the commands through the environment, never through a recipe's
 # text: a value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run
 # nothing). FILES is one path per line (a single path may hold spaces); make expands none of them.
 heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir> [SHARDS=N local processes]
 	@test -n "$$MAKE_HELDOUT" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
 	if [ -n "$$MAKE_SHARDS" ]; then $(PY) -m validation.shards --shards "$$MAKE_SHARDS" --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; \
 	else $(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; fi
+
+monitor: $(STAGE_validation.monitoring_plan) ## compare a production batch with the validation baseline: make monitor BATCH=<DICOM folder, or notifications/infer JSON-lines file> (fails when an alert fires)
+	@test -n "$$MAKE_BATCH" || { echo "error: set BATCH=<a folder of DICOM files, or node/notifications.jsonl or a model.infer output file>" >&2; exit 2; }
+	$(PY) -m validation.monitor --out "$(OUT)" --batch="$$MAKE_BATCH" --params "$(PARAMS)"
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
 	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }

@@ -16,6 +16,8 @@ SBOM = "sbom.cdx.json"  # in a submission folder
 #: recomputed by the audit (`evidence.recompute`); its columns, in order, below
 HELDOUT_PREDICTIONS = "predictions.csv"
 HELDOUT_PREDICTION_COLUMNS = ("file", "patient_id", "label", "status", "reasons", "score", "flagged")
+#: in a monitoring folder (`monitoring(out, name)`): one row per file of the batch (`validation.monitor`)
+MONITORING_BATCH = "batch.csv"
 
 
 def params_stamp(out: str | Path, section: str) -> Path:
@@ -155,3 +157,12 @@ def heldout_shards(out: str | Path, name: str) -> Path:
 def inference_shards(out: str | Path) -> Path:
     """The shard files of `python -m model.infer --shard K/N` (model.sharding), removed by its merge."""
     return inference(out) / ".shards"
+
+
+def monitoring_root(out: str | Path) -> Path:
+    return Path(out) / "monitoring"
+
+
+def monitoring(out: str | Path, name: str) -> Path:
+    """A monitored production batch (validation.monitor): its own evidence, batch.csv and report."""
+    return monitoring_root(out) / name

@@ -120,6 +120,11 @@ STAGES: tuple[Stage, ...] = (
           needs=("validation.threshold", "validation.design", "validation.plan_lock", "model.test_predictions"),
           params="validate", sources=("validation", "model"),
           files=("validation/published_benchmarks.yml",), outs=("figures/*_test.png",)),
+    Stage("validation.monitoring_plan", ("monitoring.plan",),
+          needs=("model.test_predictions", "validation.threshold", "cohort.manifest", "split.patients", "training.run",
+                 "workflow.dicom"),
+          params="monitoring", sources=("validation", "model"),
+          doc="(the alert limits and the test split's baseline for postmarket monitoring)"),
     # time-to-notification of the DICOM node (model.node) over loopback
     Stage("validation.latency", ("workflow.latency",), needs=("workflow.dicom",), params="latency",
           sources=("validation", "model"), doc="dcmtk or pynetdicom on the machine (the DICOM peers)"),
@@ -137,7 +142,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("submission", ("submission.documents",),
           needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
                  "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
-                 "validation.acceptance", "workflow.latency", "software.sbom"),
+                 "validation.acceptance", "workflow.latency", "software.sbom",
+                 "monitoring.plan"),
           optional_needs=("verification.tests",),
           params="submission", sources=("submission", "templates", "design"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json",
@@ -151,6 +157,10 @@ STAGES: tuple[Stage, ...] = (
           outs=("figures/roc_heldout.png", "predictions.csv"),
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
+    Stage("validation.monitor", ("monitoring.batch",), params="monitoring", sources=("validation", "model"),
+          args="--batch BATCH", in_run=False, outs=("batch.csv",),
+          doc="record `monitoring.plan` and the test split's scores, the locked model and threshold "
+              "(records in `OUT/monitoring/<batch>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
           sources=("submission", "templates", "design"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json", "design/*.yml"),

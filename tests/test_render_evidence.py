@@ -226,12 +226,31 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     )
     from submission.sbom import run as write_sbom
     write_sbom(out, {})   # the real SBOM stage: it reads the lock and the installed metadata only
+    from validation.monitoring_plan import DEFAULTS
+    numeric = {"available": True, "kind": "numeric", "source": "manifest", "n": 144, "n_missing": 0,
+               "edges": [0.2, 0.4], "shares": [0.3, 0.4, 0.3], "mean": 0.41, "sd": 0.2}
+    write_record(out, "monitoring.plan", dep_records=["model.test_predictions", "workflow.dicom"], data={
+        "limits": dict(DEFAULTS), "threshold": 0.5,
+        "baseline": {"split": "test", "n_images": 144,
+                     "scores": {"source": "predictions/test.csv", "n": 144, "edges": [0.2, 0.4], "shares": [0.3, 0.4, 0.3],
+                                "mean": 0.38},
+                     "flag_rate": {"flagged": 40, "n": 144, "estimate": 40 / 144, "threshold": 0.5},
+                     "headers": {"view": {"available": True, "kind": "categorical", "source": "manifest", "n": 144,
+                                          "shares": {"AP": 0.4, "PA": 0.6}},
+                                 "sex": {"available": True, "kind": "categorical", "source": "manifest", "n": 144,
+                                         "shares": {"F": 0.5, "M": 0.5}},
+                                 "age_years": numeric,
+                                 "pixel_spacing": {"available": False, "reason": "no value", "source": "manifest"},
+                                 "manufacturer": {"available": False, "reason": "not in the manifest", "source": "manifest"}},
+                     "rejection": {"n": 144, "outside": 3, "estimate": 3 / 144, "by_reason": {"age": 3, "view": 0},
+                                   "source": "manifest"},
+                     "image": {"mean": numeric, "std": numeric}}})
     return out
 
 
 def test_builder_writes_valid_records(tmp_path):
     out = build_run(tmp_path)
     store = Store(out)
-    assert "validation.test" in store.ids() and len(store.ids()) == 18
+    assert "validation.test" in store.ids() and len(store.ids()) == 20
     assert store.value("validation.test", "confusion.tp") == 30
     assert store.get("validation.test")["synthetic"] is True
