@@ -12,15 +12,18 @@ OUT ?= build
 DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
+NEW ?=
 SHARDS ?=
 FILES ?=
 override HELDOUT := $(value HELDOUT)
+override NEW := $(value NEW)
 override FILES := $(value FILES)
 override SHARDS := $(value SHARDS)
 MAKE_HELDOUT := $(HELDOUT)
+MAKE_NEW := $(NEW)
 MAKE_FILES := $(FILES)
 MAKE_SHARDS := $(SHARDS)
-export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS
+export MAKE_HELDOUT MAKE_FILES MAKE_SHARDS MAKE_NEW
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
@@ -35,7 +38,7 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv lock submission eda train plan validate workflow audit heldout infer test bench clean
+.PHONY: help venv lock submission eda train plan validate workflow audit heldout pccp-check infer test bench clean
 
 # One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
 # lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
@@ -113,13 +116,17 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
-# HELDOUT, FILES and SHARDS reach the commands through the environment, never through a recipe's
+# HELDOUT, NEW, FILES and SHARDS reach the commands through the environment, never through a recipe's
 # text: a value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run
 # nothing). FILES is one path per line (a single path may hold spaces); make expands none of them.
 heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir> [SHARDS=N local processes]
 	@test -n "$$MAKE_HELDOUT" || { echo "error: set HELDOUT=<folder with DICOM files and labels.csv>" >&2; exit 2; }
 	if [ -n "$$MAKE_SHARDS" ]; then $(PY) -m validation.shards --shards "$$MAKE_SHARDS" --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; \
 	else $(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; fi
+
+pccp-check: $(STAGE_validation.pccp_plan) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (exit 3: outside the plan)
+	@test -n "$$MAKE_NEW" || { echo "error: set NEW=<the candidate's run folder>" >&2; exit 2; }
+	$(PY) -m validation.pccp --out "$(OUT)" --new "$$MAKE_NEW" --params "$(PARAMS)"
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
 	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }

@@ -141,3 +141,13 @@ def heldout_shards(out: str | Path, name: str) -> Path:
 def inference_shards(out: str | Path) -> Path:
     """The shard files of `python -m model.infer --shard K/N` (model.sharding), removed by its merge."""
     return inference(out) / ".shards"
+
+
+def pccp_root(out: str | Path) -> Path:
+    return Path(out) / "pccp"
+
+
+def pccp(out: str | Path, name: str) -> Path:
+    """A candidate's assessment under the change control plan (validation.pccp): its own evidence,
+    predictions.csv and report, as a held-out folder has."""
+    return pccp_root(out) / name

@@ -101,6 +101,10 @@ STAGES: tuple[Stage, ...] = (
           sources=("validation",), files=("submission/data/predicate_performance.yml",),
           doc="(params only, and the published predicate performance the goals cite: the pre-specified design "
               "and the held-out sample size)"),
+    Stage("validation.pccp_plan", ("pccp.plan",), params="pccp", sources=("validation",),
+          files=("submission/data/pccp.yml", "submission/pccp.schema.json"),
+          doc="(params only, and the plan's facts file: the acceptance criteria of the predetermined change "
+              "control plan)"),
     Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
           params="workflow", sources=("model",), outs=("workflow/**",)),
     Stage("submission.plan", ("submission.plan", "validation.plan_lock"),
@@ -124,7 +128,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("submission", ("submission.documents",),
           needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
                  "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
-                 "validation.acceptance", "workflow.latency"),
+                 "validation.acceptance", "workflow.latency", "pccp.plan"),
           params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json"),
           outs=(*registry_outs(), "submission/device_flowchart.png", "submission/traceability.*",
@@ -135,6 +139,10 @@ STAGES: tuple[Stage, ...] = (
           outs=("figures/roc_heldout.png", "predictions.csv"),
           doc="the locked model and threshold, and the plan files `validation.plan_lock` lists, re-hashed "
               "(records in `OUT/heldout/<name>/evidence/`)"),
+    Stage("validation.pccp", ("pccp.assessment",), params="pccp", sources=("validation", "model"),
+          args="--new NEW", in_run=False, outs=("predictions.csv",),
+          doc="the cleared run OUT (its `pccp.plan`, locked test split, threshold, header checks, preprocessing "
+              "and intended-use facts) and the candidate run NEW (records in `OUT/pccp/<candidate>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
           sources=("submission", "templates"), files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css"),
           args="--document NAME", in_run=False, outs=("submission/**",), runs="submission",
