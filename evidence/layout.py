@@ -151,3 +151,10 @@ def pccp(out: str | Path, name: str) -> Path:
     """A candidate's assessment under the change control plan (validation.pccp): its own evidence,
     predictions.csv and report, as a held-out folder has."""
     return pccp_root(out) / name
+
+
+
+#: The folders of the on-demand assessments inside a run, by the stage that writes them: each
+#: `<root>/<name>/` has a run folder's layout for its own evidence, which the audit verifies
+#: (`evidence.audit.run_dirs`, `evidence.completeness.folder_stages`).
+ASSESSMENT_ROOTS = {"validation.heldout": heldout_root, "validation.pccp": pccp_root}

@@ -30,6 +30,9 @@ SHOWN = 3   # changed files a why line names before "+N more"
 #: The records the validation plan is rendered from: none holds a test-split result.
 PLAN_INPUTS = ("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "training.run", "model.predictions",
                "validation.threshold", "validation.sample_size", "validation.design", "workflow.dicom")
+#: Records of other pre-specified criteria that the plan lock hashes as plan files
+#: (`evidence.prespecified`): the plan stage needs them, so they exist before it locks.
+PLAN_LOCKED_RECORDS = ("pccp.plan",)
 
 
 #: The document registry: the documents `python -m submission` renders (`in_submission`; the
@@ -108,7 +111,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
           params="workflow", sources=("model",), outs=("workflow/**",)),
     Stage("submission.plan", ("submission.plan", "validation.plan_lock"),
-          needs=PLAN_INPUTS, params="submission", sources=("submission", "templates"),
+          needs=(*PLAN_INPUTS, *PLAN_LOCKED_RECORDS), params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/validation_plan.md.j2", "templates/partials/*.j2",
                  "templates/*.css"),
           outs=("submission/validation_plan*",),

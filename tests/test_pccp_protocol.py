@@ -56,6 +56,22 @@ def test_changed_input_checks_and_a_threshold_out_of_bounds_fail_by_name():
     assert "intended use unchanged" not in data["failed"]
 
 
+def test_a_small_test_set_fails_as_underpowered_not_as_inferior():
+    """An identical candidate on 60 patients: the two models agree on every image, yet with fewer
+    positives than the plan needs for its margin the check cannot show non-inferiority and says so."""
+    cleared, manifest = _runs(patients=60)
+    data, _ = pccp.assess(cleared, cleared, manifest, PLAN, {"cleared": 0.5, "candidate": 0.5},
+                          {"cleared": PRINTS, "candidate": PRINTS})
+    sens = data["performance"]["sensitivity"]
+    assert sens["candidate_only"] == sens["cleared_only"] == 0
+    assert sens["cluster_bootstrap"]["ci_low"] == 0.0 and sens["ci_low"] < -PLAN["margins"]["sensitivity"]
+    assert "sensitivity non-inferiority" in data["failed"]
+    reason = next(c["reason"] for c in data["criteria"] if c["name"] == "sensitivity non-inferiority")
+    assert reason.startswith(
+        f"underpowered: {sens['n']} positives in the test set, fewer than the {PLAN['sample_size']['sensitivity']}")
+    assert sens["adequate"] is False and sens["required"] == PLAN["sample_size"]["sensitivity"]
+
+
 def test_another_test_set_or_a_leaked_test_patient_is_refused_with_the_difference():
     cleared, _ = _runs()
     splits = pd.DataFrame({"image_id": ["x"], "patient_id": ["other"], "split": ["train"]})

@@ -10,8 +10,10 @@ with new data or another seed). The criteria are those of the CLEARED run's reco
    locked test split: the same image ids, patients and labels in `cohort/splits.csv` and in the
    test predictions, and none of its patients in the candidate's training or validation split;
 2. pair the two models' calls on the same test images (each at its own run's threshold) and judge:
-   non-inferiority of sensitivity and of specificity (the patient-cluster bootstrap interval of the
-   paired difference, `validation.paired`, above minus the margin), no subgroup (sex, age band,
+   non-inferiority of sensitivity and of specificity (the lower bound of the paired difference that
+   params `pccp.decision_interval` names, `validation.paired.compare`: Newcombe's per-image hybrid
+   score interval, the patient-cluster bootstrap, or the lower of the two, above minus the margin;
+   a failure on fewer images than the plan's sample size says "underpowered"), no subgroup (sex, age band,
    view, with enough positives or negatives) dropping by more than the subgroup margin, the
    candidate's threshold within the bounds, and unchanged intended-use facts, header checks and
    preprocessing specification (their sha256 in the two runs' records);
@@ -156,6 +158,16 @@ def strata(frame: pd.DataFrame) -> dict[str, dict[str, tuple[str, np.ndarray]]]:
             "view": {"AP": ("AP", view == "AP"), "PA": ("PA", view == "PA")}}
 
 
+def _why_not(interval: dict, n: int, needed: int, what: str, margin: float) -> str:
+    """Why a non-inferiority criterion failed, in words: not estimable, underpowered or inferior."""
+    if "ci_low" not in interval:
+        return f"not estimable: {interval.get('reason', 'no images')}"
+    if n < needed:
+        return (f"underpowered: {n} {what} in the test set, fewer than the {needed} the plan needs for a margin "
+                f"of {margin:g}; the lower bound {interval['ci_low']:+.3f} cannot be read as inferiority")
+    return f"the lower bound {interval['ci_low']:+.3f} lies below minus the margin {margin:g}"
+
+
 def subgroup_rows(frame: pd.DataFrame, plan: dict) -> list[dict]:
     """Per stratum and metric: the paired difference's point estimate, or why it is not judged."""
     y = frame["label"].to_numpy(dtype=int)
@@ -191,15 +203,22 @@ def assess(cleared_preds: pd.DataFrame, candidate_preds: pd.DataFrame, manifest:
 
     criteria = []
     performance = {}
-    for metric, cls in (("sensitivity", 1), ("specificity", 0)):
+    for metric, cls, what in (("sensitivity", 1, "positives"), ("specificity", 0, "negatives")):
         m = y == cls
-        interval = paired.paired_difference(frame["candidate_correct"].to_numpy()[m], frame["cleared_correct"].to_numpy()[m],
-                                            frame["patient_id"].to_numpy()[m], level=plan["ci_level"],
-                                            n_resamples=plan["bootstrap_resamples"], seed=plan["bootstrap_seed"])
+        interval = paired.compare(frame["candidate_correct"].to_numpy()[m], frame["cleared_correct"].to_numpy()[m],
+                                  frame["patient_id"].to_numpy()[m], level=plan["ci_level"],
+                                  decision=plan["decision_interval"], n_resamples=plan["bootstrap_resamples"],
+                                  seed=plan["bootstrap_seed"])
         margin = plan["margins"][metric]
         ok = paired.non_inferior(interval, margin)
-        performance[metric] = {**interval, "margin": margin, "passed": ok}
-        criteria.append({"key": f"{metric}_non_inferiority", "name": f"{metric} non-inferiority", "passed": ok})
+        needed = plan["sample_size"][metric]
+        n = int(m.sum())
+        entry = {**interval, "margin": margin, "passed": ok, "required": needed, "adequate": n >= needed}
+        criterion = {"key": f"{metric}_non_inferiority", "name": f"{metric} non-inferiority", "passed": ok}
+        if not ok:
+            criterion["reason"] = entry["reason"] = _why_not(interval, n, needed, what, margin)
+        performance[metric] = entry
+        criteria.append(criterion)
     groups = subgroup_rows(frame, plan)
     for g in groups:
         if g["judged"]:
@@ -217,6 +236,8 @@ def assess(cleared_preds: pd.DataFrame, candidate_preds: pd.DataFrame, manifest:
                           "unchanged": same}
         criteria.append({"key": f"{key}_unchanged", "name": name, "passed": same})
     failed = [c["name"] for c in criteria if not c["passed"]]
+    for c in criteria:
+        c.setdefault("reason", "")
     data = {
         "within_plan": not failed, "failed": failed, "criteria": criteria,
         "test_set": {"rule": plan["test_set"], "n": int(len(frame)), "positives": int(y.sum()),
@@ -334,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     code = stage_main(argv, prog="python -m validation.pccp", doc=__doc__, add_arguments=arguments, call=call,
                       summary=_summary)
     if code == 0 and not result["record"]["data"]["within_plan"]:
-        for name in result["record"]["data"]["failed"]:
-            print(f"failed: {name}")
+        for c in result["record"]["data"]["criteria"]:
+            if not c["passed"]:
+                print(f"failed: {c['name']}" + (f" ({c['reason']})" if c["reason"] else ""))
         return EXIT_OUTSIDE_PLAN
     return code
 
