@@ -91,7 +91,7 @@ lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from p
 # section changed), record DATA, and generate the stage rules (OUT/.make/stages.mk) from the stage
 # table in evidence/stages.py. A stage reruns when its params section, DATA, a record it needs or a
 # code file its records hash changed, and says which.
-STAGE_GOALS := $(filter-out help venv lock test bench clean audit,$(or $(MAKECMDGOALS),help))
+STAGE_GOALS := $(filter-out help venv lock test bench clean audit pccp-check,$(or $(MAKECMDGOALS),help))
 ifneq ($(STAGE_GOALS),)
 ifneq ($(wildcard $(PY)),)
 ifneq ($(shell $(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)" >&2 && echo ok),ok)
@@ -124,7 +124,9 @@ heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clini
 	if [ -n "$$MAKE_SHARDS" ]; then $(PY) -m validation.shards --shards "$$MAKE_SHARDS" --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; \
 	else $(PY) -m validation.heldout --out "$(OUT)" --heldout "$$MAKE_HELDOUT" --params "$(PARAMS)"; fi
 
-pccp-check: $(STAGE_validation.pccp_plan) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (exit 3: outside the plan)
+# pccp-check rebuilds nothing in the cleared run OUT (no stage, no params stamp): the candidate is
+# judged by the plan the cleared run holds, locked with its validation plan; it writes only OUT/pccp/.
+pccp-check: | $(READY) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (exit 3: outside the plan)
 	@test -n "$$MAKE_NEW" || { echo "error: set NEW=<the candidate's run folder>" >&2; exit 2; }
 	$(PY) -m validation.pccp --out "$(OUT)" --new "$$MAKE_NEW" --params "$(PARAMS)"
 

@@ -10,7 +10,9 @@ import pytest
 from audit_demo import copy_run, small_build
 from evidence import layout
 from evidence.audit import audit, run_dirs
+from evidence.params import section
 from validation import pccp
+from validation.pccp_plan import criteria
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,19 @@ def test_the_audit_walks_and_passes_an_assessment_folder(assessed):
     failures, n = audit(cleared, check_code=False)
     assert failures == []
     assert n > 1 + len(list(layout.evidence(cleared).glob("*.json"))) - 1   # the run's records and the folder's
+
+
+def test_the_command_exits_3_naming_an_underpowered_criterion(tmp_path_factory, tmp_path, capsys):
+    """The same model judged on the small demo's few test images: every call agrees, yet the
+    criteria cannot be shown; the command says underpowered with the number of images, exit 3."""
+    out, params = small_build(tmp_path_factory)
+    cleared, candidate = copy_run(out, tmp_path / "cleared"), copy_run(out, tmp_path / "candidate")
+    code = pccp.main(["--out", str(cleared), "--new", str(candidate), "--params", str(params), "--no-report"])
+    printed = capsys.readouterr().out
+    assert code == pccp.EXIT_OUTSIDE_PLAN
+    line = next(ln for ln in printed.splitlines() if ln.startswith("failed: sensitivity non-inferiority"))
+    needed = criteria(section(params, "pccp"))["sample_size"]["sensitivity"]
+    assert "(underpowered: " in line and f" positives in the test set, fewer than the {needed} the plan needs" in line
 
 
 def test_the_audit_fails_an_edited_assessment_naming_the_folder(assessed, tmp_path):

@@ -47,6 +47,8 @@ def test_a_degraded_candidate_fails_naming_the_criteria():
     data = _assess(lambda f: rng.random(len(f)))            # scores unrelated to the labels
     assert not data["within_plan"]
     assert "sensitivity non-inferiority" in data["failed"] and "specificity non-inferiority" in data["failed"]
+    reasons = {c["name"]: c["reason"] for c in data["criteria"]}
+    assert reasons["sensitivity non-inferiority"].startswith("worse by more than the margin: the difference ")
     assert any(name.startswith("subgroup ") for name in data["failed"])
 
 

@@ -159,12 +159,18 @@ def strata(frame: pd.DataFrame) -> dict[str, dict[str, tuple[str, np.ndarray]]]:
 
 
 def _why_not(interval: dict, n: int, needed: int, what: str, margin: float) -> str:
-    """Why a non-inferiority criterion failed, in words: not estimable, underpowered or inferior."""
+    """Why a non-inferiority criterion failed, in words: not estimable; worse by more than the
+    margin (the difference itself lies beyond it: more images would not help); underpowered (fewer
+    images than the plan needs); or the lower bound below minus the margin."""
     if "ci_low" not in interval:
         return f"not estimable: {interval.get('reason', 'no images')}"
+    if interval["estimate"] <= -margin:
+        return (f"worse by more than the margin: the difference {interval['estimate']:+.3f} itself lies at or below "
+                f"minus the margin {margin:g}")
     if n < needed:
         return (f"underpowered: {n} {what} in the test set, fewer than the {needed} the plan needs for a margin "
-                f"of {margin:g}; the lower bound {interval['ci_low']:+.3f} cannot be read as inferiority")
+                f"of {margin:g}; the lower bound {interval['ci_low']:+.3f} shows neither non-inferiority nor "
+                "inferiority")
     return f"the lower bound {interval['ci_low']:+.3f} lies below minus the margin {margin:g}"
 
 
@@ -276,7 +282,7 @@ def run(out: str | Path, new: str | Path, params_file: str | Path, *, render: bo
     if new.resolve() == out.resolve():
         raise PccpError(f"--new {new} is the cleared run itself; pass the candidate's run folder")
     stores = {"cleared": _store(out, "cleared"), "candidate": _store(new, "candidate")}
-    plan_record = _get(stores["cleared"], PLAN_RECORD, "cleared", "run make pccp-check, which writes it, or make submission")
+    plan_record = _get(stores["cleared"], PLAN_RECORD, "cleared", "build the cleared run with make submission, which writes it and locks it with the validation plan")
     plan = plan_record["data"]
     for role, store in stores.items():
         _get(store, "model.test_predictions", role, "run make validate")
