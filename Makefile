@@ -126,7 +126,7 @@ heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clini
 
 # pccp-check rebuilds nothing in the cleared run OUT (no stage, no params stamp): the candidate is
 # judged by the plan the cleared run holds, locked with its validation plan; it writes only OUT/pccp/.
-pccp-check: | $(READY) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (exit 3: outside the plan)
+pccp-check: | $(READY) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (outside the plan: the command exits 3, make reports Error 3)
 	@test -n "$$MAKE_NEW" || { echo "error: set NEW=<the candidate's run folder>" >&2; exit 2; }
 	$(PY) -m validation.pccp --out "$(OUT)" --new "$$MAKE_NEW" --params "$(PARAMS)"
 
