@@ -14,6 +14,8 @@ from evidence.params import section
 from validation import pccp
 from validation.pccp_plan import criteria
 
+pytestmark = pytest.mark.slow   # the shared small demo run (audit_demo.small_build)
+
 
 @pytest.fixture(scope="module")
 def assessed(tmp_path_factory) -> tuple[Path, Path]:
