@@ -14,20 +14,23 @@ DATA ?= demo
 PARAMS ?= params.yaml
 HELDOUT ?=
 BATCH ?=
+NEW ?=
 SHARDS ?=
 FILES ?=
 TESTS ?=
 override HELDOUT := $(value HELDOUT)
 override BATCH := $(value BATCH)
+override NEW := $(value NEW)
 override FILES := $(value FILES)
 override SHARDS := $(value SHARDS)
 override TESTS := $(value TESTS)
 MAKE_HELDOUT := $(HELDOUT)
 MAKE_BATCH := $(BATCH)
+MAKE_NEW := $(NEW)
 MAKE_FILES := $(FILES)
 MAKE_SHARDS := $(SHARDS)
 MAKE_TESTS := $(TESTS)
-export MAKE_HELDOUT MAKE_BATCH MAKE_FILES MAKE_SHARDS MAKE_TESTS
+export MAKE_HELDOUT MAKE_BATCH MAKE_NEW MAKE_FILES MAKE_SHARDS MAKE_TESTS
 PYTEST_ARGS ?=
 BENCH ?=
 INPUTS ?=
@@ -43,7 +46,7 @@ EV := $(OUT)/evidence
 P := $(OUT)/params
 MK := $(OUT)/.make/stages.mk
 
-.PHONY: help venv lock submission eda train plan validate workflow audit heldout monitor infer test verify bench clean
+.PHONY: help venv lock submission eda train plan validate workflow audit heldout monitor pccp-check infer test verify bench clean
 
 # One make at a time on OUT: a goal that reads or writes OUT reruns this make under an exclusive
 # lock on OUT/.lock (flock) with OUT_LOCKED=1. A second make on the same OUT exits at once with one
@@ -96,7 +99,7 @@ lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from p
 # section changed), record DATA, and generate the stage rules (OUT/.make/stages.mk) from the stage
 # table in evidence/stages.py. A stage reruns when its params section, DATA, a record it needs or a
 # code file its records hash changed, and says which.
-STAGE_GOALS := $(filter-out help venv lock test verify bench clean audit,$(or $(MAKECMDGOALS),help))
+STAGE_GOALS := $(filter-out help venv lock test verify bench clean audit pccp-check,$(or $(MAKECMDGOALS),help))
 ifneq ($(STAGE_GOALS),)
 ifneq ($(wildcard $(PY)),)
 ifneq ($(shell $(PY) -m evidence.make prepare --params "$(PARAMS)" --out "$(OUT)" --data "$(DATA)" >&2 && echo ok),ok)
@@ -121,7 +124,7 @@ audit: | $(READY) ## verify the evidence trail, its log, signatures and inputs, 
 	$(PY) -m submission.check --out $(OUT)
 	$(PY) -m model.replay --out $(OUT) $(REPLAY)
 
-# HELDOUT, BATCH, FILES and SHARDS reach the commands through the environment, never through a recipe's
+# HELDOUT, BATCH, NEW, FILES and SHARDS reach the commands through the environment, never through a recipe's
 # text: a value is data (a name with spaces is one path; `;`, `$(...)`, quotes and backticks run
 # nothing). FILES is one path per line (a single path may hold spaces); make expands none of them.
 heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clinical set: make heldout HELDOUT=<dir> [SHARDS=N local processes]
@@ -132,6 +135,12 @@ heldout: $(STAGE_submission.plan) ## rerun the locked device on a held-out clini
 monitor: $(STAGE_validation.monitoring_plan) ## compare a production batch with the validation baseline: make monitor BATCH=<DICOM folder, or notifications/infer JSON-lines file> (fails when an alert fires)
 	@test -n "$$MAKE_BATCH" || { echo "error: set BATCH=<a folder of DICOM files, or node/notifications.jsonl or a model.infer output file>" >&2; exit 2; }
 	$(PY) -m validation.monitor --out "$(OUT)" --batch="$$MAKE_BATCH" --params "$(PARAMS)"
+
+# pccp-check rebuilds nothing in the cleared run OUT (no stage, no params stamp): the candidate is
+# judged by the plan the cleared run holds, locked with its validation plan; it writes only OUT/pccp/.
+pccp-check: | $(READY) ## judge a candidate run against this cleared run under the change control plan: make pccp-check NEW=<candidate run> (outside the plan: the command exits 3, make reports Error 3)
+	@test -n "$$MAKE_NEW" || { echo "error: set NEW=<the candidate's run folder>" >&2; exit 2; }
+	$(PY) -m validation.pccp --out "$(OUT)" --new "$$MAKE_NEW" --params "$(PARAMS)"
 
 infer: $(STAGE_validation.threshold) ## classify DICOM files with the locked model: make infer FILES=<path, or one path per line>
 	@test -n "$$MAKE_FILES" || { echo "error: set FILES=<a DICOM file or folder, or several, one per line>" >&2; exit 2; }

@@ -1,6 +1,7 @@
 """Audit a run's evidence trail.
 
-For every record under OUT/evidence (and OUT/heldout/*/evidence): validate the schema,
+For every record under OUT/evidence (and each assessment folder's, OUT/heldout/*/evidence and
+OUT/pccp/*/evidence, `layout.ASSESSMENT_ROOTS`): validate the schema,
 recompute the record's sha256, re-hash every dep and out file, check that every record it
 depends on exists and matches, check the hash-chained log (`evidence.chain`), and flag code
 that changed since the record was written; then the folder's completeness (`evidence.completeness`:
@@ -22,9 +23,9 @@ from .record import read_record, record_ids
 def run_dirs(out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     dirs = [out_dir] if layout.evidence(out_dir).is_dir() else []
-    heldout = layout.heldout_root(out_dir)
-    if heldout.is_dir():
-        dirs += sorted(p for p in heldout.iterdir() if layout.evidence(p).is_dir() and not p.name.startswith("."))
+    for root in (folder(out_dir) for folder in layout.ASSESSMENT_ROOTS.values()):
+        if root.is_dir():
+            dirs += sorted(p for p in root.iterdir() if layout.evidence(p).is_dir() and not p.name.startswith("."))
     return dirs
 
 

@@ -1,9 +1,10 @@
 """Completeness of a run folder: exactly the records the stage table declares, and no file in an
 output folder that no record lists.
 
-A run folder (`OUT`) must hold every record of `stages.run_records()` and no other; a held-out
-folder (`OUT/heldout/<name>`) every record of the `validation.heldout` stage, and may hold the
-documents (`submission.*`) rendered there. Every file under an output folder (the first folder of
+A run folder (`OUT`) must hold every record of `stages.run_records()` and no other; an assessment
+folder (`layout.ASSESSMENT_ROOTS`: `OUT/heldout/<name>`, `OUT/pccp/<name>`) every record of the
+stage that writes it (`validation.heldout`, `validation.pccp`), and may hold the documents
+(`submission.*`) rendered there. Every file under an output folder (the first folder of
 each `outs` pattern of the folder's stages, e.g. `figures/`, `models/`, `submission/`) and under
 `evidence/` must be listed by a record, in its `outs` or, for files a stage writes and then
 reads (the workflow DICOM files), its `deps.files`; and a record may list as `outs` only files its
@@ -21,8 +22,6 @@ from . import layout
 from .errors import EvidenceError
 from .record import record_ids
 from .stages import STAGES, Stage, by_name, optional_records, out_declared, run_records, stage_of
-
-HELDOUT_STAGE = "validation.heldout"
 
 #: run-folder paths (patterns; `*` matches across folders) that are not record outputs.
 _HERE = Path("")
@@ -46,11 +45,16 @@ def _excluded(rel: str) -> bool:
 
 
 def folder_stages(run_dir: Path, out: Path) -> tuple[Stage, ...]:
-    """The stages whose records a folder holds: those of the run, or for a held-out folder the
-    held-out stage and the on-demand document families."""
+    """The stages whose records a folder holds: those of the run, or for an assessment folder the
+    stage that writes it (by its root, `layout.ASSESSMENT_ROOTS`) and the on-demand document families."""
     if run_dir == out:
         return tuple(s for s in STAGES if s.in_run or s.optional)
-    return (by_name(HELDOUT_STAGE), *(s for s in STAGES if not s.in_run and any(r.endswith(".*") for r in s.records)))
+    parent = run_dir.resolve().parent
+    roots = {stage: root(out).resolve() for stage, root in layout.ASSESSMENT_ROOTS.items()}
+    owner = next((stage for stage, root in roots.items() if root == parent), None)
+    if owner is None:
+        raise EvidenceError(f"{run_dir}: not an assessment folder of {out} ({', '.join(map(str, roots.values()))})")
+    return (by_name(owner), *(s for s in STAGES if not s.in_run and any(r.endswith(".*") for r in s.records)))
 
 
 def expected_records(stages: tuple[Stage, ...], run_dir: Path, out: Path) -> tuple[list[str], list[str]]:

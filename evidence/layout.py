@@ -166,3 +166,21 @@ def monitoring_root(out: str | Path) -> Path:
 def monitoring(out: str | Path, name: str) -> Path:
     """A monitored production batch (validation.monitor): its own evidence, batch.csv and report."""
     return monitoring_root(out) / name
+
+
+def pccp_root(out: str | Path) -> Path:
+    return Path(out) / "pccp"
+
+
+def pccp(out: str | Path, name: str) -> Path:
+    """A candidate's assessment under the change control plan (validation.pccp): its own evidence,
+    predictions.csv and report, as a held-out folder has."""
+    return pccp_root(out) / name
+
+
+
+#: The folders of the on-demand assessments inside a run, by the stage that writes them: each
+#: `<root>/<name>/` has a run folder's layout for its own evidence, which the audit verifies
+#: (`evidence.audit.run_dirs`, `evidence.completeness.folder_stages`).
+ASSESSMENT_ROOTS = {"validation.heldout": heldout_root, "validation.pccp": pccp_root,
+                    "validation.monitor": monitoring_root}

@@ -1,7 +1,9 @@
 """Pre-specification proven by the trail: the validation plan is locked before test scores exist.
 
 Record `validation.plan_lock` (written by the plan stage, `python -m submission.plan`, right after
-`submission.plan`) holds the sha256 of every plan file, the record the plan was rendered from,
+`submission.plan`) holds the sha256 of every plan file (the validation plan's documents and the
+record files of `LOCKED_RECORDS`, the other pre-specified criteria: the change control plan's
+acceptance criteria, `pccp.plan`), the record the plan was rendered from,
 the `validate` parameters it fixes (those of `validation.design`), `locked_utc` and `locked_by`.
 The trail proves that the analysis was pre-specified when:
 
@@ -23,12 +25,15 @@ from .canonical import sha256_file
 from .errors import EvidenceError, MissingRecord
 from .provenance import resolve_run_path
 from .record import read_record, write_record
-from .stages import stage_of, upstream
+from .stages import PLAN_LOCKED_RECORDS, stage_of, upstream
 
 LOCK, PLAN, DESIGN, SCORES = "validation.plan_lock", "submission.plan", "validation.design", "model.test_predictions"
 #: The evaluate records whose `data.prespecified` lets the documents say "pre-specified".
 CLAIMS = ("validation.test", "validation.acceptance")
 RELOCK = "lock the plan again (make plan) and rescore the test split (make submission)"
+#: Records of pre-specified criteria that the lock hashes beside the plan documents (their files, as
+#: plan files): a criterion rewritten after the lock is then caught like an edited plan document.
+LOCKED_RECORDS = PLAN_LOCKED_RECORDS
 
 
 class NotPrespecified(EvidenceError):
@@ -45,6 +50,13 @@ def write_lock(out: str | Path, *, params: dict, locked_by: str, locked_by_sourc
     files = [{"path": o["path"], "sha256": o["sha256"], "size": o["size"]} for o in plan["outs"]]
     if not files:
         raise NotPrespecified(f"record {PLAN}: lists no plan file in its outs; rerun `python -m submission.plan`")
+    for rid in LOCKED_RECORDS:
+        path = layout.record(out, rid)
+        if not path.is_file():
+            raise NotPrespecified(f"record {rid}: not found under {layout.evidence(out)}; the plan lock hashes it "
+                                  f"with the plan (run its stage {stage_of(rid).name} first, or make plan)")
+        files.append({"path": layout.record("", rid).as_posix(), "sha256": sha256_file(path),
+                      "size": path.stat().st_size})
     previous = read_record(out, LOCK)["sha256"] if layout.record(out, LOCK).is_file() else None
     data = {
         "plan_record": PLAN, "plan_record_sha256": plan["sha256"], "plan_files": files,
@@ -72,6 +84,16 @@ def plan_file_failures(out: str | Path, lock: dict) -> list[str]:
             failures.append(f"record {LOCK}: plan file {entry['path']}: expected {entry['sha256']} found {found} "
                             "(the plan changed after it was locked)")
     return failures
+
+
+def unlocked_records(out: str | Path, lock: dict) -> list[str]:
+    """One line per record of LOCKED_RECORDS that the run holds but the lock does not list (written
+    after the plan was locked, or under a lock from before it was pre-specified)."""
+    listed = {entry["path"] for entry in lock["data"]["plan_files"]}
+    return [f"record {LOCK}: field data.plan_files: expected {layout.record('', rid).as_posix()} found not listed "
+            f"(record {rid} is pre-specified but not locked; {RELOCK})"
+            for rid in LOCKED_RECORDS
+            if layout.record(out, rid).is_file() and layout.record("", rid).as_posix() not in listed]
 
 
 def score_failures(scores: dict, lock: dict) -> list[str]:
@@ -139,6 +161,7 @@ def check(out: str | Path) -> list[str]:
     if lock is None:
         return failures
     failures += plan_file_failures(out, lock)
+    failures += unlocked_records(out, lock)
     scores = records.get(SCORES)
     if scores is not None:
         failures += score_failures(scores, lock)

@@ -30,6 +30,9 @@ SHOWN = 3   # changed files a why line names before "+N more"
 #: The records the validation plan is rendered from: none holds a test-split result.
 PLAN_INPUTS = ("eda.dataset", "eda.pixels", "eda.quality", "eda.ground_truth", "training.run", "model.predictions",
                "validation.threshold", "validation.sample_size", "validation.design", "workflow.dicom")
+#: Records of other pre-specified criteria that the plan lock hashes as plan files
+#: (`evidence.prespecified`): the plan stage needs them, so they exist before it locks.
+PLAN_LOCKED_RECORDS = ("pccp.plan",)
 
 
 #: The document registry: the documents `python -m submission` renders (`in_submission`; the
@@ -103,10 +106,14 @@ STAGES: tuple[Stage, ...] = (
           sources=("validation",), files=("submission/data/predicate_performance.yml",),
           doc="(params only, and the published predicate performance the goals cite: the pre-specified design "
               "and the held-out sample size)"),
+    Stage("validation.pccp_plan", ("pccp.plan",), params="pccp", sources=("validation",),
+          files=("submission/data/pccp.yml", "submission/pccp.schema.json"),
+          doc="(params only, and the plan's facts file: the acceptance criteria of the predetermined change "
+              "control plan)"),
     Stage("model.workflow", ("workflow.dicom",), needs=("training.run", "validation.threshold", "cohort.manifest"),
           params="workflow", sources=("model",), outs=("workflow/**",)),
     Stage("submission.plan", ("submission.plan", "validation.plan_lock"),
-          needs=PLAN_INPUTS, params="submission", sources=("submission", "templates"),
+          needs=(*PLAN_INPUTS, *PLAN_LOCKED_RECORDS), params="submission", sources=("submission", "templates"),
           files=("submission/data/*.yml", "templates/validation_plan.md.j2", "templates/partials/*.j2",
                  "templates/*.css"),
           outs=("submission/validation_plan*",),
@@ -143,7 +150,7 @@ STAGES: tuple[Stage, ...] = (
           needs=(*PLAN_INPUTS, "submission.plan", "validation.plan_lock", "model.test_predictions",
                  "validation.test", "validation.calibration", "validation.subgroups", "validation.benchmark",
                  "validation.acceptance", "workflow.latency", "software.sbom",
-                 "monitoring.plan"),
+                 "monitoring.plan", "pccp.plan"),
           optional_needs=("verification.tests",),
           params="submission", sources=("submission", "templates", "design"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json",
@@ -161,6 +168,10 @@ STAGES: tuple[Stage, ...] = (
           args="--batch BATCH", in_run=False, outs=("batch.csv",),
           doc="record `monitoring.plan` and the test split's scores, the locked model and threshold "
               "(records in `OUT/monitoring/<batch>/evidence/`)"),
+    Stage("validation.pccp", ("pccp.assessment",), params="pccp", sources=("validation", "model"),
+          args="--new NEW", in_run=False, outs=("predictions.csv",),
+          doc="the cleared run OUT (its `pccp.plan`, locked test split, threshold, header checks, preprocessing "
+              "and intended-use facts) and the candidate run NEW (records in `OUT/pccp/<candidate>/evidence/`)"),
     Stage("submission.document", ("submission.*",), needs=("*",), params="submission",
           sources=("submission", "templates", "design"),
           files=("submission/data/*.yml", "templates/**/*.j2", "templates/*.css", "submission/*.schema.json", "design/*.yml"),

@@ -119,6 +119,30 @@ def test_audit_fails_when_a_plan_file_changed_after_the_lock(copy):
     assert failures[0].startswith("record validation.plan_lock: plan file submission/validation_plan.md: expected ")
 
 
+def test_the_lock_holds_the_change_control_plan_and_catches_it_changed_after_the_lock(copy):
+    """pccp.plan is pre-specified: the lock hashes its record file, so criteria rewritten after the
+    test split was scored (here a wider margin) fail the audit like an edited plan document."""
+    from evidence.params import section
+    from validation.pccp_plan import run as change_control
+
+    lock = read_record(copy, "validation.plan_lock")
+    assert "evidence/pccp.plan.json" in [f["path"] for f in lock["data"]["plan_files"]]
+    assert check(copy) == []
+    change_control(copy, {**section(REPO / "params.yaml", "pccp"), "margins": {"sensitivity": 0.2, "specificity": 0.2}})
+    failures = check(copy)
+    assert len(failures) == 1
+    assert failures[0].startswith("record validation.plan_lock: plan file evidence/pccp.plan.json: expected ")
+    assert "(the plan changed after it was locked)" in failures[0]
+
+
+def test_a_change_control_plan_the_lock_does_not_list_fails_the_audit(copy):
+    _forge(copy, "validation.plan_lock", lambda r: r["data"].update(
+        plan_files=[f for f in r["data"]["plan_files"] if f["path"] != "evidence/pccp.plan.json"]))
+    assert ("record validation.plan_lock: field data.plan_files: expected evidence/pccp.plan.json found not listed "
+            "(record pccp.plan is pre-specified but not locked; lock the plan again (make plan) and rescore the test "
+            "split (make submission))") in check(copy)
+
+
 def test_audit_fails_on_a_claim_naming_another_lock(copy):
     _forge(copy, "validation.acceptance", lambda r: r["data"]["prespecified"].update(plan_lock_sha256="0" * 64))
     assert check(copy) == [f"record validation.acceptance: field data.prespecified.plan_lock_sha256: expected "

@@ -62,6 +62,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
     test results (carrying the plan lock's proof unless `prespecified` is false); return the run folder."""
     from submission.plan import run as lock_plan
     from validation.acceptance import evaluate as evaluate_goals
+    from validation.pccp_plan import run as change_control
     from validation.sample_size import run as design
     out = Path(out)
     ws: dict = {}
@@ -131,6 +132,7 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
                      {"file": "test5.dcm", "study_description": "Effusion", "accepted": False,
                       "reason": "Modality CT not in DX, CR"}]}, **ws)
     design(out, {**section(REPO / "params.yaml", "validate"), "acceptance": CRITERIA})
+    change_control(out, section(REPO / "params.yaml", "pccp"))
     lock_plan(out, {}, by="Test Engineer", pdf=pdf)
     scores = out / "predictions" / "test.csv"
     scores.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +253,6 @@ def build_run(out: Path, *, synthetic: bool = True, source: str = "demo",
 def test_builder_writes_valid_records(tmp_path):
     out = build_run(tmp_path)
     store = Store(out)
-    assert "validation.test" in store.ids() and len(store.ids()) == 20
+    assert "validation.test" in store.ids() and "pccp.plan" in store.ids() and len(store.ids()) == 21
     assert store.value("validation.test", "confusion.tp") == 30
     assert store.get("validation.test")["synthetic"] is True
