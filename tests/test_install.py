@@ -108,8 +108,7 @@ def test_installed_wheel_runs_every_stage_from_an_empty_folder(site, installed_e
         assert (sub / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
     run([sys.executable, "-m", "evidence", "audit", "--out", "O"], cwd=work, env=installed_env)
     run([sys.executable, "-m", "submission.check", "--out", "O"], cwd=work, env=installed_env)
-    text = (sub / "510k_submission.md").read_text()
-    soup = text[text.index("Off-the-shelf software (SOUP)"):text.index("## Cybersecurity")]
-    listed = {line.split("|")[1].strip() for line in soup.splitlines() if line.startswith("| ")} - {"package"}
+    sbom = json.loads((sub / "sbom.cdx.json").read_text())     # the SOUP list: the installed device's SBOM
+    listed = {c["name"].lower() for c in sbom["components"]}
     assert {"tensorflow", "pydicom", "numpy"} <= listed
     assert [name for name in TEST_ONLY if name in listed] == []

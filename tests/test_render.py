@@ -31,7 +31,10 @@ def test_documents_and_records_written(rendered):
     lock = json.loads((rendered / "evidence" / "validation.plan_lock.json").read_text())
     assert [c["metric"] for c in lock["data"]["acceptance_criteria"]] == ["auc", "sensitivity", "specificity"]
     assert lock["data"]["locked_by"] == "Test Engineer" and lock["data"]["locked_by_source"] == "--locked-by"
-    assert lock["data"]["plan_files"] == plan["outs"] and lock["data"]["plan_record_sha256"] == plan["sha256"]
+    # the plan files, then the records locked with them (the change control plan's criteria)
+    assert lock["data"]["plan_files"][:len(plan["outs"])] == plan["outs"]
+    assert [f["path"] for f in lock["data"]["plan_files"][len(plan["outs"]):]] == ["evidence/pccp.plan.json"]
+    assert lock["data"]["plan_record_sha256"] == plan["sha256"]
     assert {d["id"] for d in plan["deps"]["records"]} >= {"validation.design", "validation.sample_size"}
     written = sorted(p.name for p in sub.glob("validation_plan*"))
     assert sorted(plan["data"]["documents"]) == written and not any(n.endswith(".pdf") for n in written)

@@ -57,10 +57,13 @@ def make_run(tmp: Path, *, seed: int = 0, n_val: int = 80, n_test: int = 120, wr
 
 
 def lock_plan(out: Path, params: Path, *, locked_by: str = "Test Engineer") -> dict:
-    """The design from `params` (section validate), a one-file plan and its lock; returns the lock."""
+    """The design from `params` (section validate), the change control plan (section pccp, locked
+    with the plan), a one-file plan and its lock; returns the lock."""
+    from validation.pccp_plan import run as pccp_plan
     from validation.sample_size import run as design
 
     design(out, section(params, "validate"))
+    pccp_plan(out, section(params, "pccp"))
     plan = atomic.write_text(layout.submission(out) / "validation_plan.md", "# Clinical Validation Plan\n")
     write_record(out, "submission.plan", data={"document": "validation_plan"}, outs=[plan],
                  dep_records=["validation.design"])
