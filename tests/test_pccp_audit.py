@@ -32,7 +32,9 @@ def assessed(tmp_path_factory) -> tuple[Path, Path]:
 def test_the_audit_walks_and_passes_an_assessment_folder(assessed):
     cleared, folder = assessed
     assert folder in run_dirs(cleared)
-    assert (folder / "submission" / "pccp_report.md").is_file()
+    report = (folder / "submission" / "pccp_report.md").read_text(encoding="utf-8")
+    assert "The decision reads the lower of the two lower bounds;" in report            # decision_interval both
+    assert "The candidate's model file is the cleared one: a re-tuning of the threshold." in report
     failures, n = audit(cleared, check_code=False)
     assert failures == []
     assert n > 1 + len(list(layout.evidence(cleared).glob("*.json"))) - 1   # the run's records and the folder's

@@ -26,10 +26,17 @@ def _runs(seed=0, patients=300):
     return frame, manifest
 
 
+def rule(threshold, **changes):
+    """A run's validation.threshold data: the threshold and the rule that chose it."""
+    return {"threshold": threshold, "rule": "target_sensitivity", "split": "val", "target_sensitivity": 0.9,
+            "target_bound": "estimate", "estimable_from_data": True, **changes}
+
+
 def _assess(candidate_scores, prints=None, thresholds=(0.5, 0.5)):
     cleared, manifest = _runs()
     candidate = cleared.assign(score=candidate_scores(cleared))
-    data, _ = pccp.assess(cleared, candidate, manifest, PLAN, dict(zip(("cleared", "candidate"), thresholds)),
+    data, _ = pccp.assess(cleared, candidate, manifest, PLAN,
+                          {"cleared": rule(thresholds[0]), "candidate": rule(thresholds[1])},
                           {"cleared": PRINTS, "candidate": prints or PRINTS})
     return data
 
@@ -54,7 +61,8 @@ def test_a_degraded_candidate_fails_naming_the_criteria():
 
 def test_changed_input_checks_and_a_threshold_out_of_bounds_fail_by_name():
     data = _assess(lambda f: f["score"], prints={**PRINTS, "header_checks": "other"}, thresholds=(0.5, 0.75))
-    assert set(data["failed"]) >= {"input checks unchanged", "threshold within bounds"}
+    assert set(data["failed"]) >= {"input checks unchanged", "operating threshold within the plan"}
+    assert data["threshold"]["modification"] == "threshold" and data["threshold"]["within_change"] is False
     assert "intended use unchanged" not in data["failed"]
 
 
@@ -62,7 +70,7 @@ def test_a_small_test_set_fails_as_underpowered_not_as_inferior():
     """An identical candidate on 60 patients: the two models agree on every image, yet with fewer
     positives than the plan needs for its margin the check cannot show non-inferiority and says so."""
     cleared, manifest = _runs(patients=60)
-    data, _ = pccp.assess(cleared, cleared, manifest, PLAN, {"cleared": 0.5, "candidate": 0.5},
+    data, _ = pccp.assess(cleared, cleared, manifest, PLAN, {"cleared": rule(0.5), "candidate": rule(0.5)},
                           {"cleared": PRINTS, "candidate": PRINTS})
     sens = data["performance"]["sensitivity"]
     assert sens["candidate_only"] == sens["cleared_only"] == 0
@@ -85,3 +93,43 @@ def test_another_test_set_or_a_leaked_test_patient_is_refused_with_the_differenc
     leaked = pd.DataFrame({"image_id": ["x"], "patient_id": [cleared["patient_id"].iloc[0]], "split": ["train"]})
     with pytest.raises(pccp.PccpError, match="patient\\(s\\) of the locked test"):
         pccp.same_test_set(cleared, cleared, leaked)
+
+
+BOUNDS = PLAN["threshold"]
+
+
+def test_threshold_retuning_of_the_same_model_is_bounded_by_the_largest_change():
+    step = BOUNDS["max_change"]
+    near = pccp.threshold_criterion(rule(0.5), rule(0.5 + 0.9 * step), BOUNDS, model_changed=False)
+    assert near["modification"] == "threshold" and near["passed"] and near["reason"] == ""
+    far = pccp.threshold_criterion(rule(0.5), rule(0.5 + 1.1 * step), BOUNDS, model_changed=False)
+    assert not far["passed"] and far["within_range"] and not far["within_change"]
+    assert far["reason"].startswith("the re-tuned threshold moves by +")
+    low = pccp.threshold_criterion(rule(BOUNDS["min"] + 0.01), rule(BOUNDS["min"] / 2), BOUNDS, model_changed=False)
+    assert not low["passed"] and not low["within_range"] and low["within_change"]
+    assert "outside" in low["reason"]
+
+
+def test_a_retrained_model_is_judged_by_its_rule_not_by_its_distance_from_the_cleared_threshold():
+    """The cleared 0.108 and a retrained 0.968 (the scores of another model are on another scale):
+    within the plan when the same locked rule chose it; a changed rule, target or bound fails by name."""
+    far = pccp.threshold_criterion(rule(0.108), rule(0.968), BOUNDS, model_changed=True)
+    assert far["modification"] == "retraining" and far["same_rule"] and far["passed"], far["reason"]
+    assert abs(far["change"]) > BOUNDS["max_change"] and "within_change" not in far
+    for field, value, words in (("rule", "max_f1", "rule max f1 (cleared target sensitivity)"),
+                                ("target_sensitivity", 0.8, "target sensitivity 0.8 (cleared 0.9)"),
+                                ("target_bound", "ci_low", "what reaches the target ci low (cleared estimate)"),
+                                ("split", "test", "split test (cleared val)"),
+                                ("estimable_from_data", False, "estimated from the data False (cleared True)")):
+        other = pccp.threshold_criterion(rule(0.108), rule(0.2, **{field: value}), BOUNDS, model_changed=True)
+        assert not other["passed"] and not other["same_rule"] and other["within_range"]
+        assert other["reason"] == f"the re-trained model's threshold was not chosen by the cleared run's locked rule: {words}"
+        assert other["rule"][field] == {"cleared": rule(0)[field], "candidate": value}
+    saturated = pccp.threshold_criterion(rule(0.108), rule(0.9995), BOUNDS, model_changed=True)
+    assert not saturated["passed"] and saturated["same_rule"] and not saturated["within_range"]
+
+
+def test_the_assessment_names_the_modification_from_the_model_files():
+    data = _assess(lambda f: f["score"], prints={**PRINTS, "model": "another"}, thresholds=(0.5, 0.75))
+    assert data["threshold"]["modification"] == "retraining" and data["threshold"]["passed"]
+    assert "operating threshold within the plan" not in data["failed"]

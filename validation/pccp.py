@@ -15,8 +15,10 @@ with new data or another seed). The criteria are those of the CLEARED run's reco
    score interval, the patient-cluster bootstrap, or the lower of the two, above minus the margin;
    a failure on fewer images than the plan's sample size says "underpowered"), no subgroup (sex, age band,
    view, with enough positives or negatives) dropping by more than the subgroup margin, the
-   candidate's threshold within the bounds, and unchanged intended-use facts, header checks and
-   preprocessing specification (their sha256 in the two runs' records);
+   operating threshold within the plan (`threshold_criterion`: a re-tuned threshold of the same
+   model within the bounds and the largest change; a re-trained model's threshold chosen by the
+   cleared run's locked rule and within the bounds), and unchanged intended-use facts, header
+   checks and preprocessing specification (their sha256 in the two runs' records);
 3. write `predictions.csv` (both models' scores and calls per test image) and record
    `pccp.assessment`, then render `pccp_report`, into a hidden folder in OUT/pccp renamed at the end
    to `OUT/pccp/<NEW folder name>-<first 12 hex of the candidate model's sha256>/`: a failed run
@@ -46,6 +48,7 @@ from evidence.manifest import read_manifest, read_splits
 
 from . import paired
 from .pccp_plan import RECORD as PLAN_RECORD
+from .pccp_plan import RETRAINING, RETUNING, SAME_RULE_FIELDS, SAME_RULE_WORDS
 from .predictions import read_predictions
 from .subgroups import AGE_BAND_EDGES, AGE_BANDS
 
@@ -119,11 +122,49 @@ def same_test_set(cleared: pd.DataFrame, candidate: pd.DataFrame, candidate_spli
                         f"split (first {leaked[:3]}); the test patients must stay out of training and validation")
 
 
-def _threshold(store: Store, role: str) -> float:
-    value = _get(store, "validation.threshold", role, "run make validate")["data"].get("threshold")
+def _threshold(store: Store, role: str) -> dict:
+    """The run's `validation.threshold` data (the threshold and the rule that chose it)."""
+    data = _get(store, "validation.threshold", role, "run make validate")["data"]
+    value = data.get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PccpError(f"{role} run: record validation.threshold holds no numeric threshold")
-    return float(value)
+    return data
+
+
+def _words(value) -> str:
+    return "none" if value is None else str(value).replace("_", " ")
+
+
+def threshold_criterion(cleared: dict, candidate: dict, bounds: dict, model_changed: bool) -> dict:
+    """The operating-threshold criterion of the planned modification the candidate makes.
+
+    cleared, candidate: the runs' `validation.threshold` data. Same model file (threshold
+    re-tuning): the candidate's threshold lies within [min, max] and moves by at most max_change.
+    Another model file (re-training): its score scale is its own, so a raw change says nothing; its
+    threshold must have been chosen on its validation split by the cleared run's rule, target and
+    bound (`SAME_RULE_FIELDS`) and lie within [min, max]."""
+    t_old, t_new = float(cleared["threshold"]), float(candidate["threshold"])
+    change = t_new - t_old
+    within = bool(bounds["min"] <= t_new <= bounds["max"])
+    reasons = [] if within else [f"the threshold {t_new:.4g} lies outside {bounds['min']:g} to {bounds['max']:g}"]
+    result = {"modification": RETRAINING if model_changed else RETUNING, "cleared": t_old, "candidate": t_new,
+              "change": change, **{k: bounds[k] for k in ("min", "max", "max_change")}, "within_range": within}
+    if model_changed:
+        differ = [f for f in SAME_RULE_FIELDS if cleared.get(f) != candidate.get(f)]
+        result["same_rule"] = not differ
+        result["rule"] = {f: {"cleared": cleared.get(f), "candidate": candidate.get(f)} for f in SAME_RULE_FIELDS}
+        if differ:
+            reasons.append("the re-trained model's threshold was not chosen by the cleared run's locked rule: "
+                           + ", ".join(f"{SAME_RULE_WORDS[f]} {_words(candidate.get(f))} (cleared "
+                                       f"{_words(cleared.get(f))})" for f in differ))
+    else:
+        small = bool(abs(change) <= bounds["max_change"])
+        result["within_change"] = small
+        if not small:
+            reasons.append(f"the re-tuned threshold moves by {change:+.4g}, more than {bounds['max_change']:g}")
+    result["passed"] = not reasons
+    result["reason"] = "; ".join(reasons)
+    return result
 
 
 def fingerprints(store: Store, role: str) -> dict:
@@ -202,8 +243,9 @@ def assess(cleared_preds: pd.DataFrame, candidate_preds: pd.DataFrame, manifest:
     frame = cleared_preds.merge(candidate_preds[["image_id", "score"]], on="image_id", suffixes=("_cleared", "_candidate"))
     frame = frame.merge(manifest, on="image_id", how="left")
     y = frame["label"].to_numpy(dtype=int)
-    frame["cleared_flagged"] = (frame["score_cleared"].to_numpy() >= thresholds["cleared"]).astype(int)
-    frame["candidate_flagged"] = (frame["score_candidate"].to_numpy() >= thresholds["candidate"]).astype(int)
+    t = {role: float(thresholds[role]["threshold"]) for role in ("cleared", "candidate")}
+    frame["cleared_flagged"] = (frame["score_cleared"].to_numpy() >= t["cleared"]).astype(int)
+    frame["candidate_flagged"] = (frame["score_candidate"].to_numpy() >= t["candidate"]).astype(int)
     frame["cleared_correct"] = (frame["cleared_flagged"].to_numpy() == y).astype(int)
     frame["candidate_correct"] = (frame["candidate_flagged"].to_numpy() == y).astype(int)
 
@@ -230,10 +272,10 @@ def assess(cleared_preds: pd.DataFrame, candidate_preds: pd.DataFrame, manifest:
         if g["judged"]:
             criteria.append({"key": f"subgroup_{g['variable']}_{g['stratum']}_{g['metric']}",
                              "name": f"subgroup {g['label']} {g['metric']}", "passed": g["passed"]})
-    bounds = plan["threshold"]
-    change = thresholds["candidate"] - thresholds["cleared"]
-    in_bounds = bool(bounds["min"] <= thresholds["candidate"] <= bounds["max"] and abs(change) <= bounds["max_change"])
-    criteria.append({"key": "threshold_within_bounds", "name": "threshold within bounds", "passed": in_bounds})
+    threshold = threshold_criterion(thresholds["cleared"], thresholds["candidate"], plan["threshold"],
+                                    prints["cleared"]["model"] != prints["candidate"]["model"])
+    criteria.append({"key": "threshold_within_plan", "name": "operating threshold within the plan",
+                     "passed": threshold["passed"], "reason": threshold["reason"]})
     unchanged = {}
     for key, name in (("intended_use", "intended use unchanged"), ("header_checks", "input checks unchanged"),
                       ("preprocessing", "preprocessing unchanged")):
@@ -251,8 +293,7 @@ def assess(cleared_preds: pd.DataFrame, candidate_preds: pd.DataFrame, manifest:
                      "identical": True},
         "performance": performance,
         "subgroups": {"margin": plan["subgroup_margin"], "rows": groups},
-        "threshold": {"cleared": thresholds["cleared"], "candidate": thresholds["candidate"], "change": change,
-                      **{k: bounds[k] for k in ("min", "max", "max_change")}, "passed": in_bounds},
+        "threshold": threshold,
         "unchanged": unchanged,
         "models": {"cleared_sha256": prints["cleared"]["model"], "candidate_sha256": prints["candidate"]["model"]},
     }

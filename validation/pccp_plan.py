@@ -30,7 +30,16 @@ DEFAULTS = {"test_set": "same_locked", "ci_level": 0.95, "decision_interval": "b
             "bootstrap_resamples": 2000, "bootstrap_seed": 0, "planning": {"discordance": 0.10, "power": 0.80},
             "margins": {"sensitivity": 0.05, "specificity": 0.05}, "subgroup_margin": 0.10,
             "min_subgroup_positives": 10, "min_subgroup_negatives": 10,
-            "threshold": {"min": 0.05, "max": 0.95, "max_change": 0.10}}
+            "threshold": {"min": 0.01, "max": 0.99, "max_change": 0.10}}
+#: The planned modification a candidate makes, by whether its model file (sha256) differs from the
+#: cleared run's: the keys of `submission/data/pccp.yml` modifications.
+RETRAINING, RETUNING = "retraining", "threshold"
+#: What a re-trained model's threshold must share with the cleared run's (record
+#: `validation.threshold`): chosen on the validation split by the same locked rule, target and bound.
+SAME_RULE_FIELDS = ("rule", "split", "target_sensitivity", "target_bound", "estimable_from_data")
+#: Those fields in words (the modification report names a differing one).
+SAME_RULE_WORDS = {"rule": "rule", "split": "split", "target_sensitivity": "target sensitivity",
+                   "target_bound": "what reaches the target", "estimable_from_data": "estimated from the data"}
 #: The subgroup variables compared (those the validation tests for heterogeneity).
 SUBGROUP_VARIABLES = ("sex", "age_band", "view")
 
@@ -112,6 +121,12 @@ def run(out: str | Path, params: dict) -> dict:
         "min_subgroup_positives": plan["min_subgroup_positives"],
         "min_subgroup_negatives": plan["min_subgroup_negatives"],
         "threshold": plan["threshold"],
+        "threshold_rule": {RETUNING: "the candidate's threshold lies within min and max and differs from the "
+                                     "cleared threshold by at most max_change (same model file)",
+                           RETRAINING: "the candidate's threshold was chosen on its own validation split by the "
+                                       "cleared run's rule, target and bound, and lies within min and max (a "
+                                       "re-trained model's score scale differs, so the change is not bounded)",
+                           "same_rule_fields": list(SAME_RULE_FIELDS)},
         "method": METHODS[plan["decision_interval"]],
         "modifications": [m["key"] for m in f["modifications"]],
     }
