@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 
 from evidence.errors import ToolkitError
-from evidence.safeyaml import YamlRefused, load as load_yaml
+from evidence.safeyaml import load_file
 
 FOLDER = Path(__file__).resolve().parent
 REQUIREMENTS = FOLDER / "requirements.yml"
@@ -50,12 +50,7 @@ class Design:
 
 
 def _read(path: Path, schema: Path) -> dict:
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except YamlRefused as e:
-        raise DesignError(str(e)) from None
-    except OSError as e:
-        raise DesignError(f"{path}: cannot be read ({e.strerror})") from None
+    data = load_file(path, DesignError)
     validator = jsonschema.Draft202012Validator(json.loads(schema.read_text(encoding="utf-8")))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename.
+"""Atomic file writes: a temporary file in the same folder, fsync, then rename; folders the same way
+(`staged_folder` filled, then `publish_folder` renamed into place).
 
 A reader never sees a half-written file, and a failure leaves the previous file (or none). A full
 disk or an exhausted quota (ENOSPC, EDQUOT), met while writing, syncing or renaming, is reported as
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -57,3 +59,31 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
+
+
+@contextlib.contextmanager
+def staged_folder(root: str | Path, name: str) -> Iterator[Path]:
+    """Yield a new hidden folder `ROOT/.NAME.*.partial` (created, with ROOT, as needed) to fill; it
+    is removed when the block ends, so whatever `publish_folder` did not rename away is never seen
+    (a failed run leaves nothing)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    staging.chmod(0o755)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: Path, final: Path, exists: Exception) -> None:
+    """Rename the filled `staging` folder to `final` in one step; raise `exists` (never overwrite)
+    when `final` is already there, before or at the rename."""
+    if final.exists():
+        raise exists
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if final.exists():
+            raise exists from None
+        raise

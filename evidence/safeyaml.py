@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 MAX_NODES = 100_000
@@ -93,3 +95,15 @@ def load(text: str, name: str = "<text>"):
         raise YamlRefused(f"{name}: {' '.join(str(e).split())} (not valid YAML)") from None
     finally:
         loader.dispose()
+
+
+def load_file(path: str | Path, error: type[Exception]):
+    """`load` of the file at `path`; an unreadable file or refused YAML raises `error` with one line
+    naming the file."""
+    path = Path(path)
+    try:
+        return load(path.read_text(encoding="utf-8"), str(path))
+    except YamlRefused as e:
+        raise error(str(e)) from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror})") from None

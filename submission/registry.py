@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evidence.errors import ToolkitError
-from evidence.safeyaml import YamlRefused, load as load_yaml
+from evidence.safeyaml import load_file
 
 DATA = Path(__file__).resolve().parent / "data"
 REGISTRY = DATA / "required_sections.yml"
@@ -58,12 +58,7 @@ class Section:
 
 
 def _read(path: Path):
-    try:
-        return load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except YamlRefused as e:
-        raise RegistryError(str(e)) from None
-    except OSError as e:
-        raise RegistryError(f"{path}: cannot be read ({e.strerror})") from None
+    return load_file(path, RegistryError)
 
 
 def parse_registry(raw, where: str = str(REGISTRY)) -> dict[str, Document]:

@@ -32,7 +32,7 @@ from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 from evidence.params import section
 from evidence.provenance import REPO_ROOT, installed_distributions, project_distribution
-from evidence.safeyaml import YamlRefused, load as load_yaml
+from evidence.safeyaml import load_file
 
 from . import vulnerabilities
 
@@ -78,12 +78,7 @@ def read_lock(path: Path = LOCK) -> dict[str, dict]:
 
 def read_support(path: Path = SUPPORT) -> dict:
     """The support facts: {namespace, default: {level, end_of_support, source}, overrides: {name: ...}}."""
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except YamlRefused as e:
-        raise SbomError(str(e)) from None
-    except OSError as e:
-        raise SbomError(f"{path}: cannot be read ({e.strerror})") from None
+    raw = load_file(path, SbomError)
     fields = {"level", "end_of_support", "source"}
 
     def entry(value, where: str, extra: set[str] = frozenset()) -> dict:
@@ -174,7 +169,7 @@ def build(*, lock: dict[str, dict] | None = None, installed: dict[str, Distribut
     installed = installed_distributions() if installed is None else installed
     support = read_support() if support is None else support
     if device is None:
-        device = load_yaml(DEVICE.read_text(encoding="utf-8"), str(DEVICE))
+        device = load_file(DEVICE, SbomError)
     ns = support["namespace"]
     other = sorted(n for n, p in lock.items() if n not in installed or installed[n].version != p["version"])
     if other:

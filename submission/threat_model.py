@@ -16,7 +16,7 @@ import jsonschema
 
 from evidence import atomic
 from evidence.errors import ToolkitError
-from evidence.safeyaml import YamlRefused, load as load_yaml
+from evidence.safeyaml import load_file
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "threat_model.yml"
@@ -36,12 +36,7 @@ class ThreatModelError(ToolkitError):
 
 def load(path: Path = DATA) -> dict:
     """The threat model, checked; every problem is one line naming the file and the entry."""
-    try:
-        model = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except YamlRefused as e:
-        raise ThreatModelError(str(e)) from None
-    except OSError as e:
-        raise ThreatModelError(f"{path}: cannot be read ({e.strerror})") from None
+    model = load_file(path, ThreatModelError)
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(model))
     if error is not None:

@@ -40,11 +40,8 @@ section `validate`.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -453,27 +450,16 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
         raise HeldoutError(f"--heldout {folder}: not a folder (pass the folder with the DICOM files and labels.csv)")
-    root = layout.heldout_root(out)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.resolve().name}.", suffix=".partial", dir=root))
-    staging.chmod(0o755)
-    try:
+    with atomic.staged_folder(layout.heldout_root(out), folder.resolve().name) as staging:
         records, final = _run(out, folder, staging, params_file, render=render, allow_outside=allow_outside,
                               classified=classified)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            _refuse_existing(final)
-            raise
+        atomic.publish_folder(staging, final, _exists(final))
         return records
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refuse_existing(final: Path) -> None:
-    if final.exists():
-        raise HeldoutError(f"{final}: exists: this held-out set (same files and labels.csv) has been run; its "
-                           "evidence is never overwritten (remove that folder to run the set again)")
+def _exists(final: Path) -> HeldoutError:
+    return HeldoutError(f"{final}: exists: this held-out set (same files and labels.csv) has been run; its "
+                        "evidence is never overwritten (remove that folder to run the set again)")
 
 
 def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render: bool,
@@ -486,7 +472,8 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     digest = content_sha256(folder, outside)
     name = folder_name(folder, digest)
     final = layout.heldout(out, name)
-    _refuse_existing(final)
+    if final.exists():
+        raise _exists(final)
 
     from model.dicom import ACCEPTED
     from model.infer import STATUSES, DeviceError, load_device, summary  # 2. the locked device, its header checks

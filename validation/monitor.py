@@ -29,11 +29,8 @@ then renders `monitoring_report` there. Exit 0 within limits, 3 when an alert fi
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -289,26 +286,15 @@ def run(out: str | Path, batch: str | Path, params_file: str | Path, *, render: 
     out, batch = Path(out), Path(batch)
     if not batch.exists():
         raise MonitoringError(f"--batch {batch}: not found (pass a folder of DICOM files or a JSON-lines file)")
-    root = layout.monitoring_root(out)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{batch.resolve().name}.", suffix=".partial", dir=root))
-    staging.chmod(0o755)
-    try:
+    with atomic.staged_folder(layout.monitoring_root(out), batch.resolve().name) as staging:
         record, final = _run(out, batch, staging, params_file, render)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            _refuse_existing(final)
-            raise
+        atomic.publish_folder(staging, final, _exists(final))
         return record
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refuse_existing(final: Path) -> None:
-    if final.exists():
-        raise MonitoringError(f"{final}: exists: this batch (same content) has been monitored; its evidence is "
-                              "never overwritten (remove that folder to monitor it again)")
+def _exists(final: Path) -> MonitoringError:
+    return MonitoringError(f"{final}: exists: this batch (same content) has been monitored; its evidence is "
+                           "never overwritten (remove that folder to monitor it again)")
 
 
 def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple[dict, Path]:
@@ -322,7 +308,8 @@ def _run(out: Path, batch: Path, hout: Path, params_file, render: bool) -> tuple
     p = limits(plan["limits"])
     name, digest = _name(batch)
     final = layout.monitoring(out, name)
-    _refuse_existing(final)
+    if final.exists():
+        raise _exists(final)
     test_file = layout.predictions(out, "test")
     recorded = {d["path"]: d["sha256"] for d in plan_record["deps"]["files"]}
     if sha256_file(test_file) != recorded.get(layout.predictions("", "test").as_posix()):

@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -337,13 +334,10 @@ def run(out: str | Path, new: str | Path, params_file: str | Path, *, render: bo
 
     name = folder_name(new, prints["candidate"]["model"])
     data["name"] = name
-    root = layout.pccp_root(out)
-    root.mkdir(parents=True, exist_ok=True)
     final = layout.pccp(out, name)
-    _refuse_existing(final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    staging.chmod(0o755)
-    try:
+    if final.exists():
+        raise _exists(final)
+    with atomic.staged_folder(layout.pccp_root(out), name) as staging:
         predictions = write_predictions(staging, frame)
         deps = [record_path(folder, rid) for folder in (out, new)
                 for rid in ("validation.threshold", "model.test_predictions", "training.run", "workflow.dicom",
@@ -354,20 +348,13 @@ def run(out: str | Path, new: str | Path, params_file: str | Path, *, render: bo
                               synthetic=bool(plan_record["synthetic"]))
         if render:
             render_report(staging, params_file)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            _refuse_existing(final)
-            raise
+        atomic.publish_folder(staging, final, _exists(final))
         return record
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refuse_existing(final: Path) -> None:
-    if final.exists():
-        raise PccpError(f"{final}: exists: this candidate has been assessed; its evidence is never overwritten "
-                        "(remove that folder to assess it again)")
+def _exists(final: Path) -> PccpError:
+    return PccpError(f"{final}: exists: this candidate has been assessed; its evidence is never overwritten "
+                     "(remove that folder to assess it again)")
 
 
 def render_report(pout: Path, params_file: str | Path) -> None:
