@@ -137,6 +137,17 @@ def test_a_batch_drawn_like_the_test_split_raises_no_alert(run, test_rows, tmp_p
     # the same batch again: its evidence is never overwritten
     code, _, _ = monitor_main(out, params, tmp_path / "like")
     assert code == 2
+    # the audit walks the batch's folder as it walks a held-out one: an edited batch.csv is named
+    from evidence.audit import audit
+    failures, n = audit(out, check_code=False, complete=False)
+    assert failures == [] and n > len(Store(out).ids())
+    original = (folder / layout.MONITORING_BATCH).read_bytes()
+    (folder / layout.MONITORING_BATCH).write_bytes(original + b"999.dcm,accepted\n")
+    try:
+        failures, _ = audit(out, check_code=False, complete=False)
+    finally:
+        (folder / layout.MONITORING_BATCH).write_bytes(original)
+    assert [f for f in failures if f.startswith(f"[{data['batch']['name']}] record monitoring.batch: field outs[")], failures
 
 
 @pytest.mark.slow
