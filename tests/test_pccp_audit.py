@@ -38,6 +38,11 @@ def test_the_audit_walks_and_passes_an_assessment_folder(assessed):
     failures, n = audit(cleared, check_code=False)
     assert failures == []
     assert n > 1 + len(list(layout.evidence(cleared).glob("*.json"))) - 1   # the run's records and the folder's
+    # the report passes the document check: every number traced, no empty cell (a stratum too small
+    # to judge says so in each of its cells)
+    from submission.check import check
+    assert check(folder) == []
+    assert "| not judged | not judged | not judged | not judged (" in report
 
 
 def test_the_command_exits_3_naming_an_underpowered_criterion(tmp_path_factory, tmp_path, capsys):
