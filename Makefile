@@ -89,7 +89,7 @@ $(READY): requirements/pip.txt requirements/runtime.txt requirements/test.txt py
 UV ?= uv
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-lock: ## regenerate the hashed lock files requirements/{runtime,test}.txt from pyproject.toml (needs uv)
+lock: ## regenerate the hashed lock files requirements/{pip,runtime,test}.txt from requirements/pip.in and pyproject.toml (needs uv)
 	@command -v $(UV) >/dev/null || { echo "error: make lock needs uv: pip install uv (in any venv but .venv), or set UV=<path to uv>" >&2; exit 2; }
 	$(UV) pip compile requirements/pip.in --generate-hashes $(LOCK_TARGET) --output-file requirements/pip.txt
 	$(UV) pip compile pyproject.toml --generate-hashes $(LOCK_TARGET) --output-file requirements/runtime.txt
