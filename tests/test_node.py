@@ -278,3 +278,34 @@ def test_a_model_that_changed_after_training_is_refused_at_start_up(device_out, 
         f.write(b"x")
     assert node_mod.main(["--out", str(out), "--pacs", "127.0.0.1:104", "--pacs-aet", "PACS"]) == 2
     assert "does not match the sha256 recorded by training.run" in capsys.readouterr().err
+
+
+def test_associations_beyond_the_limit_are_rejected_and_the_node_goes_on(device_out, device, tmp_path):
+    """A peer that opens more simultaneous associations than the node's limit gets a rejection
+    (the library's local-limit rejection), not a hung or dead node: once the first is released, a
+    new association is accepted and verified."""
+    from pynetdicom import AE
+
+    node = node_mod.Node(device_out, device, state_dir=tmp_path / "node", listen=("127.0.0.1", 0),
+                         max_associations=1)
+    node.start()
+    try:
+        port = node.listen[1]
+        ae = AE(ae_title="TEST_MODALITY")
+        ae.add_requested_context("1.2.840.10008.1.1")              # Verification
+        first = ae.associate("127.0.0.1", port, ae_title=node.aet)
+        assert first.is_established
+        second = ae.associate("127.0.0.1", port, ae_title=node.aet)
+        assert second.is_rejected and not second.is_established
+        first.release()
+        opened = []                                                # the slot is freed once the release is done
+
+        def reopened() -> bool:
+            opened.append(ae.associate("127.0.0.1", port, ae_title=node.aet))
+            return opened[-1].is_established
+        assert wait_for(reopened, 10, step=0.2)
+        assert opened[-1].send_c_echo().Status == 0
+        opened[-1].release()
+        assert node.worker.is_alive()
+    finally:
+        node.stop()
