@@ -453,11 +453,12 @@ def run(out: str | Path, heldout: str | Path, params_file: str | Path, *, render
     with atomic.staged_folder(layout.heldout_root(out), folder.resolve().name) as staging:
         records, final = _run(out, folder, staging, params_file, render=render, allow_outside=allow_outside,
                               classified=classified)
-        atomic.publish_folder(staging, final, _exists(final))
+        atomic.publish_folder(staging, final, already_run(final))
         return records
 
 
-def _exists(final: Path) -> HeldoutError:
+def already_run(final: Path) -> HeldoutError:
+    """The error for a held-out folder that exists (the set has been run; never overwritten)."""
     return HeldoutError(f"{final}: exists: this held-out set (same files and labels.csv) has been run; its "
                         "evidence is never overwritten (remove that folder to run the set again)")
 
@@ -473,7 +474,7 @@ def _run(out: Path, folder: Path, hout: Path, params_file: str | Path, *, render
     name = folder_name(folder, digest)
     final = layout.heldout(out, name)
     if final.exists():
-        raise _exists(final)
+        raise already_run(final)
 
     from model.dicom import ACCEPTED
     from model.infer import STATUSES, DeviceError, load_device, summary  # 2. the locked device, its header checks

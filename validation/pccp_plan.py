@@ -19,7 +19,7 @@ from evidence.cli import stage_main
 from evidence.errors import ToolkitError
 from evidence.params import section
 from evidence.provenance import REPO_ROOT
-from evidence.safeyaml import load
+from evidence.safeyaml import load_file
 
 from . import paired
 
@@ -52,7 +52,7 @@ def facts(path: Path = FACTS) -> dict:
     """The facts file, checked against its schema."""
     import jsonschema
 
-    data = load(path.read_text(encoding="utf-8"), str(path)) or {}
+    data = load_file(path, PlanError) or {}
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
     if errors:

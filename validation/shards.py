@@ -107,7 +107,7 @@ def run_shard(out: str | Path, heldout: str | Path, params_file: str | Path, k: 
     """Classify shard `k` of `n` of the set and write its shard file; return a summary."""
     from model.infer import DeviceError, load_device
 
-    from .heldout import HeldoutError, content_sha256, folder_name, heldout_files
+    from .heldout import HeldoutError, already_run, content_sha256, folder_name, heldout_files
 
     out, folder = Path(out), Path(heldout)
     if not folder.is_dir():
@@ -116,8 +116,7 @@ def run_shard(out: str | Path, heldout: str | Path, params_file: str | Path, k: 
     digest = content_sha256(folder)
     name = folder_name(folder, digest)
     if layout.heldout(out, name).exists():
-        raise HeldoutError(f"{layout.heldout(out, name)}: exists: this held-out set (same files and labels.csv) "
-                           "has been run; its evidence is never overwritten (remove that folder to run the set again)")
+        raise already_run(layout.heldout(out, name))
     try:
         device = load_device(out, params_file)
     except DeviceError as e:
