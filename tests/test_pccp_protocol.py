@@ -3,6 +3,8 @@ constructed predictions: a candidate scoring like the cleared model passes, a de
 naming the criteria, a changed input check fails naming it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +135,15 @@ def test_the_assessment_names_the_modification_from_the_model_files():
     data = _assess(lambda f: f["score"], prints={**PRINTS, "model": "another"}, thresholds=(0.5, 0.75))
     assert data["threshold"]["modification"] == "retraining" and data["threshold"]["passed"]
     assert "operating threshold within the plan" not in data["failed"]
+
+
+def test_the_code_defaults_are_params_yaml_and_obey_the_schema():
+    """The criteria a params file leaves out are the shipped params.yaml's, not a second set."""
+    import yaml
+
+    from evidence.params import check
+    from validation.pccp_plan import DEFAULTS
+
+    check({"pccp": DEFAULTS})
+    repo = Path(__file__).resolve().parent.parent
+    assert yaml.safe_load((repo / "params.yaml").read_text())["pccp"] == DEFAULTS
